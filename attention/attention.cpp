@@ -1,0 +1,118 @@
+#include "attention/attention.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+
+#include "attention/exact.h"
+#include "attention/kdeformer/kdeformer.h"
+
+namespace kdeserve::attention {
+namespace {
+
+std::string backend_name(const at::Tensor& x) {
+  return x.is_cuda() ? "aten-cuda" : (x.is_cpu() ? "aten-cpu" : "aten-" + x.device().str());
+}
+
+// Why KDEformer should not run on these inputs (empty: it should).
+std::string kdeformer_skip_reason(const KdeformerOptions& opt, int64_t nk) {
+  if (opt.heavy() && opt.bucket_size() >= nk) {
+    return "bucket_size " + std::to_string(opt.bucket_size()) + " >= Nk " + std::to_string(nk) +
+           ": one block holds every key, so KDEformer is exact attention";
+  }
+  return {};
+}
+
+}  // namespace
+
+double resolve_scale(const AttentionOptions& options, int64_t head_dim) {
+  return options.scale() ? *options.scale() : 1.0 / std::sqrt(static_cast<double>(head_dim));
+}
+
+void check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                  const AttentionOptions& options) {
+  TORCH_CHECK(q.defined() && k.defined() && v.defined(), "attention: q, k and v must be defined");
+  TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4,
+              "attention: q, k, v must be 4-D [B, H, N, D]; got ranks ", q.dim(), ", ", k.dim(),
+              ", ", v.dim());
+  TORCH_CHECK(q.size(0) == k.size(0) && q.size(0) == v.size(0) && q.size(1) == k.size(1) &&
+                  q.size(1) == v.size(1),
+              "attention: batch and head sizes must match: q ", q.sizes(), ", k ", k.sizes(),
+              ", v ", v.sizes());
+  TORCH_CHECK(q.size(3) == k.size(3), "attention: q and k head dims differ: ", q.size(3), " vs ",
+              k.size(3));
+  TORCH_CHECK(k.size(2) == v.size(2), "attention: k and v sequence lengths differ: ", k.size(2),
+              " vs ", v.size(2));
+  TORCH_CHECK(k.size(2) >= 1, "attention: needs at least one key");
+  TORCH_CHECK(q.size(3) >= 1 && v.size(3) >= 1, "attention: head dims must be >= 1");
+  TORCH_CHECK(q.scalar_type() == k.scalar_type() && q.scalar_type() == v.scalar_type(),
+              "attention: q, k, v dtypes differ: ", q.scalar_type(), ", ", k.scalar_type(), ", ",
+              v.scalar_type());
+  const auto dtype = q.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf ||
+                  dtype == at::kBFloat16,
+              "attention: dtype must be float32, float64, float16 or bfloat16, got ", dtype);
+  TORCH_CHECK(q.device() == k.device() && q.device() == v.device(),
+              "attention: q, k, v devices differ: ", q.device(), ", ", k.device(), ", ",
+              v.device());
+  if (options.scale()) {
+    TORCH_CHECK(std::isfinite(*options.scale()), "attention: scale must be finite, got ",
+                *options.scale());
+  }
+  if (options.method() == Method::kKdeformer) {
+    TORCH_CHECK(!options.scale() || *options.scale() > 0,
+                "attention: KDEformer needs a positive scale, got ", *options.scale());
+  }
+}
+
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                     const AttentionOptions& options, const AttentionCall& call) {
+  check_inputs(q, k, v, options);
+  const double scale = resolve_scale(options, q.size(3));
+  AttentionReport local;
+  AttentionReport& report = call.report != nullptr ? *call.report : local;
+  report = AttentionReport{};
+  report.requested = options.method();
+  report.backend = backend_name(q);
+  report.batch = q.size(0);
+  report.heads = q.size(1);
+  report.num_queries = q.size(2);
+  report.num_keys = k.size(2);
+  report.head_dim = q.size(3);
+  report.value_dim = v.size(3);
+
+  // Reduced precision computes in float32 (exp and long sums need it) and is cast back.
+  const bool widen = q.scalar_type() == at::kHalf || q.scalar_type() == at::kBFloat16;
+  const at::Tensor qc = widen ? q.to(at::kFloat) : q;
+  const at::Tensor kc = widen ? k.to(at::kFloat) : k;
+  const at::Tensor vc = widen ? v.to(at::kFloat) : v;
+  std::string why;
+  if (widen) why = std::string("computed in float32 for ") + c10::toString(q.scalar_type());
+
+  at::Tensor out;
+  switch (options.method()) {
+    case Method::kExact:
+      report.ran = Method::kExact;
+      out = exact_attention(qc, kc, vc, scale, options.exact());
+      break;
+    case Method::kKdeformer: {
+      const std::string skip = kdeformer_skip_reason(options.kdeformer(), k.size(2));
+      if (skip.empty()) {
+        report.ran = Method::kKdeformer;
+        AttentionCall inner = call;
+        inner.report = &report;
+        out = kdeformer::kdeformer_attention(qc, kc, vc, scale, options.kdeformer(), inner);
+      } else {
+        report.ran = Method::kExact;
+        why = why.empty() ? skip : why + "; " + skip;
+        out = exact_attention(qc, kc, vc, scale, options.exact());
+      }
+      break;
+    }
+  }
+  report.fell_back = !why.empty();
+  report.reason = why;
+  return widen ? out.to(q.scalar_type()) : out;
+}
+
+}  // namespace kdeserve::attention

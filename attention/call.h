@@ -1,0 +1,52 @@
+#pragma once
+/// Per-call context of attention(): explicit randomness and the report the call fills in.
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "attention/options.h"
+
+namespace kdeserve::attention {
+
+/// Randomness injected by tests and parity checks instead of drawing it from the seeds.
+struct InjectedRandomness {
+  /// LSH hyperplanes: [D, r] (shared by every batch entry and head) or [B, H, D, r].
+  std::optional<at::Tensor> projections;
+  /// Residual samples as original key indices: [m] or [B, H, m], int64.
+  std::optional<at::Tensor> sample_indices;
+  /// Start vector of the power method: [Dv + 1] or [B, H, Dv + 1].
+  std::optional<at::Tensor> power_init;
+};
+
+/// What a call did; the server logs and counts it (the library never logs).
+struct AttentionReport {
+  Method requested = Method::kExact;
+  Method ran = Method::kExact;
+  /// "aten-cpu" or "aten-cuda": the implementation that computed the result.
+  std::string backend;
+  /// true when `ran` differs from `requested` or the computation dtype was widened.
+  bool fell_back = false;
+  /// Why it fell back (empty otherwise).
+  std::string reason;
+  int64_t batch = 0, heads = 0, num_queries = 0, num_keys = 0, head_dim = 0, value_dim = 0;
+  /// KDEformer only: diagonal blocks per (entry, head), largest block, samples per (entry, head).
+  int64_t num_blocks = 0, block_keys = 0, sample_size = 0;
+};
+
+/// The call context. Every random draw of a call comes from generators seeded by
+/// (seed, entry seed, head), so an entry's output never depends on the rest of its batch.
+struct AttentionCall {
+  /// Base seed of the call (e.g. a per-layer salt chosen by the model).
+  uint64_t seed = 0;
+  /// Optional per-batch-entry seeds (size B), e.g. per request; empty means 0 for all entries.
+  std::vector<uint64_t> entry_seeds;
+  InjectedRandomness injected;
+  /// Filled in when non-null.
+  AttentionReport* report = nullptr;
+};
+
+}  // namespace kdeserve::attention

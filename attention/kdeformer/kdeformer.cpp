@@ -1,0 +1,267 @@
+#include "attention/kdeformer/kdeformer.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <limits>
+#include <vector>
+
+#include "attention/kdeformer/lsh.h"
+#include "attention/kdeformer/sampling.h"
+
+namespace kdeserve::attention::kdeformer {
+namespace {
+
+// Balanced partition of n hash-sorted positions into `blocks` diagonal blocks: block j holds
+// positions [⌊j·n/blocks⌋, ⌊(j+1)·n/blocks⌋). With n divisible by blocks this is the reference's
+// equal split; otherwise sizes differ by at most one. Blocks are padded to `width` rows.
+struct BlockLayout {
+  int64_t blocks = 1;
+  int64_t width = 0;             // largest block
+  at::Tensor position_of_row;    // [blocks·width] sorted position of each padded row (pads → 0)
+  at::Tensor row_valid;          // [blocks·width] bool; undefined when there is no padding
+  at::Tensor row_of_position;    // [n] padded row of each sorted position
+  at::Tensor block_of_position;  // [n] block of each sorted position
+};
+
+BlockLayout make_layout(int64_t n, int64_t blocks, at::Device device) {
+  BlockLayout layout;
+  layout.blocks = blocks;
+  std::vector<int64_t> start(blocks + 1);
+  for (int64_t j = 0; j <= blocks; ++j) start[j] = j * n / blocks;
+  for (int64_t j = 0; j < blocks; ++j) layout.width = std::max(layout.width, start[j + 1] - start[j]);
+  const int64_t rows = blocks * layout.width;
+  at::Tensor position_of_row = at::zeros({rows}, at::kLong);
+  at::Tensor row_valid = at::zeros({rows}, at::kBool);
+  at::Tensor row_of_position = at::empty({n}, at::kLong);
+  at::Tensor block_of_position = at::empty({n}, at::kLong);
+  int64_t* por = position_of_row.data_ptr<int64_t>();
+  bool* valid = row_valid.data_ptr<bool>();
+  int64_t* rop = row_of_position.data_ptr<int64_t>();
+  int64_t* bop = block_of_position.data_ptr<int64_t>();
+  for (int64_t j = 0; j < blocks; ++j) {
+    for (int64_t p = start[j]; p < start[j + 1]; ++p) {
+      const int64_t row = j * layout.width + (p - start[j]);
+      por[row] = p;
+      valid[row] = true;
+      rop[p] = row;
+      bop[p] = j;
+    }
+  }
+  layout.position_of_row = position_of_row.to(device);
+  if (rows != n) layout.row_valid = row_valid.to(device);
+  layout.row_of_position = row_of_position.to(device);
+  layout.block_of_position = block_of_position.to(device);
+  return layout;
+}
+
+// Inverse of a batch of permutations: inv[g, perm[g, i]] = i. perm [G, N] → [G, N].
+at::Tensor invert(const at::Tensor& perm) {
+  at::Tensor iota = at::arange(perm.size(1), perm.options()).expand_as(perm);
+  return at::empty_like(perm).scatter_(1, perm, iota);
+}
+
+// Rows of x [G, N, C] selected per group by idx [G, R] (indices into N) → [G, R, C].
+at::Tensor gather_rows(const at::Tensor& x, const at::Tensor& idx) {
+  const int64_t groups = x.size(0), n = x.size(1), c = x.size(2);
+  at::Tensor offsets = at::arange(groups, idx.options()).mul_(n).unsqueeze(1);  // [G, 1]
+  return x.reshape({groups * n, c})
+      .index_select(0, (idx + offsets).flatten())
+      .view({groups, idx.size(1), c});
+}
+
+// Everything of one estimate in the padded, hash-sorted query layout [G, R = blocks·width].
+struct Estimate {
+  BlockLayout qlayout, klayout;
+  at::Tensor q_row_of_query;  // [G, Nq] padded row of each original query
+  at::Tensor key_block;       // [G, Nk] block of each original key
+  at::Tensor shift;           // [G, R]
+  at::Tensor block_num, block_den, res_num, res_den;  // [G, R, Dv] / [G, R]; undefined if absent
+  at::Tensor probabilities, samples;                  // [G, Nk], [G, m]; undefined if m = 0
+};
+
+Estimate estimate(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
+                  const KdeformerOptions& opt, const AttentionCall& call) {
+  const int64_t batch = q.size(0), heads = q.size(1), nq = q.size(2), dim = q.size(3);
+  const int64_t nk = k.size(2), dv = v.size(3), groups = batch * heads;
+  const int64_t m = opt.sample_size();
+  const bool heavy = opt.heavy();
+  const double neg_inf = -std::numeric_limits<double>::infinity();
+  at::Tensor q3 = q.reshape({groups, nq, dim});
+  at::Tensor k3 = k.reshape({groups, nk, dim});
+  at::Tensor v3 = v.reshape({groups, nk, dv});
+  Estimate e;
+
+  // Alg. 3 step 1: angular LSH, Hamming-ordered bucket ranks, stable sort, diagonal blocks.
+  at::Tensor q_order, k_order;
+  int64_t blocks = 1;
+  if (heavy) {
+    at::Tensor proj = lsh_projections(batch, heads, dim, opt.num_projections(), q.scalar_type(),
+                                      q.device(), call);  // [G, D, r]
+    q_order = hash_sort(bucket_ranks(q3, proj, opt.bucket_order()));  // [G, Nq]
+    k_order = hash_sort(bucket_ranks(k3, proj, opt.bucket_order()));  // [G, Nk]
+    blocks = (nk + opt.bucket_size() - 1) / opt.bucket_size();
+    e.klayout = make_layout(nk, blocks, q.device());
+    e.qlayout = make_layout(nq, blocks, q.device());
+    e.q_row_of_query = e.qlayout.row_of_position.index_select(0, invert(q_order).flatten())
+                           .view({groups, nq});
+    e.key_block = e.klayout.block_of_position.index_select(0, invert(k_order).flatten())
+                      .view({groups, nk});
+  } else {
+    e.qlayout = make_layout(nq, 1, q.device());
+    e.q_row_of_query = e.qlayout.row_of_position.unsqueeze(0).expand({groups, nq});
+    e.key_block = at::zeros({groups, nk}, q.options().dtype(at::kLong));
+  }
+  const int64_t qwidth = e.qlayout.width, rows = blocks * qwidth;
+
+  // Queries in padded sorted rows, scaled: [G, R, D].
+  at::Tensor q_rows = heavy ? q_order.index_select(1, e.qlayout.position_of_row)
+                            : e.qlayout.position_of_row.unsqueeze(0).expand({groups, rows});
+  at::Tensor qs = gather_rows(q3, q_rows).mul_(scale);
+
+  at::Tensor s_blk, v_blk, s_res, v_res, w_res;
+  at::Tensor row_max;  // [G, R]
+  if (heavy) {
+    const int64_t kwidth = e.klayout.width;
+    // Keys of each block in sorted order; padded slots are masked below.
+    at::Tensor k_rows = k_order.index_select(1, e.klayout.position_of_row);  // [G, blocks·kwidth]
+    at::Tensor k_blk = gather_rows(k3, k_rows).view({groups * blocks, kwidth, dim});
+    v_blk = gather_rows(v3, k_rows).view({groups * blocks, kwidth, dv});
+    s_blk = at::bmm(qs.view({groups * blocks, qwidth, dim}), k_blk.transpose(1, 2));
+    if (e.klayout.row_valid.defined()) {
+      s_blk.view({groups, blocks, qwidth, kwidth})
+          .masked_fill_(e.klayout.row_valid.logical_not().view({1, blocks, 1, kwidth}), neg_inf);
+    }
+    row_max = std::get<0>(s_blk.max(2)).view({groups, rows});
+  }
+
+  // Alg. 3 step 2: residual A − A_spar estimated from m importance-sampled keys.
+  if (m > 0) {
+    at::Tensor init = opt.sampling() == Sampling::kValueNorm
+                          ? power_init(batch, heads, dv + 1, v.scalar_type(), v.device(), call)
+                          : at::Tensor();
+    e.probabilities = sample_probabilities(v3, opt.sampling(), opt.power_iterations(), init);
+    e.samples = draw_samples(e.probabilities, batch, heads, m, opt.sampling(), call);  // [G, m]
+    w_res = e.probabilities.gather(1, e.samples).mul_(static_cast<double>(m)).reciprocal_();
+    at::Tensor k_res = gather_rows(k3, e.samples);  // [G, m, D]
+    v_res = gather_rows(v3, e.samples);             // [G, m, Dv]
+    s_res = at::bmm(qs, k_res.transpose(1, 2));     // [G, R, m]
+    if (heavy) {
+      // A sample's block comes from its sorted position; pairs inside the same diagonal block
+      // are already exact in A_spar.
+      at::Tensor sample_block = e.key_block.gather(1, e.samples);  // [G, m]
+      at::Tensor same = at::arange(blocks, sample_block.options()).view({1, blocks, 1})
+                            .eq(sample_block.unsqueeze(1));  // [G, blocks, m]
+      s_res.view({groups, blocks, qwidth, m}).masked_fill_(same.unsqueeze(2), neg_inf);
+    }
+    at::Tensor res_max = std::get<0>(s_res.max(2));  // [G, R]
+    row_max = row_max.defined() ? at::maximum(row_max, res_max) : res_max;
+  }
+
+  // One shift per query for both parts, so e^{s − c} never overflows and cancels in num/den.
+  e.shift = row_max;
+  at::Tensor c = row_max.unsqueeze(2);  // [G, R, 1]
+  if (heavy) {
+    at::Tensor p_blk = s_blk.view({groups, rows, -1}).sub_(c).exp_();  // [G, R, kwidth]
+    e.block_den = p_blk.sum(2);
+    e.block_num = at::bmm(p_blk.view({groups * blocks, qwidth, -1}), v_blk).view({groups, rows, dv});
+  }
+  if (m > 0) {
+    at::Tensor p_res = s_res.sub_(c).exp_();  // [G, R, m]
+    e.res_num = at::bmm(p_res, v_res.mul_(w_res.unsqueeze(2)));
+    e.res_den = at::bmm(p_res, w_res.unsqueeze(2)).squeeze(2);
+  }
+  return e;
+}
+
+// Padded rows [G, R, C] → original query order [G, Nq, C].
+at::Tensor to_queries(const at::Tensor& x, const at::Tensor& row_of_query) {
+  const bool vector = x.dim() == 2;
+  at::Tensor x3 = vector ? x.unsqueeze(2) : x;
+  at::Tensor out = gather_rows(x3, row_of_query);
+  return vector ? out.squeeze(2) : out;
+}
+
+at::Tensor sum_defined(const at::Tensor& a, const at::Tensor& b) {
+  if (!a.defined()) return b;
+  if (!b.defined()) return a;
+  return a + b;
+}
+
+void check_options(const KdeformerOptions& opt) {
+  TORCH_CHECK(opt.bucket_size() >= 1, "kdeformer: bucket_size must be >= 1, got ",
+              opt.bucket_size());
+  TORCH_CHECK(opt.sample_size() >= 0, "kdeformer: sample_size must be >= 0, got ",
+              opt.sample_size());
+  TORCH_CHECK(opt.num_projections() >= 1 && opt.num_projections() <= kMaxProjections,
+              "kdeformer: num_projections must be in [1, ", kMaxProjections, "], got ",
+              opt.num_projections());
+  TORCH_CHECK(opt.power_iterations() >= 1, "kdeformer: power_iterations must be >= 1, got ",
+              opt.power_iterations());
+  TORCH_CHECK(opt.heavy() || opt.sample_size() > 0,
+              "kdeformer: without the heavy block part, sample_size must be > 0");
+}
+
+void fill_report(const Estimate& e, const KdeformerOptions& opt, const AttentionCall& call) {
+  if (call.report == nullptr) return;
+  call.report->num_blocks = opt.heavy() ? e.klayout.blocks : 0;
+  call.report->block_keys = opt.heavy() ? e.klayout.width : 0;
+  call.report->sample_size = opt.sample_size();
+}
+
+}  // namespace
+
+at::Tensor kdeformer_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                               double scale, const KdeformerOptions& options,
+                               const AttentionCall& call) {
+  check_options(options);
+  const int64_t batch = q.size(0), heads = q.size(1), nq = q.size(2), dv = v.size(3);
+  if (nq == 0) return at::empty({batch, heads, 0, dv}, v.options());
+  Estimate e = estimate(q, k, v, scale, options, call);
+  fill_report(e, options, call);
+  at::Tensor num = sum_defined(e.block_num, e.res_num);          // [G, R, Dv]
+  at::Tensor den = sum_defined(e.block_den, e.res_den);          // [G, R]
+  at::Tensor out_rows = num.div_(den.unsqueeze(2));
+  return to_queries(out_rows, e.q_row_of_query).view({batch, heads, nq, dv});
+}
+
+KdeformerParts kdeformer_parts(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                               double scale, const KdeformerOptions& options,
+                               const AttentionCall& call) {
+  check_options(options);
+  const int64_t batch = q.size(0), heads = q.size(1), nq = q.size(2), nk = k.size(2);
+  const int64_t dv = v.size(3), m = options.sample_size();
+  TORCH_CHECK(nq > 0, "kdeformer_parts: needs at least one query");
+  Estimate e = estimate(q, k, v, scale, options, call);
+  fill_report(e, options, call);
+  const at::Tensor& rows = e.q_row_of_query;
+  auto zeros_like_num = [&] { return at::zeros({batch, heads, nq, dv}, v.options()); };
+  auto zeros_like_den = [&] { return at::zeros({batch, heads, nq}, v.options()); };
+  KdeformerParts parts;
+  parts.shift = to_queries(e.shift, rows).view({batch, heads, nq});
+  parts.block_numerator = e.block_num.defined()
+                              ? to_queries(e.block_num, rows).view({batch, heads, nq, dv})
+                              : zeros_like_num();
+  parts.block_denominator = e.block_den.defined()
+                                ? to_queries(e.block_den, rows).view({batch, heads, nq})
+                                : zeros_like_den();
+  parts.residual_numerator = e.res_num.defined()
+                                 ? to_queries(e.res_num, rows).view({batch, heads, nq, dv})
+                                 : zeros_like_num();
+  parts.residual_denominator = e.res_den.defined()
+                                   ? to_queries(e.res_den, rows).view({batch, heads, nq})
+                                   : zeros_like_den();
+  at::Tensor q_block_of_row =
+      at::arange(e.qlayout.blocks, rows.options()).repeat_interleave(e.qlayout.width);
+  parts.query_block = q_block_of_row.index_select(0, rows.flatten()).view({batch, heads, nq});
+  parts.key_block = e.key_block.reshape({batch, heads, nk});
+  if (m > 0) {
+    parts.sample_probabilities = e.probabilities.view({batch, heads, nk});
+    parts.sample_indices = e.samples.view({batch, heads, m});
+  }
+  parts.output = (parts.block_numerator + parts.residual_numerator) /
+                 (parts.block_denominator + parts.residual_denominator).unsqueeze(3);
+  return parts;
+}
+
+}  // namespace kdeserve::attention::kdeformer

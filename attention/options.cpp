@@ -1,0 +1,37 @@
+#include "attention/options.h"
+
+#include <c10/util/Exception.h>
+
+namespace kdeserve::attention {
+
+std::string to_string(Method method) {
+  switch (method) {
+    case Method::kExact:
+      return "exact";
+    case Method::kKdeformer:
+      return "kdeformer";
+  }
+  return "unknown";
+}
+
+std::string to_string(BucketOrder order) {
+  return order == BucketOrder::kGray ? "gray" : "reference";
+}
+
+std::string to_string(Sampling sampling) {
+  return sampling == Sampling::kValueNorm ? "value_norm" : "uniform";
+}
+
+Method method_from_string(const std::string& name) {
+  if (name == "exact") return Method::kExact;
+  if (name == "kdeformer") return Method::kKdeformer;
+  TORCH_CHECK(false, "unknown attention method '", name, "' (expected exact or kdeformer)");
+}
+
+BucketOrder bucket_order_from_string(const std::string& name) {
+  if (name == "gray") return BucketOrder::kGray;
+  if (name == "reference") return BucketOrder::kReference;
+  TORCH_CHECK(false, "unknown bucket order '", name, "' (expected gray or reference)");
+}
+
+}  // namespace kdeserve::attention

@@ -1,0 +1,75 @@
+#pragma once
+/// Options that select and configure an attention method. Pure data: no parsing, no environment
+/// variables; models, tests, benchmarks and the server all build these.
+
+#include <torch/arg.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace kdeserve::attention {
+
+/// The attention methods the library implements.
+enum class Method {
+  kExact,      ///< softmax(q kᵀ · scale) v, chunked over queries.
+  kKdeformer,  ///< KDEformer practical algorithm (Zandieh et al. 2023, Alg. 3).
+};
+
+/// How LSH bucket codes are ordered before the hash sort (kdeformer.md §2.6 a).
+enum class BucketOrder {
+  kGray,       ///< Rank of the code in the reflected Gray sequence: neighbours differ in one bit.
+  kReference,  ///< The authors' table lookup perm[code] = code ^ (code >> 1) (for parity tests).
+};
+
+/// Which distribution the residual keys are drawn from.
+enum class Sampling {
+  kValueNorm,  ///< p_j ∝ ‖[v_j, 1]‖ / ‖[V, 1]‖²_op + 1/Nk (reference code, §2.2 step 5).
+  kUniform,    ///< p_j = 1/Nk: the plain uniform-sampling baseline.
+};
+
+/// Returns "exact" / "kdeformer".
+std::string to_string(Method method);
+/// Returns "gray" / "reference".
+std::string to_string(BucketOrder order);
+/// Returns "value_norm" / "uniform".
+std::string to_string(Sampling sampling);
+/// Parses the names above; throws c10::Error naming the accepted values otherwise.
+Method method_from_string(const std::string& name);
+BucketOrder bucket_order_from_string(const std::string& name);
+
+/// Options of exact attention.
+struct ExactOptions {
+  /// Upper bound on the elements of one score chunk [B, H, chunk, Nk]; queries are processed in
+  /// chunks so peak extra memory is O(chunk · Nk), never Nq × Nk for long sequences.
+  TORCH_ARG(int64_t, max_chunk_elements) = int64_t{1} << 20;
+};
+
+/// Options of KDEformer (practical version: LSH heavy blocks + importance-sampled residual).
+struct KdeformerOptions {
+  /// r: hyperplanes of the angular LSH, giving 2^r buckets.
+  TORCH_ARG(int64_t, num_projections) = 7;
+  /// b: keys per diagonal block in hash-sorted order (the last blocks may hold one fewer).
+  TORCH_ARG(int64_t, bucket_size) = 64;
+  /// m: keys sampled for the residual; 0 gives the block-diagonal estimate only.
+  TORCH_ARG(int64_t, sample_size) = 128;
+  /// Power-method iterations for ‖[V, 1]‖²_op (20 in the GloVe/BigGAN code, 32 in ViT).
+  TORCH_ARG(int64_t, power_iterations) = 20;
+  TORCH_ARG(BucketOrder, bucket_order) = BucketOrder::kGray;
+  TORCH_ARG(Sampling, sampling) = Sampling::kValueNorm;
+  /// Compute the block-diagonal heavy part. false, with uniform sampling, is the plain
+  /// sampling baseline (no LSH at all).
+  TORCH_ARG(bool, heavy) = true;
+};
+
+/// Options of one attention call: the method and its settings.
+struct AttentionOptions {
+  /* implicit */ AttentionOptions(Method method = Method::kExact) : method_(method) {}
+  TORCH_ARG(Method, method);
+  /// Softmax scale applied to q·k; unset means 1/sqrt(D). Must be finite.
+  TORCH_ARG(std::optional<double>, scale) = std::nullopt;
+  TORCH_ARG(ExactOptions, exact) = {};
+  TORCH_ARG(KdeformerOptions, kdeformer) = {};
+};
+
+}  // namespace kdeserve::attention

@@ -1,0 +1,50 @@
+# Shared build helpers: compiler cache, warnings, precompiled headers, tests.
+include_guard(GLOBAL)
+
+find_program(KDESERVE_CCACHE ccache)
+if(KDESERVE_CCACHE AND NOT CMAKE_CXX_COMPILER_LAUNCHER)
+  # Precompiled headers need these sloppiness settings to be cacheable.
+  set(CMAKE_CXX_COMPILER_LAUNCHER
+      ${CMAKE_COMMAND} -E env "CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime"
+      ${KDESERVE_CCACHE})
+  set(CMAKE_CUDA_COMPILER_LAUNCHER ${KDESERVE_CCACHE})
+endif()
+
+# Sets the project's warning flags on a target.
+function(kdeserve_set_warnings target)
+  target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wno-unused-parameter>)
+  if(KDESERVE_WERROR)
+    target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:-Werror>)
+  endif()
+endfunction()
+
+# Reads the LibTorch version from torch/version.h (TorchConfig does not export it reliably).
+function(kdeserve_torch_version out)
+  find_file(_torch_version_h torch/csrc/api/include/torch/version.h
+            PATHS ${TORCH_INCLUDE_DIRS} NO_DEFAULT_PATH)
+  if(NOT _torch_version_h)
+    find_file(_torch_version_h torch/version.h PATHS ${TORCH_INCLUDE_DIRS} NO_DEFAULT_PATH)
+  endif()
+  set(version "unknown")
+  if(_torch_version_h)
+    file(STRINGS ${_torch_version_h} _line REGEX "#define TORCH_VERSION \"")
+    string(REGEX MATCH "[0-9]+\\.[0-9]+\\.[0-9]+" version "${_line}")
+  endif()
+  set(${out} ${version} PARENT_SCOPE)
+endfunction()
+
+# kdeserve_add_test(NAME name SOURCES ... LIBS ... LABELS unit|slow|integration [TIMEOUT s])
+function(kdeserve_add_test)
+  cmake_parse_arguments(T "" "NAME;TIMEOUT" "SOURCES;LIBS;LABELS" ${ARGN})
+  add_executable(${T_NAME} ${T_SOURCES})
+  target_link_libraries(${T_NAME} PRIVATE ${T_LIBS} GTest::gtest GTest::gtest_main)
+  target_include_directories(${T_NAME} PRIVATE ${PROJECT_SOURCE_DIR})
+  kdeserve_set_warnings(${T_NAME})
+  if(NOT T_TIMEOUT)
+    set(T_TIMEOUT 600)
+  endif()
+  gtest_discover_tests(${T_NAME}
+    DISCOVERY_TIMEOUT 120
+    PROPERTIES LABELS "${T_LABELS}" TIMEOUT ${T_TIMEOUT}
+               ENVIRONMENT "KDESERVE_SHARED_DIR=${KDESERVE_SHARED_DIR}")
+endfunction()

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The main job (README): installs what it needs, builds, and runs the paper's GloVe
+# attention-approximation experiment, writing CSV + PNG to out/glove. Extra arguments go to
+# the experiment (see `build/bench/glove_experiment --help`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install_deps.sh
+build_dir=${KDESERVE_BUILD_DIR:-build}
+cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release ${KDESERVE_CMAKE_ARGS:-}
+cmake --build "$build_dir" -j "$(nproc)" --target glove_experiment
+"$build_dir/bench/glove_experiment" --out out/glove "$@"
