@@ -15,6 +15,7 @@
 #include <map>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -147,7 +148,10 @@ void progress(int64_t done, int64_t total, const std::string& what) {
 
 int main(int argc, char** argv) {
   const Config c = parse(argc, argv);
-  if (c.threads > 0) at::set_num_threads(static_cast<int>(c.threads));
+  // LibTorch starts with one intra-op thread here: use every core unless told otherwise.
+  const int threads = c.threads > 0 ? static_cast<int>(c.threads)
+                                    : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  at::set_num_threads(threads);
   std::filesystem::create_directories(c.out);
   const at::Tensor glove = load_glove(c.data);
   const std::vector<Run> runs = runs_for(c);
@@ -209,6 +213,7 @@ int main(int argc, char** argv) {
       }
     }
   }
+  progress(total, total, "done");
   std::fprintf(stderr, "\n");
   csv.close();
 

@@ -41,6 +41,8 @@ def main():
                              squeeze=False)
     styles = {"kdeformer (gray)": "o-", "kdeformer (reference)": "s--",
               "block_only (gray)": "^-", "uniform": "x:"}
+    colors = {"kdeformer (gray)": "C0", "kdeformer (reference)": "C1",
+              "block_only (gray)": "C2", "uniform": "C3"}
     for row, conv in enumerate(conventions):
         ax_m, ax_t, ax_n = axes[row]
         for (rn, label, c), pts in sorted(series.items()):
@@ -49,12 +51,14 @@ def main():
             pts.sort()
             if label.startswith("block_only") and conv != "b=m/2":
                 ax_t.plot([p[1] * 1e3 for p in pts], [p[2] for p in pts], styles[label],
-                          label=f"{label}, b={pts[0][0] // 2}")
-                ax_m.axhline(pts[0][2], color="gray", lw=1, ls="-.",
+                          color=colors[label], label=f"{label}, b={pts[0][0] // 2}")
+                ax_m.axhline(pts[0][2], color=colors[label], lw=1, ls="-.",
                              label=f"{label}, b={pts[0][0] // 2}")
                 continue
-            ax_m.plot([p[0] for p in pts], [p[2] for p in pts], styles[label], label=label)
-            ax_t.plot([p[1] * 1e3 for p in pts], [p[2] for p in pts], styles[label], label=label)
+            ax_m.plot([p[0] for p in pts], [p[2] for p in pts], styles[label],
+                      color=colors[label], label=label)
+            ax_t.plot([p[1] * 1e3 for p in pts], [p[2] for p in pts], styles[label],
+                      color=colors[label], label=label)
         if n in exact_s:
             ax_t.axvline(exact_s[n] * 1e3, color="k", ls=":", label="exact attention time")
         for ax, xl in ((ax_m, "m (samples; block-only: 2b)"), (ax_t, "wall-clock (ms)")):

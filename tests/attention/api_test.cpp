@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "attention/attention.h"
+#include "attention/device.h"
 #include "tests/attention/test_util.h"
 
 namespace kdeserve::attention {
@@ -125,6 +126,17 @@ TEST(AttentionApi, MethodNamesRoundTrip) {
   EXPECT_EQ(method_from_string(to_string(Method::kKdeformer)), Method::kKdeformer);
   EXPECT_THROW(method_from_string("performer"), c10::Error);
   EXPECT_EQ(bucket_order_from_string("reference"), BucketOrder::kReference);
+}
+
+TEST(AttentionApi, CudaInfoMatchesTheBuild) {
+  const CudaInfo info = cuda_info();
+  if (info.compiled) {
+    EXPECT_GT(info.runtime_version, 0);
+    EXPECT_NE(info.message.find("CUDA runtime"), std::string::npos);
+  } else {
+    EXPECT_EQ(info.device_count, 0);
+    EXPECT_NE(info.message.find("without CUDA"), std::string::npos);
+  }
 }
 
 }  // namespace
