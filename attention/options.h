@@ -40,7 +40,7 @@ BucketOrder bucket_order_from_string(const std::string& name);
 
 /// Options of exact attention.
 struct ExactOptions {
-  /// Upper bound on the elements of one score chunk [B, H, chunk, Nk]; queries are processed in
+  /// Upper bound on the elements of one score chunk [chunk, Nk]; queries are processed in
   /// chunks so peak extra memory is O(chunk · Nk), never Nq × Nk for long sequences.
   TORCH_ARG(int64_t, max_chunk_elements) = int64_t{1} << 20;
 };

@@ -1,6 +1,7 @@
-// Google Benchmark: exact attention vs KDEformer (float32) at the shapes, one thread and
-// all threads, with peak extra memory, plus the machine's sgemm throughput, and a closing table
-// of speedups measured in the same run.
+// Google Benchmark: exact attention vs KDEformer (float32) at the shapes, with peak extra
+// memory, plus the machine's sgemm throughput, and a closing table of speedups measured in the
+// same run. One thread count per process (BLIS fixes its threads at its first call):
+// `attention_bench --threads 1` and `--threads 2`; bench/run_attention_bench.sh runs both.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <benchmark/benchmark.h>
@@ -8,10 +9,10 @@
 #include <cstdio>
 #include <map>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "attention/attention.h"
+#include "attention/threads.h"
 #include "tests/support/peak_memory.h"
 
 namespace {
@@ -48,7 +49,6 @@ att::AttentionOptions options_for(const Shape& s, att::Method method) {
 }
 
 void bm_attention(benchmark::State& state, Shape s, att::Method method, int threads) {
-  at::set_num_threads(threads);
   at::Generator gen = at::detail::createCPUGenerator(42);
   const at::TensorOptions f32(at::kFloat);
   const at::Tensor q = at::randn({s.batch, 1, s.nq, s.d}, gen, f32).mul_(0.5);
@@ -77,7 +77,6 @@ void bm_attention(benchmark::State& state, Shape s, att::Method method, int thre
 }
 
 void bm_sgemm(benchmark::State& state, int threads) {
-  at::set_num_threads(threads);
   const int64_t n = 2048;
   const at::Tensor a = at::randn({n, n}), b = at::randn({n, n});
   at::Tensor c = at::empty({n, n});
@@ -109,10 +108,23 @@ class TableReporter : public benchmark::ConsoleReporter {
 }  // namespace
 
 int main(int argc, char** argv) {
+  int threads = att::hardware_threads();
+  // Our own flag; the rest go to Google Benchmark.
+  int kept = 1;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a.rfind("--threads=", 0) == 0) {
+      threads = std::stoi(a.substr(10));
+    } else if (a == "--threads" && i + 1 < argc) {
+      threads = std::stoi(argv[++i]);
+    } else {
+      argv[kept++] = argv[i];
+    }
+  }
+  argc = kept;
+  att::set_num_threads(threads);
   kdeserve::testing::PeakMemory::install();
-  const int all = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  std::vector<int> thread_counts = {1};
-  if (all > 1) thread_counts.push_back(all);
+  const std::vector<int> thread_counts = {threads};
   for (int t : thread_counts) {
     benchmark::RegisterBenchmark(("sgemm_2048/t=" + std::to_string(t)).c_str(), bm_sgemm, t)
         ->Unit(benchmark::kMillisecond)

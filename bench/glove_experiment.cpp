@@ -15,13 +15,13 @@
 #include <map>
 #include <sstream>
 #include <string>
-#include <thread>
 #include <tuple>
 #include <vector>
 
 #include "attention/exact.h"
 #include "attention/kdeformer/kdeformer.h"
 #include "attention/spectral_norm.h"
+#include "attention/threads.h"
 #include "tests/support/shared_data.h"
 
 namespace {
@@ -149,9 +149,7 @@ void progress(int64_t done, int64_t total, const std::string& what) {
 int main(int argc, char** argv) {
   const Config c = parse(argc, argv);
   // LibTorch starts with one intra-op thread here: use every core unless told otherwise.
-  const int threads = c.threads > 0 ? static_cast<int>(c.threads)
-                                    : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  at::set_num_threads(threads);
+  att::set_num_threads(c.threads > 0 ? static_cast<int>(c.threads) : att::hardware_threads());
   std::filesystem::create_directories(c.out);
   const at::Tensor glove = load_glove(c.data);
   const std::vector<Run> runs = runs_for(c);

@@ -60,7 +60,7 @@ at::Tensor bucket_ranks(const at::Tensor& x, const at::Tensor& projections, Buck
   at::Tensor powers = at::pow(2, at::arange(r, bits.options()));  // [r]
   at::Tensor codes = bits.mul_(powers).sum(-1);                   // [G, N]
   at::Tensor table = bucket_order_table(r, order).to(x.device());
-  return table.index_select(0, codes.flatten()).view(codes.sizes());  // [G, N]
+  return at::take(table, codes);  // [G, N]
 }
 
 at::Tensor hash_sort(const at::Tensor& ranks) {

@@ -10,9 +10,15 @@ namespace kdeserve::attention::kdeformer {
 
 at::Tensor power_method_lambda(const at::Tensor& v, const at::Tensor& init, int64_t iterations) {
   TORCH_CHECK(iterations >= 1, "kdeformer: power_iterations must be >= 1, got ", iterations);
-  const int64_t groups = v.size(0), keys = v.size(1);
-  at::Tensor v_aug = at::cat({v, at::ones({groups, keys, 1}, v.options())}, 2);  // [G, Nk, Dv+1]
-  at::Tensor gram = at::bmm(v_aug.transpose(1, 2), v_aug);  // [G, Dv+1, Dv+1]
+  const int64_t groups = v.size(0), keys = v.size(1), dv = v.size(2);
+  // Gram of [V, 1] without materialising it: [[VᵀV, Vᵀ1], [1ᵀV, Nk]].
+  at::Tensor gram = at::empty({groups, dv + 1, dv + 1}, v.options());  // [G, Dv+1, Dv+1]
+  at::Tensor vtv = gram.narrow(1, 0, dv).narrow(2, 0, dv);
+  at::bmm_out(vtv, v.transpose(1, 2), v);
+  at::Tensor column_sums = v.sum(1);  // [G, Dv]
+  gram.narrow(1, 0, dv).select(2, dv).copy_(column_sums);
+  gram.select(1, dv).narrow(1, 0, dv).copy_(column_sums);
+  gram.select(1, dv).select(1, dv).fill_(static_cast<double>(keys));
   at::Tensor x = init / init.norm(2, {1}, /*keepdim=*/true);
   at::Tensor y_norm;
   for (int64_t it = 0; it < iterations; ++it) {
