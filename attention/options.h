@@ -42,7 +42,7 @@ BucketOrder bucket_order_from_string(const std::string& name);
 struct ExactOptions {
   /// Upper bound on the elements of one score chunk [chunk, Nk]; queries are processed in
   /// chunks so peak extra memory is O(chunk · Nk), never Nq × Nk for long sequences.
-  TORCH_ARG(int64_t, max_chunk_elements) = int64_t{1} << 20;
+  TORCH_ARG(int64_t, max_chunk_elements) = int64_t{1} << 22;
 };
 
 /// Options of KDEformer (practical version: LSH heavy blocks + importance-sampled residual).
