@@ -9,7 +9,8 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config git
   libtorch-dev libblis4-openmp liblapack3
   libgtest-dev libgmock-dev googletest libbenchmark-dev
-  python3 python3-numpy python3-matplotlib
+  libopencv-dev
+  python3 python3-numpy python3-matplotlib python3-torch
 )
 
 if [[ "${1:-}" == "--list" ]]; then

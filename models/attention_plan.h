@@ -1,0 +1,46 @@
+#pragma once
+/// Which attention each layer group of a model runs, and the per-call context of a forward pass.
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "attention/call.h"
+#include "attention/options.h"
+
+namespace kdeserve::models {
+
+/// Layer-group name → attention options (e.g. "t2t_layer1", "t2t_layer2", "blocks",
+/// "self_attention"). Defaults come from each model; callers override groups per call.
+struct AttentionPlan {
+  std::map<std::string, attention::AttentionOptions> groups;
+
+  /// The options of `group`; throws c10::Error naming the known groups when absent.
+  const attention::AttentionOptions& at(const std::string& group) const;
+  /// A copy with every group switched to `method` (other settings kept).
+  AttentionPlan with_method(attention::Method method) const;
+  /// "t2t_layer1=kdeformer(b=32,m=98,r=7), blocks=exact" — for logs and model info.
+  std::string describe() const;
+};
+
+/// Per-call context of a model forward pass.
+struct ForwardContext {
+  /// Base seed of the call's random draws (each attention layer mixes in its own index).
+  uint64_t seed = 0;
+  /// Optional per-image seeds (size B), so an image's output never depends on its batch.
+  std::vector<uint64_t> entry_seeds;
+  /// When set, every attention call appends its report here (in forward order).
+  std::vector<attention::AttentionReport>* reports = nullptr;
+
+  /// The AttentionCall for attention layer number `layer` of the model (seed mixed with it).
+  attention::AttentionCall call_for_layer(int64_t layer, attention::AttentionReport* report) const;
+};
+
+/// Runs attention for one layer with the plan's options for `group`, appending its report to
+/// ctx.reports when set. q [B, H, Nq, D], k [B, H, Nk, D], v [B, H, Nk, Dv] → [B, H, Nq, Dv].
+at::Tensor run_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                         const AttentionPlan& plan, const std::string& group, int64_t layer,
+                         const ForwardContext& ctx);
+
+}  // namespace kdeserve::models
