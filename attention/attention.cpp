@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <chrono>
 #include <cmath>
 
 #include "attention/exact.h"
@@ -67,6 +68,7 @@ void check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
 
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                      const AttentionOptions& options, const AttentionCall& call) {
+  const auto start = std::chrono::steady_clock::now();
   check_inputs(q, k, v, options);
   const double scale = resolve_scale(options, q.size(3));
   AttentionReport local;
@@ -112,7 +114,9 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   }
   report.fell_back = !why.empty();
   report.reason = why;
-  return widen ? out.to(q.scalar_type()) : out;
+  if (widen) out = out.to(q.scalar_type());
+  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return out;
 }
 
 }  // namespace kdeserve::attention

@@ -35,6 +35,8 @@ struct AttentionReport {
   int64_t batch = 0, heads = 0, num_queries = 0, num_keys = 0, head_dim = 0, value_dim = 0;
   /// KDEformer only: diagonal blocks per (entry, head), largest block, samples per (entry, head).
   int64_t num_blocks = 0, block_keys = 0, sample_size = 0;
+  /// Wall-clock seconds of the call (host time; on CUDA it includes no device synchronisation).
+  double seconds = 0;
 };
 
 /// The call context. Every random draw of a call comes from generators seeded by

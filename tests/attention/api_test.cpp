@@ -83,6 +83,7 @@ TEST(AttentionApi, ReportsWhatRan) {
   EXPECT_EQ(report.num_blocks, 5);
   EXPECT_EQ(report.block_keys, 8);
   EXPECT_EQ(report.sample_size, 4);
+  EXPECT_GT(report.seconds, 0.0);
 }
 
 TEST(AttentionApi, BucketCoveringAllKeysFallsBackToExactWithReason) {
