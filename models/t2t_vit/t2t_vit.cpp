@@ -1,0 +1,153 @@
+#include "models/t2t_vit/t2t_vit.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+
+namespace kdeserve::models {
+namespace {
+
+namespace F = torch::nn::functional;
+
+// Attention layer indices (ForwardContext::call_for_layer): T2T layers first, then the blocks.
+constexpr int64_t kT2TLayer1Index = 0;
+constexpr int64_t kT2TLayer2Index = 1;
+constexpr int64_t kFirstBlockIndex = 2;
+
+// Unfold with a square kernel: [B, C, H, W] → [B, L, C·k²] (feature index c·k² + ki·k + kj,
+// tokens row-major), models.md A.2 steps 2, 5, 7.
+at::Tensor soft_split(const at::Tensor& x, int64_t kernel, int64_t stride, int64_t padding) {
+  return F::unfold(x, F::UnfoldFuncOptions({kernel, kernel}).stride(stride).padding(padding))
+      .transpose(1, 2);
+}
+
+// Re-structurisation: tokens [B, N, C] → image [B, C, √N, √N] (token t at row t / √N).
+at::Tensor restructure(const at::Tensor& tokens) {
+  const int64_t n = tokens.size(1);
+  const auto side = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(n))));
+  TORCH_CHECK(side * side == n, "T2T-ViT: ", n, " tokens do not form a square grid");
+  return tokens.transpose(1, 2).reshape({tokens.size(0), tokens.size(2), side, side});
+}
+
+}  // namespace
+
+AttentionPlan t2t_vit_default_plan() {
+  auto kdeformer = [](int64_t bucket, int64_t samples) {
+    attention::AttentionOptions o(attention::Method::kKdeformer);
+    o.kdeformer().bucket_size(bucket).sample_size(samples).num_projections(7).power_iterations(32);
+    return o;
+  };
+  AttentionPlan plan;
+  plan.groups[kT2TLayer1Group] = kdeformer(32, 98);
+  plan.groups[kT2TLayer2Group] = kdeformer(32, 24);
+  plan.groups[kT2TBlocksGroup] = attention::AttentionOptions(attention::Method::kExact);
+  return plan;
+}
+
+at::Tensor sinusoid_position_table(int64_t n_position, int64_t dim) {
+  at::Tensor table = at::empty({n_position, dim}, at::TensorOptions().dtype(at::kDouble));
+  auto a = table.accessor<double, 2>();
+  for (int64_t p = 0; p < n_position; ++p) {
+    for (int64_t j = 0; j < dim; ++j) {
+      const double angle =
+          static_cast<double>(p) /
+          std::pow(10000.0, 2.0 * static_cast<double>(j / 2) / static_cast<double>(dim));
+      a[p][j] = (j % 2 == 0) ? std::sin(angle) : std::cos(angle);
+    }
+  }
+  return table.to(at::kFloat).unsqueeze(0);
+}
+
+T2TModuleImpl::T2TModuleImpl(const T2TViTOptions& options_) : options(options_) {
+  const int64_t dim1 = options.in_chans() * 7 * 7;
+  const int64_t dim2 = options.token_dim() * 3 * 3;
+  const int64_t e = options.token_dim();
+  if (options.tokens_type() == TokensType::kTransformer) {
+    attention1_transformer =
+        register_module("attention1", TokenTransformer(TokenTransformerOptions(dim1, e)));
+    attention2_transformer =
+        register_module("attention2", TokenTransformer(TokenTransformerOptions(dim2, e)));
+  } else {
+    const auto performer = [&](int64_t dim, uint64_t salt) {
+      return TokenPerformer(TokenPerformerOptions(dim, e)
+                                .kernel_ratio(options.kernel_ratio())
+                                .seed(options.init_seed() * 2 + salt));
+    };
+    attention1_performer = register_module("attention1", performer(dim1, 0));
+    attention2_performer = register_module("attention2", performer(dim2, 1));
+  }
+  project = register_module("project", torch::nn::Linear(dim2, options.embed_dim()));
+}
+
+int64_t T2TModuleImpl::num_patches() const {
+  const int64_t side = options.img_size() / 16;
+  return side * side;
+}
+
+at::Tensor T2TModuleImpl::forward(const at::Tensor& x, const AttentionPlan& plan,
+                                  const ForwardContext& ctx, T2TIntermediates* out) {
+  TORCH_CHECK(x.dim() == 4 && x.size(1) == options.in_chans() && x.size(2) == options.img_size() &&
+                  x.size(3) == options.img_size(),
+              "T2T-ViT expects images [B, ", options.in_chans(), ", ", options.img_size(), ", ",
+              options.img_size(), "], got ", x.sizes());
+  const bool transformer = options.tokens_type() == TokensType::kTransformer;
+  at::Tensor t = soft_split(x, 7, 4, 2);  // [B, (img/4)², in_chans·49]
+  t = transformer ? attention1_transformer->forward(t, plan, kT2TLayer1Group, kT2TLayer1Index, ctx)
+                  : attention1_performer->forward(t);
+  if (out != nullptr) out->after_attention1 = t;
+  t = soft_split(restructure(t), 3, 2, 1);  // [B, (img/8)², token_dim·9]
+  t = transformer ? attention2_transformer->forward(t, plan, kT2TLayer2Group, kT2TLayer2Index, ctx)
+                  : attention2_performer->forward(t);
+  if (out != nullptr) out->after_attention2 = t;
+  t = soft_split(restructure(t), 3, 2, 1);  // [B, (img/16)², token_dim·9]
+  return project->forward(t);
+}
+
+T2TViTImpl::T2TViTImpl(const T2TViTOptions& options_) : options(options_) {
+  const int64_t d = options.embed_dim();
+  TORCH_CHECK(options.img_size() > 0 && options.img_size() % 16 == 0,
+              "T2T-ViT: img_size must be a positive multiple of 16, got ", options.img_size());
+  tokens_to_token = register_module("tokens_to_token", T2TModule(options));
+  cls_token = register_parameter("cls_token", torch::zeros({1, 1, d}));
+  pos_embed = register_parameter("pos_embed",
+                                 sinusoid_position_table(tokens_to_token->num_patches() + 1, d),
+                                 /*requires_grad=*/false);
+  blocks_list = register_module("blocks", torch::nn::ModuleList());
+  for (int64_t i = 0; i < options.depth(); ++i) {
+    blocks.push_back(Block(BlockOptions(d, options.num_heads())
+                               .mlp_ratio(options.mlp_ratio())
+                               .qkv_bias(options.qkv_bias())
+                               .qk_scale(options.qk_scale())));
+    blocks_list->push_back(blocks.back());
+  }
+  norm = register_module(
+      "norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d}).eps(kT2TLayerNormEps)));
+  if (options.num_classes() > 0) {
+    head = register_module("head", torch::nn::Linear(d, options.num_classes()));
+  }
+}
+
+AttentionPlan T2TViTImpl::default_plan() { return t2t_vit_default_plan(); }
+
+at::Tensor T2TViTImpl::forward_features(const at::Tensor& x, const AttentionPlan& plan,
+                                        const ForwardContext& ctx, T2TIntermediates* out) {
+  const at::Tensor features = tokens_to_token->forward(x, plan, ctx, out);  // [B, N, D]
+  if (out != nullptr) out->features = features;
+  const int64_t batch = features.size(0);
+  at::Tensor t = at::cat({cls_token.expand({batch, -1, -1}), features}, 1) + pos_embed;
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    t = blocks[i]->forward(t, plan, kT2TBlocksGroup, kFirstBlockIndex + static_cast<int64_t>(i),
+                           ctx);
+  }
+  const at::Tensor prelogits = norm->forward(t).select(1, 0);  // [B, D]
+  if (out != nullptr) out->prelogits = prelogits;
+  return prelogits;
+}
+
+at::Tensor T2TViTImpl::forward(const at::Tensor& x, const AttentionPlan& plan,
+                               const ForwardContext& ctx) {
+  const at::Tensor prelogits = forward_features(x, plan, ctx);
+  return head ? head->forward(prelogits) : prelogits;
+}
+
+}  // namespace kdeserve::models
