@@ -1,0 +1,136 @@
+// Per-image CPU latency of the hosted models, exact vs KDEformer attention, measured in one run:
+// T2T-ViT_t-24 at batch 1 and 8 with the attention time of each layer group, and BigGAN-deep-128
+// and -512 at batch 1 with the self-attention layer's share; peak extra tensor memory per call.
+// Weights are seeded random (timing depends on shapes, not on the weight values).
+#include <ATen/ATen.h>
+
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "attention/threads.h"
+#include "models/registry.h"
+#include "tests/support/peak_memory.h"
+
+namespace {
+
+namespace km = kdeserve::models;
+namespace att = kdeserve::attention;
+
+struct Config {
+  std::string model;
+  int64_t batch;
+  int reps;
+};
+
+struct Figures {
+  double total_s = 0;                      // per call
+  std::map<std::string, double> group_s;   // attention seconds per layer group, per call
+  double peak_mib = 0;
+};
+
+// Layer-group name of the i-th attention report of a forward pass.
+std::string group_of(const km::ModelSpec& spec, size_t i) {
+  if (spec.kind == km::ModelKind::kGenerator) return "self_attention";
+  if (i == 0) return "t2t_layer1";
+  if (i == 1) return "t2t_layer2";
+  return "blocks";
+}
+
+Figures measure(const km::Model& model, const km::AttentionPlan& plan, int64_t batch, int reps) {
+  const km::ModelSpec& spec = model.spec();
+  at::Generator gen = at::detail::createCPUGenerator(7);
+  at::Tensor images, z, classes;
+  if (spec.kind == km::ModelKind::kClassifier) {
+    images = at::randn({batch, 3, spec.image_size, spec.image_size}, gen, at::kFloat);
+  } else {
+    z = at::randn({batch, spec.z_dim}, gen, at::kFloat).clamp_(-2, 2).mul_(0.4);
+    classes = at::zeros({batch, spec.num_classes});
+    for (int64_t b = 0; b < batch; ++b) classes[b][(207 + 100 * b) % spec.num_classes] = 1;
+  }
+  auto run = [&](km::ForwardContext& ctx) {
+    if (spec.kind == km::ModelKind::kClassifier) return model.classify(images, plan, ctx);
+    return model.generate(z, classes, 0.4, plan, ctx);
+  };
+  Figures f;
+  {
+    km::ForwardContext warm;
+    kdeserve::testing::PeakMemoryScope scope;
+    run(warm);
+    f.peak_mib = static_cast<double>(scope.peak_bytes()) / (1 << 20);
+  }
+  for (int r = 0; r < reps; ++r) {
+    std::vector<att::AttentionReport> reports;
+    km::ForwardContext ctx;
+    ctx.seed = static_cast<uint64_t>(r + 1);
+    ctx.reports = &reports;
+    const auto t0 = std::chrono::steady_clock::now();
+    run(ctx);
+    f.total_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    for (size_t i = 0; i < reports.size(); ++i) f.group_s[group_of(spec, i)] += reports[i].seconds;
+  }
+  f.total_s /= reps;
+  for (auto& [_, s] : f.group_s) s /= reps;
+  return f;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int threads = att::hardware_threads();
+  std::vector<Config> configs = {{"t2t_vit_t_24", 1, 5}, {"t2t_vit_t_24", 8, 3},
+                                 {"biggan-deep-128", 1, 3}, {"biggan-deep-512", 1, 2}};
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--threads" && i + 1 < argc) {
+      threads = std::stoi(argv[++i]);
+    } else if (a == "--quick") {
+      configs = {{"t2t_vit_t_24", 1, 2}, {"biggan-deep-128", 1, 1}};
+    } else {
+      std::fprintf(stderr, "usage: model_bench [--threads N] [--quick]\n");
+      return 2;
+    }
+  }
+  att::set_num_threads(threads);
+  kdeserve::testing::PeakMemory::install();
+  std::printf("model_bench: %d thread(s); seeded random weights; times per call\n", threads);
+  std::printf("%-16s %5s %-9s %10s %10s %11s %11s %11s %11s %9s\n", "model", "batch", "attention",
+              "total ms", "ms/image", "t2t_l1 ms", "t2t_l2 ms", "blocks ms", "selfatt ms",
+              "peak MiB");
+  for (const Config& c : configs) {
+    const auto model = km::create_model(c.model);
+    std::map<std::string, Figures> by_mode;
+    for (const auto& [mode, plan] :
+         {std::pair<std::string, km::AttentionPlan>{"exact", model->plan_for(att::Method::kExact)},
+          {"kdeformer", model->plan_for(att::Method::kKdeformer)}}) {
+      const Figures f = measure(*model, plan, c.batch, c.reps);
+      by_mode[mode] = f;
+      auto g = [&](const char* k) {
+        auto it = f.group_s.find(k);
+        return it == f.group_s.end() ? 0.0 : it->second * 1e3;
+      };
+      std::printf("%-16s %5lld %-9s %10.1f %10.1f %11.1f %11.1f %11.1f %11.1f %9.1f\n",
+                  c.model.c_str(), static_cast<long long>(c.batch), mode.c_str(),
+                  f.total_s * 1e3, f.total_s * 1e3 / c.batch, g("t2t_layer1"), g("t2t_layer2"),
+                  g("blocks"), g("self_attention"), f.peak_mib);
+      std::fflush(stdout);
+    }
+    const Figures& e = by_mode["exact"];
+    const Figures& k = by_mode["kdeformer"];
+    std::printf("  speedup (exact / kdeformer): end-to-end %.2fx", e.total_s / k.total_s);
+    for (const auto& [group, es] : e.group_s) {
+      auto it = k.group_s.find(group);
+      if (it != k.group_s.end() && it->second > 0 && group != "blocks") {
+        std::printf(", %s %.2fx", group.c_str(), es / it->second);
+      }
+    }
+    double e_att = 0, k_att = 0;
+    for (const auto& [_, s] : e.group_s) e_att += s;
+    for (const auto& [_, s] : k.group_s) k_att += s;
+    std::printf("; attention share of the call: exact %.0f%%, kdeformer %.0f%%\n",
+                100 * e_att / e.total_s, 100 * k_att / k.total_s);
+  }
+  return 0;
+}

@@ -1,0 +1,95 @@
+#pragma once
+/// The model registry: name → factory, with each model's input/output description and default
+/// attention plan. The server and the offline CLI create every model through it.
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "models/attention_plan.h"
+
+namespace kdeserve::models {
+
+enum class ModelKind {
+  kClassifier,  ///< images → ImageNet logits (T2T-ViT)
+  kGenerator,   ///< (z, class vector, truncation) → images (BigGAN-deep)
+};
+
+/// "classifier" / "generator".
+std::string to_string(ModelKind kind);
+
+/// What a registered model is, without building it.
+struct ModelSpec {
+  std::string name;
+  ModelKind kind = ModelKind::kClassifier;
+  /// Classifier: square input side (224 or 384). Generator: output side (128, 256, 512).
+  int64_t image_size = 0;
+  /// Classes of the classifier head / the generator's class space.
+  int64_t num_classes = 1000;
+  /// Generator only: width of z.
+  int64_t z_dim = 0;
+  /// Human-readable input and output descriptions (shapes, dtypes, ranges).
+  std::string input, output;
+};
+
+/// How to build a model.
+struct LoadOptions {
+  /// Converted safetensors weights (tools/convert_checkpoint.py); unset: seeded random weights
+  /// (callers must say so loudly: outputs are meaningless).
+  std::optional<std::string> weights;
+  /// Seed of the random initialisation when there are no weights.
+  uint64_t init_seed = 0;
+  at::ScalarType dtype = at::kFloat;
+  c10::Device device = c10::Device(c10::DeviceType::CPU);
+};
+
+/// A loaded model. Thread-safe for concurrent forward calls (no mutable state).
+class Model {
+ public:
+  virtual ~Model() = default;
+  const ModelSpec& spec() const { return spec_; }
+  /// The paper's per-layer-group plan for this model (exact: .with_method(kExact)).
+  const AttentionPlan& default_plan() const { return default_plan_; }
+  /// The plan of an attention mode: kExact → exact attention in every group; kKdeformer → the
+  /// default plan (KDEformer where the paper approximates, exact elsewhere).
+  AttentionPlan plan_for(attention::Method mode) const {
+    return mode == attention::Method::kExact ? default_plan_.with_method(mode) : default_plan_;
+  }
+  /// "file <path>" or "random init (seed N)".
+  const std::string& weights_source() const { return weights_source_; }
+  bool has_weights() const { return has_weights_; }
+  c10::Device device() const { return device_; }
+
+  /// Classifier: images [B, 3, S, S] float (ImageNet-normalised, models/preprocess) →
+  /// logits [B, num_classes] float32 on the CPU. Throws c10::Error for a generator.
+  virtual at::Tensor classify(const at::Tensor& images, const AttentionPlan& plan,
+                              const ForwardContext& ctx) const;
+  /// Generator: z [B, z_dim], class_vector [B, num_classes], truncation in (0, 1] →
+  /// images [B, 3, R, R] in [−1, 1], float32 on the CPU. Throws c10::Error for a classifier.
+  virtual at::Tensor generate(const at::Tensor& z, const at::Tensor& class_vector,
+                              double truncation, const AttentionPlan& plan,
+                              const ForwardContext& ctx) const;
+
+ protected:
+  ModelSpec spec_;
+  AttentionPlan default_plan_;
+  std::string weights_source_;
+  bool has_weights_ = false;
+  c10::Device device_ = c10::Device(c10::DeviceType::CPU);
+};
+
+/// Every registered model name: the T2T-ViT variants, then biggan-deep-128/256/512.
+std::vector<std::string> model_names();
+
+/// The spec of `name`; throws c10::Error listing the registered names when unknown.
+ModelSpec model_spec(const std::string& name);
+
+/// Builds `name` and loads its weights (strict) or initialises it from options.init_seed.
+std::unique_ptr<Model> create_model(const std::string& name, const LoadOptions& options = {});
+
+}  // namespace kdeserve::models
