@@ -173,17 +173,9 @@ at::Tensor SelfAttnImpl::forward(const at::Tensor& x, const AttentionPlan& plan,
   attention::AttentionOptions options = plan.at(kBigGANAttentionGroup);
   options.scale(1.0);
   local.groups.emplace(kBigGANAttentionGroup, options);
-  // exp(q·k) is taken without max-subtraction by KDEformer: run it in float64 like the
-  // reference (models.md B.6, D.13).
-  const bool widen =
-      options.method() == attention::Method::kKdeformer && x.scalar_type() != at::kDouble;
-  if (widen) {
-    q = q.to(at::kDouble);
-    k = k.to(at::kDouble);
-    v = v.to(at::kDouble);
-  }
+  // The reference casts KDEformer to float64 because its exp has no max-shift; the library's
+  // shares one shift per query between both parts, so the module dtype is safe (and faster).
   at::Tensor o = run_attention(q, k, v, local, kBigGANAttentionGroup, /*layer=*/0, ctx);
-  if (widen) o = o.to(x.scalar_type());
   // [B, 1, h·w, C/2] → [B, C/2, h, w]
   o = o.squeeze(1).transpose(1, 2).reshape({b, channels / 2, h, w});
   return x + gamma * snconv1x1_o_conv(o);

@@ -109,8 +109,8 @@ inline constexpr const char* kBigGANAttentionGroup = "self_attention";
 ///   φ = maxpool2(conv_φ(x)) (C→C/8) keys; g = maxpool2(conv_g(x)) (C→C/2) values;
 ///   o = softmax(θᵀφ) gᵀ with NO 1/√d scale (the call always uses scale 1.0);
 ///   out = x + γ · conv_o(o) (C/2→C). All four convs 1×1 without bias; γ `gamma` [1].
-/// KDEformer runs in float64 with the image batch as the batch dimension (one head), as the
-/// reference casts to float64; exact attention runs in the module dtype.
+/// Attention runs in the module dtype with the image batch as the batch dimension (one head);
+/// unlike the reference, KDEformer needs no float64 (the library max-shifts its exponentials).
 class SelfAttnImpl : public torch::nn::Module {
  public:
   explicit SelfAttnImpl(int64_t channels);
