@@ -41,6 +41,17 @@ TEST(AttentionApi, RejectsBadDtypes) {
   EXPECT_THROW(attention(i, i, i), c10::Error);
 }
 
+TEST(AttentionApi, RejectsMismatchedDevices) {
+  const at::Tensor q = at::randn({1, 1, 4, 4});
+  const at::Tensor meta = at::empty({1, 1, 4, 4}, at::TensorOptions().device(at::kMeta));
+  try {
+    attention(q, meta, q);
+    FAIL() << "expected a device error";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("devices differ"), std::string::npos) << e.what();
+  }
+}
+
 TEST(AttentionApi, RejectsNonFiniteOrInvalidOptions) {
   const at::Tensor q = at::randn({1, 1, 8, 4});
   EXPECT_THROW(attention(q, q, q, AttentionOptions().scale(std::nan(""))), c10::Error);
