@@ -1,0 +1,121 @@
+#pragma once
+/// The server's configuration: a YAML file (deploy/config/server.yaml is the default, compiled
+/// into the binary) plus command-line overrides, validated once at start-up.
+
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace kdeserve::server {
+
+/// A configuration or command-line error; the message says which key and why.
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Attention mode of a request or a model default.
+enum class AttentionMode { kExact, kKdeformer };
+
+/// "exact" / "kdeformer".
+std::string to_string(AttentionMode mode);
+/// Parses "exact" / "kdeformer"; throws ConfigError otherwise.
+AttentionMode attention_mode_from_string(const std::string& name);
+
+/// Dynamic batching of one model.
+struct BatchingConfig {
+  /// Items (images) in one model forward; ≥ 1.
+  int64_t max_batch_size = 8;
+  /// How long the oldest queued request may wait for the batch to fill.
+  int64_t max_queue_delay_ms = 5;
+  /// Requests waiting in the queue; a request beyond it gets RESOURCE_EXHAUSTED.
+  int64_t max_queue_length = 64;
+  /// Items one request may carry; ≤ max_batch_size.
+  int64_t max_items_per_request = 8;
+};
+
+/// One hosted model.
+struct ModelConfig {
+  /// Registry name (models/registry.h), e.g. "t2t_vit_t_24", "biggan-deep-128".
+  std::string name;
+  /// Converted safetensors weights; unset → seeded random weights (a loud WARNING at start-up).
+  std::optional<std::string> weights;
+  /// Seed of the random initialisation when there are no weights.
+  uint64_t init_seed = 0;
+  /// "cpu" or "cuda:N".
+  std::string device = "cpu";
+  AttentionMode default_attention = AttentionMode::kKdeformer;
+  /// Modes a request may ask for; always contains default_attention.
+  std::vector<AttentionMode> allowed_attention = {AttentionMode::kExact,
+                                                  AttentionMode::kKdeformer};
+  BatchingConfig batching;
+  /// Largest width · height of an input image (classifiers), checked before decoding.
+  int64_t max_image_pixels = 40'000'000;
+};
+
+/// The whole server.
+struct ServerConfig {
+  /// gRPC listen address, host:port.
+  std::string listen = "0.0.0.0:8500";
+  /// Prometheus /metrics listen address, host:port.
+  std::string metrics_listen = "0.0.0.0:8502";
+  /// LibTorch intra-op threads; 0 → all hardware threads.
+  int64_t threads = 0;
+  /// Largest gRPC message received or sent, bytes.
+  int64_t max_message_bytes = 64LL * 1024 * 1024;
+  /// After SIGTERM: seconds to keep serving with readiness NOT_SERVING (endpoints update).
+  double drain_delay_seconds = 0.0;
+  /// After the drain delay: seconds in-flight calls get to finish before they are cancelled.
+  double shutdown_grace_seconds = 10.0;
+  /// Optional TLS: both or neither.
+  std::optional<std::string> tls_cert_file, tls_key_file;
+  /// trace, debug, info, warn, error, critical, off.
+  std::string log_level = "info";
+  /// "text" or "json".
+  std::string log_format = "text";
+  std::vector<ModelConfig> models;
+
+  /// The model named `name`, or nullptr.
+  const ModelConfig* find_model(const std::string& name) const;
+};
+
+/// deploy/config/server.yaml as compiled into the binary.
+const std::string& embedded_default_config();
+
+/// Parses YAML text (`origin` names it in errors) without validating. Unknown keys are errors.
+ServerConfig parse_config_yaml(const std::string& yaml, const std::string& origin);
+
+/// Parsed command line: the config file and the overrides.
+struct CommandLine {
+  std::optional<std::string> config_file;
+  std::optional<std::string> listen, metrics_listen, log_level, log_format;
+  std::optional<int64_t> threads;
+  /// --model-weights NAME=FILE, in order.
+  std::vector<std::pair<std::string, std::string>> model_weights;
+  bool help = false;
+  bool print_config = false;
+};
+
+/// Parses argv (argv[0] skipped). Throws ConfigError for unknown options or missing values.
+CommandLine parse_command_line(int argc, const char* const* argv);
+
+/// Usage text for --help.
+std::string usage();
+
+/// Loads the config file (or the embedded default), applies the overrides and validates.
+ServerConfig load_config(const CommandLine& cl);
+
+/// Applies command-line overrides to `config`. Throws ConfigError for --model-weights of a model
+/// the config does not host.
+void apply_overrides(ServerConfig& config, const CommandLine& cl);
+
+/// Checks every range and cross-field rule (registry names, devices, batching limits, TLS files).
+/// Throws ConfigError with every problem found, one per line.
+void validate(const ServerConfig& config);
+
+/// The effective configuration as YAML (for --print-config and the start-up log).
+std::string to_yaml(const ServerConfig& config);
+
+}  // namespace kdeserve::server

@@ -1,0 +1,143 @@
+// kdeserve-server: the gRPC inference server.
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <csignal>
+#include <fstream>
+#include <iostream>
+#include <pthread.h>
+#include <thread>
+#include <torch/version.h>
+
+#include "attention/threads.h"
+#include "server/config.h"
+#include "server/logging.h"
+#include "server/metrics.h"
+#include "server/service.h"
+
+namespace ks = kdeserve::server;
+
+namespace {
+
+// KDESERVE_TORCH_VERSION comes from CMake; when it could not read one, use the header's numbers.
+std::string torch_version() {
+  const std::string from_cmake = KDESERVE_TORCH_VERSION;
+  if (!from_cmake.empty() && from_cmake != "unknown") return from_cmake;
+  return std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) + "." +
+         std::to_string(TORCH_VERSION_PATCH);
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ks::ConfigError("cannot read " + path);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+int run(int argc, char** argv) {
+  // SIGINT/SIGTERM are blocked in every thread and taken synchronously with sigwait below.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  const ks::CommandLine cl = ks::parse_command_line(argc, argv);
+  if (cl.help) {
+    std::cout << ks::usage();
+    return 0;
+  }
+  const ks::ServerConfig config = ks::load_config(cl);
+  if (cl.print_config) {
+    std::cout << ks::to_yaml(config) << "\n";
+    return 0;
+  }
+  ks::setup_logging(config.log_level, config.log_format);
+  const auto t_start = std::chrono::steady_clock::now();
+  const int threads = kdeserve::attention::set_num_threads(
+      config.threads > 0 ? static_cast<int>(config.threads)
+                         : kdeserve::attention::hardware_threads());
+  spdlog::info("kdeserve-server {} (LibTorch {}), {} torch threads, config from {}",
+               KDESERVE_VERSION, torch_version(), threads,
+               cl.config_file ? *cl.config_file : std::string("<built-in server.yaml>"));
+
+  ks::Metrics metrics(KDESERVE_VERSION, torch_version());
+  try {
+    metrics.expose(config.metrics_listen);
+  } catch (const ks::MetricsBindError& e) {
+    spdlog::critical("{}", e.what());
+    return 3;
+  }
+  spdlog::info("metrics listening on http://{}/metrics", config.metrics_listen);
+
+  ks::InferenceService service(config, metrics);
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (config.tls_cert_file) {
+    grpc::SslServerCredentialsOptions ssl;
+    ssl.pem_key_cert_pairs.push_back(
+        {read_file(*config.tls_key_file), read_file(*config.tls_cert_file)});
+    credentials = grpc::SslServerCredentials(ssl);
+  }
+  int bound_port = 0;
+  builder.AddListeningPort(config.listen, credentials, &bound_port);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(config.max_message_bytes));
+  builder.SetMaxSendMessageSize(static_cast<int>(config.max_message_bytes));
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || bound_port == 0) {
+    spdlog::critical("cannot listen on {} (is the port in use or the address invalid?)",
+                     config.listen);
+    return 4;
+  }
+  auto* health = server->GetHealthCheckService();
+  health->SetServingStatus("readiness", false);
+  spdlog::info("gRPC listening on {} (port {}){}; health: \"\" live, \"readiness\" after warm-up",
+               config.listen, bound_port, config.tls_cert_file ? " with TLS" : "");
+
+  try {
+    service.load_models();
+  } catch (const std::exception& e) {
+    spdlog::critical("loading the models failed: {}", e.what());
+    server->Shutdown(std::chrono::system_clock::now());
+    service.shutdown();
+    return 5;
+  }
+  health->SetServingStatus("readiness", true);
+  spdlog::info("ready: {} model(s) loaded and warmed up in {:.1f} s", config.models.size(),
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count());
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  spdlog::info("signal {}: readiness NOT_SERVING, draining (delay {} s, grace {} s)", sig,
+               config.drain_delay_seconds, config.shutdown_grace_seconds);
+  health->SetServingStatus("readiness", false);
+  if (config.drain_delay_seconds > 0) {
+    std::this_thread::sleep_for(std::chrono::duration<double>(config.drain_delay_seconds));
+  }
+  const auto grace = std::chrono::duration_cast<std::chrono::system_clock::duration>(
+      std::chrono::duration<double>(config.shutdown_grace_seconds));
+  server->Shutdown(std::chrono::system_clock::now() + grace);
+  service.shutdown();
+  server->Wait();
+  spdlog::info("stopped");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const ks::ConfigError& e) {
+    std::cerr << "kdeserve-server: " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "kdeserve-server: fatal: " << e.what() << "\n";
+    return 1;
+  }
+}

@@ -1,0 +1,148 @@
+#include "server/metrics.h"
+
+#include <prometheus/exposer.h>
+
+namespace kdeserve::server {
+namespace {
+
+using prometheus::Histogram;
+
+// Classify on CPU takes 0.05–5 s, BigGAN up to a minute: one bucket set covering both, fixed
+// (changing buckets breaks rate() across restarts).
+const Histogram::BucketBoundaries& latency_buckets() {
+  static const Histogram::BucketBoundaries b = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                                1,     2.5,  5,     10,   20,  30,   60};
+  return b;
+}
+
+const Histogram::BucketBoundaries& batch_buckets() {
+  static const Histogram::BucketBoundaries b = {1, 2, 4, 8, 16, 32, 64};
+  return b;
+}
+
+}  // namespace
+
+Metrics::Metrics(const std::string& version, const std::string& torch_version)
+    : registry_(std::make_shared<prometheus::Registry>()),
+      requests_(prometheus::BuildCounter()
+                    .Name("kdeserve_requests_total")
+                    .Help("Finished RPCs by model, rpc and gRPC status code")
+                    .Register(*registry_)),
+      request_duration_(prometheus::BuildHistogram()
+                            .Name("kdeserve_request_duration_seconds")
+                            .Help("Server time of successful RPCs, receipt to response")
+                            .Register(*registry_)),
+      queue_duration_(prometheus::BuildHistogram()
+                          .Name("kdeserve_queue_duration_seconds")
+                          .Help("Time a request waited in the batching queue")
+                          .Register(*registry_)),
+      compute_duration_(prometheus::BuildHistogram()
+                            .Name("kdeserve_compute_duration_seconds")
+                            .Help("Model forward time per batch")
+                            .Register(*registry_)),
+      batch_size_(prometheus::BuildHistogram()
+                      .Name("kdeserve_batch_size")
+                      .Help("Items per executed batch")
+                      .Register(*registry_)),
+      items_(prometheus::BuildCounter()
+                 .Name("kdeserve_items_total")
+                 .Help("Items (images) computed")
+                 .Register(*registry_)),
+      batches_(prometheus::BuildCounter()
+                   .Name("kdeserve_batches_total")
+                   .Help("Model forward executions")
+                   .Register(*registry_)),
+      queue_depth_(prometheus::BuildGauge()
+                       .Name("kdeserve_queue_depth")
+                       .Help("Requests waiting in the batching queue")
+                       .Register(*registry_)),
+      inflight_family_(prometheus::BuildGauge()
+                           .Name("kdeserve_inflight_requests")
+                           .Help("Inference RPCs being handled")
+                           .Register(*registry_)),
+      inflight_(inflight_family_.Add({})),
+      rejected_(prometheus::BuildCounter()
+                    .Name("kdeserve_rejected_total")
+                    .Help("Requests not computed, by reason")
+                    .Register(*registry_)),
+      model_ready_(prometheus::BuildGauge()
+                       .Name("kdeserve_model_ready")
+                       .Help("1 when the model is loaded and warmed up")
+                       .Register(*registry_)),
+      load_duration_(prometheus::BuildGauge()
+                         .Name("kdeserve_model_load_duration_seconds")
+                         .Help("Time to build and load the model at start-up")
+                         .Register(*registry_)),
+      warmup_duration_(prometheus::BuildGauge()
+                           .Name("kdeserve_warmup_duration_seconds")
+                           .Help("Time of the warm-up batch at start-up")
+                           .Register(*registry_)),
+      build_info_(prometheus::BuildGauge()
+                      .Name("kdeserve_build_info")
+                      .Help("Build metadata; always 1")
+                      .Register(*registry_)) {
+  build_info_.Add({{"version", version}, {"torch_version", torch_version}}).Set(1);
+}
+
+Metrics::~Metrics() = default;
+
+void Metrics::expose(const std::string& address) {
+  try {
+    exposer_ = std::make_unique<prometheus::Exposer>(address);
+  } catch (const std::exception& e) {
+    throw MetricsBindError("cannot serve metrics on " + address +
+                           " (is the port in use or the address invalid?): " + e.what());
+  }
+  exposer_->RegisterCollectable(registry_);
+}
+
+void Metrics::request_done(const std::string& model, const std::string& rpc,
+                           const std::string& code, const std::string& attention,
+                           double seconds) {
+  requests_.Add({{"model", model}, {"rpc", rpc}, {"code", code}}).Increment();
+  if (code == "OK") {
+    request_duration_.Add({{"model", model}, {"rpc", rpc}, {"attention", attention}},
+                          latency_buckets())
+        .Observe(seconds);
+  }
+}
+
+void Metrics::queued(const std::string& model, double seconds) {
+  queue_duration_.Add({{"model", model}}, latency_buckets()).Observe(seconds);
+}
+
+void Metrics::batch_done(const std::string& model, const std::string& attention, int64_t items,
+                         double compute_seconds) {
+  compute_duration_.Add({{"model", model}, {"attention", attention}}, latency_buckets())
+      .Observe(compute_seconds);
+  batch_size_.Add({{"model", model}}, batch_buckets()).Observe(static_cast<double>(items));
+  items_.Add({{"model", model}}).Increment(static_cast<double>(items));
+  batches_.Add({{"model", model}}).Increment();
+}
+
+void Metrics::rejected(const std::string& model, const std::string& reason) {
+  rejected_.Add({{"model", model}, {"reason", reason}}).Increment();
+}
+
+void Metrics::set_queue_depth(const std::string& model, double depth) {
+  queue_depth_.Add({{"model", model}}).Set(depth);
+}
+
+void Metrics::set_model_ready(const std::string& model, bool ready) {
+  model_ready_.Add({{"model", model}}).Set(ready ? 1 : 0);
+}
+
+void Metrics::set_load_seconds(const std::string& model, double load, double warmup) {
+  load_duration_.Add({{"model", model}}).Set(load);
+  warmup_duration_.Add({{"model", model}}).Set(warmup);
+}
+
+void Metrics::add_inflight(double delta) {
+  if (delta >= 0) {
+    inflight_.Increment(delta);
+  } else {
+    inflight_.Decrement(-delta);
+  }
+}
+
+}  // namespace kdeserve::server

@@ -1,0 +1,76 @@
+#pragma once
+/// Prometheus metrics of the server (serving.md §5.1, prefix kdeserve_), exposed by
+/// prometheus-cpp on their own port.
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+namespace prometheus {
+class Exposer;
+}
+
+namespace kdeserve::server {
+
+/// The metrics port could not be bound (the message says which address and why).
+class MetricsBindError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+class Metrics {
+ public:
+  /// Registers every family; build_info carries `version` and `torch_version`.
+  Metrics(const std::string& version, const std::string& torch_version);
+  ~Metrics();
+
+  /// Serves /metrics on host:port. Throws MetricsBindError when it cannot bind.
+  void expose(const std::string& address);
+
+  /// The registry (for tests: render with prometheus::TextSerializer).
+  std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
+
+  /// One finished RPC: requests_total{model,rpc,code} and, for OK,
+  /// request_duration_seconds{model,rpc,attention}.
+  void request_done(const std::string& model, const std::string& rpc, const std::string& code,
+                    const std::string& attention, double seconds);
+  /// A request that waited `seconds` in the queue before running.
+  void queued(const std::string& model, double seconds);
+  /// A model forward of `items` items.
+  void batch_done(const std::string& model, const std::string& attention, int64_t items,
+                  double compute_seconds);
+  /// rejected_total{model,reason} (queue_full, deadline, cancelled, invalid, unavailable).
+  void rejected(const std::string& model, const std::string& reason);
+  void set_queue_depth(const std::string& model, double depth);
+  void set_model_ready(const std::string& model, bool ready);
+  void set_load_seconds(const std::string& model, double load, double warmup);
+  /// inflight_requests += delta.
+  void add_inflight(double delta);
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  prometheus::Family<prometheus::Counter>& requests_;
+  prometheus::Family<prometheus::Histogram>& request_duration_;
+  prometheus::Family<prometheus::Histogram>& queue_duration_;
+  prometheus::Family<prometheus::Histogram>& compute_duration_;
+  prometheus::Family<prometheus::Histogram>& batch_size_;
+  prometheus::Family<prometheus::Counter>& items_;
+  prometheus::Family<prometheus::Counter>& batches_;
+  prometheus::Family<prometheus::Gauge>& queue_depth_;
+  prometheus::Family<prometheus::Gauge>& inflight_family_;
+  prometheus::Gauge& inflight_;
+  prometheus::Family<prometheus::Counter>& rejected_;
+  prometheus::Family<prometheus::Gauge>& model_ready_;
+  prometheus::Family<prometheus::Gauge>& load_duration_;
+  prometheus::Family<prometheus::Gauge>& warmup_duration_;
+  prometheus::Family<prometheus::Gauge>& build_info_;
+};
+
+}  // namespace kdeserve::server

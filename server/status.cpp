@@ -1,0 +1,80 @@
+#include "server/status.h"
+
+#include <c10/util/Exception.h>
+#include <spdlog/spdlog.h>
+
+namespace kdeserve::server {
+
+void throw_invalid(const std::string& message) {
+  throw RequestError(ErrorKind::kInvalidArgument, message);
+}
+void throw_not_found(const std::string& message) {
+  throw RequestError(ErrorKind::kNotFound, message);
+}
+void throw_unavailable(const std::string& message) {
+  throw RequestError(ErrorKind::kUnavailable, message);
+}
+
+grpc::StatusCode to_grpc_code(ErrorKind kind) {
+  switch (kind) {
+    case ErrorKind::kInvalidArgument: return grpc::StatusCode::INVALID_ARGUMENT;
+    case ErrorKind::kNotFound: return grpc::StatusCode::NOT_FOUND;
+    case ErrorKind::kResourceExhausted: return grpc::StatusCode::RESOURCE_EXHAUSTED;
+    case ErrorKind::kDeadlineExceeded: return grpc::StatusCode::DEADLINE_EXCEEDED;
+    case ErrorKind::kCancelled: return grpc::StatusCode::CANCELLED;
+    case ErrorKind::kUnavailable: return grpc::StatusCode::UNAVAILABLE;
+    case ErrorKind::kInternal: return grpc::StatusCode::INTERNAL;
+  }
+  return grpc::StatusCode::INTERNAL;
+}
+
+grpc::Status to_status(ErrorKind kind, const std::string& message) {
+  return grpc::Status(to_grpc_code(kind), message);
+}
+
+grpc::Status status_from_exception(std::exception_ptr error, const std::string& where) noexcept {
+  try {
+    try {
+      std::rethrow_exception(error);
+    } catch (const RequestError& e) {
+      return to_status(e.kind(), e.what());
+    } catch (const c10::Error& e) {
+      spdlog::error("{}: LibTorch error: {}", where, e.what());
+      return grpc::Status(grpc::StatusCode::INTERNAL,
+                          where + ": model error: " + e.what_without_backtrace());
+    } catch (const std::exception& e) {
+      spdlog::error("{}: internal error: {}", where, e.what());
+      return grpc::Status(grpc::StatusCode::INTERNAL, where + ": internal error: " + e.what());
+    } catch (...) {
+      spdlog::error("{}: unknown internal error", where);
+      return grpc::Status(grpc::StatusCode::INTERNAL, where + ": unknown internal error");
+    }
+  } catch (...) {
+    return grpc::Status(grpc::StatusCode::INTERNAL, "internal error");
+  }
+}
+
+std::string code_name(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::OK: return "OK";
+    case grpc::StatusCode::CANCELLED: return "CANCELLED";
+    case grpc::StatusCode::UNKNOWN: return "UNKNOWN";
+    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
+    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::NOT_FOUND: return "NOT_FOUND";
+    case grpc::StatusCode::ALREADY_EXISTS: return "ALREADY_EXISTS";
+    case grpc::StatusCode::PERMISSION_DENIED: return "PERMISSION_DENIED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
+    case grpc::StatusCode::ABORTED: return "ABORTED";
+    case grpc::StatusCode::OUT_OF_RANGE: return "OUT_OF_RANGE";
+    case grpc::StatusCode::UNIMPLEMENTED: return "UNIMPLEMENTED";
+    case grpc::StatusCode::INTERNAL: return "INTERNAL";
+    case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
+    case grpc::StatusCode::DATA_LOSS: return "DATA_LOSS";
+    case grpc::StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
+    default: return "UNKNOWN";
+  }
+}
+
+}  // namespace kdeserve::server

@@ -1,0 +1,135 @@
+// ServerConfig: YAML parsing, unknown keys, ranges, overrides, the embedded default.
+#include "server/config.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+namespace ks = kdeserve::server;
+
+namespace {
+
+const char* kMinimal = R"(
+models:
+  - name: t2t_vit_t_14
+)";
+
+std::string error_of(const std::string& yaml) {
+  try {
+    ks::validate(ks::parse_config_yaml(yaml, "test.yaml"));
+  } catch (const ks::ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST(ServerConfig, EmbeddedDefaultIsTheDeployFileAndValid) {
+  std::ifstream in(std::string(KDESERVE_SOURCE_DIR) + "/deploy/config/server.yaml");
+  ASSERT_TRUE(in);
+  const std::string file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(ks::embedded_default_config(), file);
+  const ks::ServerConfig c = ks::load_config({});
+  EXPECT_EQ(c.listen, "0.0.0.0:8500");
+  EXPECT_EQ(c.metrics_listen, "0.0.0.0:8502");
+  EXPECT_EQ(c.max_message_bytes, 64 * 1024 * 1024);
+  ASSERT_EQ(c.models.size(), 2u);
+  EXPECT_EQ(c.models[0].name, "t2t_vit_t_24");
+  EXPECT_EQ(c.models[1].name, "biggan-deep-128");
+  EXPECT_FALSE(c.models[0].weights.has_value());
+}
+
+TEST(ServerConfig, DefaultsForOmittedKeys) {
+  const ks::ServerConfig c = ks::parse_config_yaml(kMinimal, "t");
+  ks::validate(c);
+  EXPECT_EQ(c.threads, 0);
+  EXPECT_EQ(c.log_format, "text");
+  EXPECT_EQ(c.models[0].device, "cpu");
+  EXPECT_EQ(c.models[0].default_attention, ks::AttentionMode::kKdeformer);
+  EXPECT_EQ(c.models[0].batching.max_batch_size, 8);
+}
+
+TEST(ServerConfig, RejectsUnknownKeysWithTheirPath) {
+  EXPECT_NE(error_of("server: {listen: 1.2.3.4:5, lisen: x}\nmodels: [{name: t2t_vit_t_14}]")
+                .find("unknown key 'lisen'"),
+            std::string::npos);
+  EXPECT_NE(error_of("models: [{name: t2t_vit_t_14, batching: {max_batch: 3}}]")
+                .find("models[0].batching: unknown key 'max_batch'"),
+            std::string::npos);
+  EXPECT_NE(error_of("modles: []").find("unknown key 'modles'"), std::string::npos);
+}
+
+TEST(ServerConfig, ChecksRangesAndNames) {
+  EXPECT_NE(error_of("models: [{name: resnet50}]").find("not a registered model"),
+            std::string::npos);
+  EXPECT_NE(error_of("server: {threads: -1}\nmodels: [{name: t2t_vit_t_14}]").find("threads"),
+            std::string::npos);
+  EXPECT_NE(error_of("server: {listen: nohost}\nmodels: [{name: t2t_vit_t_14}]")
+                .find("server.listen"),
+            std::string::npos);
+  EXPECT_NE(error_of("models: [{name: t2t_vit_t_14, batching: {max_batch_size: 2, "
+                     "max_items_per_request: 4}}]")
+                .find("max_items_per_request"),
+            std::string::npos);
+  EXPECT_NE(error_of("models: [{name: t2t_vit_t_14, default_attention: exact, "
+                     "allowed_attention: [kdeformer]}]")
+                .find("must contain default_attention"),
+            std::string::npos);
+  EXPECT_NE(error_of("models: [{name: t2t_vit_t_14, default_attention: fast}]")
+                .find("unknown attention mode 'fast'"),
+            std::string::npos);
+  EXPECT_NE(error_of("logging: {format: xml}\nmodels: [{name: t2t_vit_t_14}]").find("xml"),
+            std::string::npos);
+  EXPECT_NE(error_of("models: []").find("at least one model"), std::string::npos);
+  EXPECT_NE(error_of("models: [{name: t2t_vit_t_14}, {name: t2t_vit_t_14}]").find("twice"),
+            std::string::npos);
+  EXPECT_NE(error_of("models: [{name: t2t_vit_t_14, weights: /nonexistent.safetensors}]")
+                .find("no such file"),
+            std::string::npos);
+  EXPECT_NE(error_of("server: {threads: many}\nmodels: [{name: t2t_vit_t_14}]")
+                .find("invalid value"),
+            std::string::npos);
+}
+
+TEST(ServerConfig, RejectsCudaWithoutCuda) {
+  const std::string e = error_of("models: [{name: t2t_vit_t_14, device: 'cuda:0'}]");
+  if (at::hasCUDA()) GTEST_SKIP() << "this LibTorch has CUDA";
+  EXPECT_NE(e.find("no CUDA support"), std::string::npos) << e;
+  EXPECT_NE(error_of("models: [{name: t2t_vit_t_14, device: tpu}]").find("not cpu, cuda"),
+            std::string::npos);
+}
+
+TEST(ServerConfig, CommandLineOverrides) {
+  const char* argv[] = {"kdeserve-server", "--listen", "127.0.0.1:1234",
+                        "--metrics-listen=127.0.0.1:1235", "--threads", "2",
+                        "--log-format", "json", "--log-level", "debug"};
+  const ks::CommandLine cl = ks::parse_command_line(10, argv);
+  const ks::ServerConfig c = ks::load_config(cl);
+  EXPECT_EQ(c.listen, "127.0.0.1:1234");
+  EXPECT_EQ(c.metrics_listen, "127.0.0.1:1235");
+  EXPECT_EQ(c.threads, 2);
+  EXPECT_EQ(c.log_format, "json");
+  EXPECT_EQ(c.log_level, "debug");
+
+  const char* bad[] = {"kdeserve-server", "--bogus"};
+  EXPECT_THROW(ks::parse_command_line(2, bad), ks::ConfigError);
+  const char* missing[] = {"kdeserve-server", "--threads"};
+  EXPECT_THROW(ks::parse_command_line(2, missing), ks::ConfigError);
+  const char* weights[] = {"kdeserve-server", "--model-weights", "nosuch=/x"};
+  EXPECT_THROW(ks::load_config(ks::parse_command_line(3, weights)), ks::ConfigError);
+  const char* weights2[] = {"kdeserve-server", "--model-weights", "t2t_vit_t_24=/nonexistent"};
+  try {
+    ks::load_config(ks::parse_command_line(3, weights2));
+    FAIL() << "expected a ConfigError";
+  } catch (const ks::ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("no such file /nonexistent"), std::string::npos);
+  }
+}
+
+TEST(ServerConfig, PrintedYamlRoundTrips) {
+  const ks::ServerConfig c = ks::load_config({});
+  const ks::ServerConfig back = ks::parse_config_yaml(ks::to_yaml(c), "printed");
+  ks::validate(back);
+  EXPECT_EQ(ks::to_yaml(back), ks::to_yaml(c));
+}

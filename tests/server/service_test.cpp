@@ -1,0 +1,318 @@
+// The Inference service in-process on a loopback port: readiness, results, batching, queue full,
+// deadlines while queued, validation codes, metrics.
+#include "server/service.h"
+
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <prometheus/text_serializer.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+
+#include "attention/threads.h"
+
+namespace ks = kdeserve::server;
+namespace v1 = kdeserve::v1;
+
+namespace {
+
+// A small config: the T2T-ViT-14 classifier and BigGAN-deep-128, random weights, batch ≤ 2.
+ks::ServerConfig test_config() {
+  ks::ServerConfig c = ks::parse_config_yaml(R"(
+models:
+  - name: t2t_vit_t_14
+    default_attention: kdeformer
+    batching: {max_batch_size: 4, max_queue_delay_ms: 20, max_queue_length: 8, max_items_per_request: 4}
+  - name: biggan-deep-128
+    default_attention: exact
+    allowed_attention: [exact]
+    batching: {max_batch_size: 1, max_queue_delay_ms: 0, max_queue_length: 1, max_items_per_request: 1}
+)", "test");
+  ks::validate(c);
+  return c;
+}
+
+class ServiceTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    kdeserve::attention::set_num_threads(2);
+    metrics_ = new ks::Metrics("test", "test");
+    service_ = new ks::InferenceService(test_config(), *metrics_);
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(service_);
+    server_ = builder.BuildAndStart().release();
+    ASSERT_NE(port, 0);
+    channel_ = new std::shared_ptr<grpc::Channel>(
+        grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
+  }
+  static void TearDownTestSuite() {
+    server_->Shutdown();
+    service_->shutdown();
+    delete server_;
+    delete service_;
+    delete metrics_;
+    delete channel_;
+  }
+  static void ensure_loaded() {
+    if (!service_->ready()) service_->load_models();
+  }
+  std::unique_ptr<v1::Inference::Stub> stub() { return v1::Inference::NewStub(*channel_); }
+  static std::string metrics_text() {
+    return prometheus::TextSerializer().Serialize(metrics_->registry()->Collect());
+  }
+
+  static ks::Metrics* metrics_;
+  static ks::InferenceService* service_;
+  static grpc::Server* server_;
+  static std::shared_ptr<grpc::Channel>* channel_;
+};
+ks::Metrics* ServiceTest::metrics_ = nullptr;
+ks::InferenceService* ServiceTest::service_ = nullptr;
+grpc::Server* ServiceTest::server_ = nullptr;
+std::shared_ptr<grpc::Channel>* ServiceTest::channel_ = nullptr;
+
+v1::RawImage gray_image(uint8_t value) {
+  v1::RawImage raw;
+  raw.set_height(40);
+  raw.set_width(30);
+  raw.set_channels(3);
+  std::string data(40 * 30 * 3, static_cast<char>(value));
+  for (size_t i = 0; i < data.size(); i += 7) data[i] = static_cast<char>(i % 251);
+  raw.set_data(data);
+  return raw;
+}
+
+// Concurrent async calls; waits for all.
+struct Calls {
+  std::mutex mutex;
+  std::condition_variable done_cv;
+  int pending = 0;
+  void start() {
+    std::lock_guard<std::mutex> lock(mutex);
+    ++pending;
+  }
+  void done() {
+    std::lock_guard<std::mutex> lock(mutex);
+    --pending;
+    done_cv.notify_all();
+  }
+  void wait() {
+    std::unique_lock<std::mutex> lock(mutex);
+    done_cv.wait(lock, [&] { return pending == 0; });
+  }
+};
+
+}  // namespace
+
+// Runs first (gtest keeps declaration order): nothing is loaded yet.
+TEST_F(ServiceTest, A_UnavailableBeforeModelsAreLoaded) {
+  ASSERT_FALSE(service_->ready());
+  grpc::ClientContext ctx;
+  v1::ClassifyRequest req;
+  req.set_model("t2t_vit_t_14");
+  *req.add_images()->mutable_raw() = gray_image(1);
+  v1::ClassifyResponse resp;
+  EXPECT_EQ(stub()->Classify(&ctx, req, &resp).error_code(), grpc::StatusCode::UNAVAILABLE);
+  grpc::ClientContext ctx2;
+  v1::ListModelsResponse list;
+  ASSERT_TRUE(stub()->ListModels(&ctx2, {}, &list).ok());
+  ASSERT_EQ(list.models_size(), 2);
+  EXPECT_FALSE(list.models(0).ready());
+}
+
+TEST_F(ServiceTest, ClassifyBatchesConcurrentRequestsIndependently) {
+  ensure_loaded();
+  // Alone first, then four concurrent single-image requests that share a batch.
+  v1::ClassifyRequest req;
+  req.set_model("t2t_vit_t_14");
+  req.set_top_k(3);
+  *req.add_images()->mutable_raw() = gray_image(7);
+  v1::ClassifyResponse alone;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub()->Classify(&ctx, req, &alone).ok());
+  }
+  EXPECT_EQ(alone.attention(), v1::ATTENTION_MODE_KDEFORMER);
+  EXPECT_EQ(alone.timing().batch_size(), 1u);
+  EXPECT_FALSE(alone.request_id().empty());
+  ASSERT_EQ(alone.results_size(), 1);
+  ASSERT_EQ(alone.results(0).top_k_size(), 3);
+
+  Calls calls;
+  std::vector<v1::ClassifyResponse> resp(4);
+  std::vector<grpc::ClientContext> ctx(4);
+  std::vector<grpc::Status> status(4);
+  auto s = stub();
+  for (int i = 0; i < 4; ++i) {
+    v1::ClassifyRequest r;
+    r.set_model("t2t_vit_t_14");
+    r.set_top_k(3);
+    *r.add_images()->mutable_raw() = gray_image(i == 0 ? 7 : static_cast<uint8_t>(50 + i));
+    calls.start();
+    s->async()->Classify(&ctx[i], &r, &resp[i], [&, i](grpc::Status st) {
+      status[i] = st;
+      calls.done();
+    });
+  }
+  calls.wait();
+  uint32_t largest = 0;
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_TRUE(status[i].ok()) << status[i].error_message();
+    largest = std::max(largest, resp[i].timing().batch_size());
+  }
+  EXPECT_GT(largest, 1u) << "concurrent requests were never batched";
+  for (int k = 0; k < 3; ++k) {
+    EXPECT_EQ(resp[0].results(0).top_k(k).index(), alone.results(0).top_k(k).index());
+    EXPECT_NEAR(resp[0].results(0).top_k(k).probability(),
+                alone.results(0).top_k(k).probability(), 1e-5);
+  }
+  const std::string text = metrics_text();
+  EXPECT_NE(text.find("kdeserve_requests_total{code=\"OK\",model=\"t2t_vit_t_14\",rpc=\"Classify\"} 5"),
+            std::string::npos)
+      << text;
+}
+
+TEST_F(ServiceTest, ValidationCodes) {
+  ensure_loaded();
+  auto code = [&](const v1::ClassifyRequest& r) {
+    grpc::ClientContext ctx;
+    v1::ClassifyResponse resp;
+    return stub()->Classify(&ctx, r, &resp).error_code();
+  };
+  v1::ClassifyRequest r;
+  r.set_model("nope");
+  EXPECT_EQ(code(r), grpc::StatusCode::NOT_FOUND);
+  r.set_model("t2t_vit_t_14");
+  EXPECT_EQ(code(r), grpc::StatusCode::INVALID_ARGUMENT);  // no images
+  *r.add_images()->mutable_raw() = gray_image(1);
+  r.set_top_k(1001);
+  EXPECT_EQ(code(r), grpc::StatusCode::INVALID_ARGUMENT);
+  r.set_top_k(1);
+  r.mutable_images(0)->mutable_raw()->set_channels(2);
+  EXPECT_EQ(code(r), grpc::StatusCode::INVALID_ARGUMENT);
+  r.mutable_images(0)->mutable_raw()->set_channels(3);
+  r.mutable_images(0)->mutable_raw()->mutable_data()->pop_back();
+  EXPECT_EQ(code(r), grpc::StatusCode::INVALID_ARGUMENT);
+  r.mutable_images(0)->set_encoded("GIF89a not supported");
+  EXPECT_EQ(code(r), grpc::StatusCode::INVALID_ARGUMENT);
+
+  auto gen_code = [&](const v1::GenerateRequest& g) {
+    grpc::ClientContext ctx;
+    v1::GenerateResponse resp;
+    return stub()->Generate(&ctx, g, &resp).error_code();
+  };
+  v1::GenerateRequest g;
+  g.set_model("biggan-deep-128");
+  g.add_items()->set_class_id(3);
+  g.set_attention(v1::ATTENTION_MODE_KDEFORMER);  // not allowed by this config
+  EXPECT_EQ(gen_code(g), grpc::StatusCode::INVALID_ARGUMENT);
+  g.set_attention(v1::ATTENTION_MODE_UNSPECIFIED);
+  g.add_items()->set_class_id(4);  // 2 items > max_items_per_request 1
+  EXPECT_EQ(gen_code(g), grpc::StatusCode::INVALID_ARGUMENT);
+  g.mutable_items()->RemoveLast();
+  g.mutable_items(0)->set_truncation(std::nan(""));
+  EXPECT_EQ(gen_code(g), grpc::StatusCode::INVALID_ARGUMENT);
+  g.mutable_items(0)->set_truncation(0);
+  auto* w = g.mutable_items(0)->mutable_class_weights()->add_weights();
+  w->set_class_id(2);
+  w->set_weight(-1);
+  EXPECT_EQ(gen_code(g), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(ServiceTest, GenerateIsReproducibleAndQueueFullIsResourceExhausted) {
+  ensure_loaded();
+  v1::GenerateRequest g;
+  g.set_model("biggan-deep-128");
+  g.set_format(v1::IMAGE_FORMAT_RAW_RGB8);
+  auto* item = g.add_items();
+  item->set_class_id(207);
+  item->set_seed(11);
+  v1::GenerateResponse first;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub()->Generate(&ctx, g, &first).ok());
+  }
+  ASSERT_EQ(first.images_size(), 1);
+  EXPECT_EQ(first.images(0).data().size(), 128u * 128 * 3);
+  EXPECT_EQ(first.attention(), v1::ATTENTION_MODE_EXACT);
+
+  // Queue length 1, batch size 1: of 6 simultaneous calls, one runs, one waits, the rest are
+  // refused at once.
+  constexpr int kCalls = 6;
+  Calls calls;
+  std::vector<v1::GenerateResponse> resp(kCalls);
+  std::vector<grpc::ClientContext> ctx(kCalls);
+  std::vector<grpc::Status> status(kCalls);
+  auto s = stub();
+  for (int i = 0; i < kCalls; ++i) {
+    calls.start();
+    s->async()->Generate(&ctx[i], &g, &resp[i], [&, i](grpc::Status st) {
+      status[i] = st;
+      calls.done();
+    });
+  }
+  calls.wait();
+  int ok = 0, exhausted = 0;
+  for (int i = 0; i < kCalls; ++i) {
+    if (status[i].ok()) {
+      ++ok;
+      EXPECT_EQ(resp[i].images(0).data(), first.images(0).data()) << "same seed, other image";
+    } else {
+      EXPECT_EQ(status[i].error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+          << status[i].error_message();
+      ++exhausted;
+    }
+  }
+  EXPECT_GE(ok, 1);
+  EXPECT_GE(exhausted, 1);
+  EXPECT_NE(metrics_text().find("reason=\"queue_full\""), std::string::npos);
+}
+
+TEST_F(ServiceTest, DeadlinePassedWhileQueuedIsNotComputed) {
+  ensure_loaded();
+  // A 4-image classify batch keeps the worker busy; a call with a short deadline waits behind.
+  v1::ClassifyRequest big;
+  big.set_model("t2t_vit_t_14");
+  for (int i = 0; i < 4; ++i) *big.add_images()->mutable_raw() = gray_image(static_cast<uint8_t>(i));
+  v1::ClassifyRequest small;
+  small.set_model("t2t_vit_t_14");
+  small.set_attention(v1::ATTENTION_MODE_EXACT);  // another key: never joins big's batch
+  *small.add_images()->mutable_raw() = gray_image(99);
+
+  const std::string before = metrics_text();
+  Calls calls;
+  grpc::ClientContext big_ctx, small_ctx;
+  v1::ClassifyResponse big_resp, small_resp;
+  grpc::Status big_status, small_status;
+  auto s = stub();
+  calls.start();
+  s->async()->Classify(&big_ctx, &big, &big_resp, [&](grpc::Status st) {
+    big_status = st;
+    calls.done();
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(60));  // big is running
+  small_ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(100));
+  calls.start();
+  s->async()->Classify(&small_ctx, &small, &small_resp, [&](grpc::Status st) {
+    small_status = st;
+    calls.done();
+  });
+  calls.wait();
+  ASSERT_TRUE(big_status.ok()) << big_status.error_message();
+  EXPECT_EQ(small_status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  // The server dropped it: counted as a deadline rejection once the worker reached it.
+  for (int i = 0; i < 100; ++i) {
+    if (metrics_text().find("reason=\"deadline\"") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  const std::string text = metrics_text();
+  EXPECT_NE(text.find("kdeserve_rejected_total{model=\"t2t_vit_t_14\",reason=\"deadline\"} 1"),
+            std::string::npos)
+      << text;
+  EXPECT_EQ(text.find("kdeserve_compute_duration_seconds_count{attention=\"exact\",model=\"t2t_vit_t_14\"}"),
+            std::string::npos)
+      << "the expired exact-attention request was computed";
+}
