@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job (README): installs what it needs, builds, and runs the paper's GloVe
+# Installs what it needs, builds, and runs the paper's GloVe
 # attention-approximation experiment, writing CSV + PNG to out/glove. Extra arguments go to
 # the experiment (see `build/bench/glove_experiment --help`).
 set -euo pipefail

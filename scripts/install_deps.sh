@@ -10,6 +10,9 @@ packages=(
   libtorch-dev libblis4-openmp liblapack3
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   libopencv-dev
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
+  libspdlog-dev prometheus-cpp-dev libyaml-cpp-dev nlohmann-json3-dev
+  python3-grpcio prometheus
   python3 python3-numpy python3-matplotlib python3-torch
 )
 

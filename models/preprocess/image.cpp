@@ -250,6 +250,9 @@ void quiet_opencv_logging() {
     if (logging::getLogLevel() > logging::LOG_LEVEL_ERROR) {
       logging::setLogLevel(logging::LOG_LEVEL_ERROR);
     }
+    // Decoding one image gains nothing from OpenCV's TBB pool, whose spinning workers would
+    // compete with LibTorch's OpenMP threads for the cores while a model runs.
+    cv::setNumThreads(1);
   });
 }
 

@@ -1,0 +1,193 @@
+// Load benchmark of the service: N concurrent C++ clients call Classify on a kdeserve-server it
+// starts on free loopback ports, reporting throughput and p50/p95/p99 latency at each
+// concurrency, exact vs KDEformer, and the server's overhead at concurrency 1 against calling
+// the model directly in-process (decode + preprocess + forward + top-k) in the same run.
+#include <ATen/ATen.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "attention/threads.h"
+#include "client/client.h"
+#include "models/preprocess/image.h"
+#include "models/preprocess/labels.h"
+#include "models/registry.h"
+#include "tests/support/shared_data.h"
+
+extern char** environ;
+
+namespace {
+
+namespace kc = kdeserve::client;
+namespace km = kdeserve::models;
+using Clock = std::chrono::steady_clock;
+
+int free_port() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+double percentile(std::vector<double> v, double p) {
+  std::sort(v.begin(), v.end());
+  const size_t i = std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())));
+  return v[i];
+}
+
+struct Point {
+  double throughput = 0, p50 = 0, p95 = 0, p99 = 0;
+  int errors = 0;
+};
+
+// `concurrency` callers, each sending `per_caller` Classify calls back to back.
+Point run_load(const std::string& address, const std::string& model, const std::string& image,
+               kc::v1::AttentionMode mode, int concurrency, int per_caller) {
+  std::vector<std::vector<double>> latencies(concurrency);
+  std::atomic<int> errors{0};
+  const auto start = Clock::now();
+  std::vector<std::thread> callers;
+  for (int c = 0; c < concurrency; ++c) {
+    callers.emplace_back([&, c] {
+      kc::ClientOptions options;
+      options.deadline = std::chrono::seconds(600);
+      kc::Client client(address, options);
+      for (int i = 0; i < per_caller; ++i) {
+        const auto t0 = Clock::now();
+        const auto reply = client.classify(model, {image}, 1, mode);
+        latencies[c].push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+        if (!reply.ok()) ++errors;
+      }
+    });
+  }
+  for (auto& t : callers) t.join();
+  const double wall = std::chrono::duration<double>(Clock::now() - start).count();
+  std::vector<double> all;
+  for (const auto& l : latencies) all.insert(all.end(), l.begin(), l.end());
+  return {static_cast<double>(all.size()) / wall, percentile(all, 0.5), percentile(all, 0.95),
+          percentile(all, 0.99), errors.load()};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string model = "t2t_vit_t_24";
+  int threads = kdeserve::attention::hardware_threads();
+  int requests = 8;  // per caller at concurrency 1; scaled down for more callers
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--model" && i + 1 < argc) model = argv[++i];
+    else if (a == "--threads" && i + 1 < argc) threads = std::stoi(argv[++i]);
+    else if (a == "--requests" && i + 1 < argc) requests = std::stoi(argv[++i]);
+    else {
+      std::fprintf(stderr, "usage: load_bench [--model NAME] [--threads N] [--requests N]\n");
+      return 2;
+    }
+  }
+  const std::string image_path = kdeserve::testing::shared_file("data/photos/t2t-vit/dog.png");
+  if (image_path.empty()) {
+    std::fprintf(stderr, "missing ../shared/data/photos/t2t-vit/dog.png\n");
+    return 1;
+  }
+  std::ifstream in(image_path, std::ios::binary);
+  const std::string image{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+
+  // The server: this model only, batches of up to 8 after at most 5 ms.
+  const int port = free_port(), metrics_port = free_port();
+  const std::string address = "127.0.0.1:" + std::to_string(port);
+  const std::string config = "/tmp/kdeserve_load_bench_" + std::to_string(getpid()) + ".yaml";
+  std::ofstream(config) << "server:\n  listen: " << address << "\n  metrics_listen: 127.0.0.1:"
+                        << metrics_port << "\n  threads: " << threads
+                        << "\nlogging:\n  level: warn\nmodels:\n  - name: " << model
+                        << "\n    allowed_attention: [exact, kdeformer]\n    batching:\n"
+                           "      max_batch_size: 8\n      max_queue_delay_ms: 5\n"
+                           "      max_queue_length: 256\n";
+  const std::string server = KDESERVE_SERVER_BINARY;
+  std::vector<char*> args = {const_cast<char*>(server.c_str()), const_cast<char*>("--config"),
+                             const_cast<char*>(config.c_str()), nullptr};
+  pid_t pid = 0;
+  if (posix_spawn(&pid, server.c_str(), nullptr, nullptr, args.data(), environ) != 0) {
+    std::fprintf(stderr, "cannot start %s\n", server.c_str());
+    return 1;
+  }
+  kc::Client probe(address);
+  const auto deadline = Clock::now() + std::chrono::minutes(2);
+  while (true) {
+    const auto h = probe.health("readiness");
+    if (h.ok() && *h == kc::ServingStatus::HealthCheckResponse_ServingStatus_SERVING) break;
+    if (Clock::now() > deadline) {
+      kill(pid, SIGKILL);
+      std::fprintf(stderr, "server not ready\n");
+      return 1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  std::printf("load_bench: %s, server and direct calls with %d thread(s), one image per call\n",
+              model.c_str(), threads);
+  std::printf("%-10s %11s %10s %10s %10s %10s %7s\n", "attention", "concurrency", "req/s",
+              "p50 ms", "p95 ms", "p99 ms", "errors");
+  std::vector<std::pair<std::string, kc::v1::AttentionMode>> modes = {
+      {"exact", kc::v1::ATTENTION_MODE_EXACT}, {"kdeformer", kc::v1::ATTENTION_MODE_KDEFORMER}};
+  std::vector<double> server_p50(2);
+  for (size_t m = 0; m < modes.size(); ++m) {
+    run_load(address, model, image, modes[m].second, 1, 1);  // warm-up
+    for (int concurrency : {1, 8, 32}) {
+      // About 4 rounds of full batches at 8 callers, 2 at 32: enough calls for percentiles.
+      const int per_caller =
+          concurrency == 1 ? requests : (concurrency == 8 ? std::max(2, requests / 2) : 2);
+      const Point p = run_load(address, model, image, modes[m].second, concurrency, per_caller);
+      if (concurrency == 1) server_p50[m] = p.p50;
+      std::printf("%-10s %11d %10.2f %10.1f %10.1f %10.1f %7d\n", modes[m].first.c_str(),
+                  concurrency, p.throughput, 1e3 * p.p50, 1e3 * p.p95, 1e3 * p.p99, p.errors);
+      std::fflush(stdout);
+    }
+  }
+  kill(pid, SIGTERM);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  std::remove(config.c_str());
+
+  // The same work without the server, in this process, after the server has exited.
+  kdeserve::attention::set_num_threads(threads);
+  const auto direct = km::create_model(model);
+  const auto preprocess = km::PreprocessOptions::for_crop(direct->spec().image_size);
+  for (size_t m = 0; m < modes.size(); ++m) {
+    const km::AttentionPlan plan = direct->plan_for(
+        m == 0 ? kdeserve::attention::Method::kExact : kdeserve::attention::Method::kKdeformer);
+    std::vector<double> times;
+    for (int i = 0; i < requests + 1; ++i) {
+      const auto t0 = Clock::now();
+      km::ForwardContext ctx;
+      const at::Tensor logits =
+          direct->classify(km::preprocess_imagenet(image, preprocess).unsqueeze(0), plan, ctx);
+      km::top_k(logits, 1);
+      if (i > 0) times.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+    }
+    const double p50 = percentile(times, 0.5);
+    const double overhead = server_p50[m] - p50;
+    std::printf("%-10s direct call p50 %.1f ms; server at concurrency 1: %.1f ms; overhead "
+                "%.1f ms (%.1f%%; target <= 5%% + 1 ms = %.1f ms)\n",
+                modes[m].first.c_str(), 1e3 * p50, 1e3 * server_p50[m], 1e3 * overhead,
+                100 * overhead / p50, 1e3 * (0.05 * p50 + 0.001));
+  }
+  return 0;
+}

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The main job (README): installs what it needs, builds the service and its CLI, and runs
+# kdeserve-server on the embedded default configuration (deploy/config/server.yaml: T2T-ViT_t-24
+# and BigGAN-deep-128 with seeded random weights; gRPC on :8500, metrics on :8502). Extra
+# arguments go to the server (see `build/server/kdeserve-server --help`), e.g.
+# `--config FILE` or `--model-weights t2t_vit_t_24=weights/t2t_vit_t_24.safetensors`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install_deps.sh
+build_dir=${KDESERVE_BUILD_DIR:-build}
+cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release ${KDESERVE_CMAKE_ARGS:-}
+cmake --build "$build_dir" -j "$(nproc)" --target kdeserve-server kdeserve-cli
+exec "$build_dir/server/kdeserve-server" "$@"
