@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "proto/status_code.h"
 #include "kdeserve/v1/inference.grpc.pb.h"
 
 namespace kdeserve::client {
@@ -34,7 +35,7 @@ struct ClientOptions {
 };
 
 /// The name of a status code as gRPC spells it, e.g. "RESOURCE_EXHAUSTED".
-std::string status_code_name(grpc::StatusCode code);
+using ::kdeserve::status_code_name;
 
 /// What a status code from kdeserve means for the caller, in one sentence.
 std::string describe_status_code(grpc::StatusCode code);
