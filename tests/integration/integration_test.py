@@ -62,28 +62,28 @@ def model_yaml(name, allowed, default, max_batch, delay_ms, queue, items):
 class Server:
     """A kdeserve-server process with its own config, ports and log file."""
 
-    def __init__(self, models, grace=10):
+    def __init__(self, models, grace=10, tls=None):
+        """tls: (cert_file, key_file) to serve TLS; the test channel then trusts cert_file."""
         self.dir = tempfile.mkdtemp(prefix="kdeserve-it-")
         self.port, self.metrics_port = free_port(), free_port()
         self.address = f"127.0.0.1:{self.port}"
+        tls_line = f"  tls: {{cert_file: {tls[0]}, key_file: {tls[1]}}}\n" if tls else ""
         config = os.path.join(self.dir, "server.yaml")
         with open(config, "w") as f:
-            f.write(f"""server:
-  listen: {self.address}
-  metrics_listen: 127.0.0.1:{self.metrics_port}
-  threads: 2
-  shutdown_grace_seconds: {grace}
-logging:
-  level: info
-  format: json
-models:
-""" + "".join(models))
+            f.write(f"server:\n  listen: {self.address}\n"
+                    f"  metrics_listen: 127.0.0.1:{self.metrics_port}\n"
+                    f"  threads: 2\n  shutdown_grace_seconds: {grace}\n" + tls_line +
+                    "logging:\n  level: info\n  format: json\nmodels:\n" + "".join(models))
         self.log_path = os.path.join(self.dir, "server.log")
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen([SERVER, "--config", config], stdout=self.log,
                                      stderr=subprocess.STDOUT)
-        self.channel = grpc.insecure_channel(
-            self.address, options=[("grpc.max_receive_message_length", 64 << 20)])
+        options = [("grpc.max_receive_message_length", 64 << 20)]
+        if tls:
+            credentials = grpc.ssl_channel_credentials(root_certificates=read(tls[0]))
+            self.channel = grpc.secure_channel(self.address, credentials, options=options)
+        else:
+            self.channel = grpc.insecure_channel(self.address, options=options)
         self.stub = pb_grpc.InferenceStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
         self.wait_ready()
@@ -399,6 +399,34 @@ class ShutdownTest(unittest.TestCase):
             self.assertEqual(server.proc.wait(timeout=60), 0, server.logs())
         finally:
             server.stop()
+
+
+@unittest.skipUnless(SERVER and os.path.exists(SERVER) and shutil.which("openssl"),
+                     "KDESERVE_SERVER or openssl missing")
+class TlsTest(unittest.TestCase):
+    def test_tls_serves_trusted_clients_only(self):
+        workdir = tempfile.mkdtemp(prefix="kdeserve-tls-")
+        cert, key = os.path.join(workdir, "cert.pem"), os.path.join(workdir, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                        "-keyout", key, "-out", cert, "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                       check=True, capture_output=True)
+        server = Server([model_yaml(CLASSIFIER, ["exact"], "exact", 1, 0, 8, 1)], tls=(cert, key))
+        try:
+            reply = server.health.Check(health_pb2.HealthCheckRequest(service="readiness"))
+            self.assertEqual(reply.status, health_pb2.HealthCheckResponse.SERVING)
+            plain = grpc.insecure_channel(server.address)
+            self.assertEqual(code_of(lambda: health_pb2_grpc.HealthStub(plain).Check(
+                health_pb2.HealthCheckRequest(), timeout=5)), grpc.StatusCode.UNAVAILABLE)
+            plain.close()
+            out = subprocess.run([CLI, "--address", server.address, "--tls-ca", cert, "classify",
+                                  "--model", CLASSIFIER, DOG],
+                                 capture_output=True, text=True, timeout=120)
+            self.assertEqual(out.returncode, 0, out.stderr)
+            self.assertIn("dog.png", out.stdout)
+        finally:
+            server.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 @unittest.skipUnless(SERVER and os.path.exists(SERVER) and os.path.exists(PROMETHEUS),
