@@ -189,6 +189,17 @@ void InferenceService::shutdown() {
   }
 }
 
+// The fields every Classify/Generate response carries about how it was computed.
+template <typename Response>
+void fill_common(Response* r, v1::AttentionMode mode, const std::string& plan_text,
+                 double compute, int64_t batch, const std::string& request_id) {
+  r->set_attention(mode);
+  r->set_attention_plan(plan_text);
+  r->mutable_timing()->set_compute_seconds(compute);
+  r->mutable_timing()->set_batch_size(static_cast<uint32_t>(batch));
+  r->set_request_id(request_id);
+}
+
 void InferenceService::run_classify(Hosted& h, std::vector<std::shared_ptr<Job>>& jobs) {
   std::vector<at::Tensor> images;
   km::ForwardContext ctx;
@@ -222,11 +233,7 @@ void InferenceService::run_classify(Hosted& h, std::vector<std::shared_ptr<Job>>
         p->set_label(t.label);
         p->set_probability(static_cast<float>(t.probability));
       }
-      r->set_attention(to_proto(mode));
-      r->set_attention_plan(plan_text);
-      r->mutable_timing()->set_compute_seconds(compute);
-      r->mutable_timing()->set_batch_size(static_cast<uint32_t>(batch));
-      r->set_request_id(j->request_id);
+      fill_common(r, to_proto(mode), plan_text, compute, batch, j->request_id);
       j->finish(grpc::Status::OK);
     } catch (...) {
       j->finish(status_from_exception(std::current_exception(), "Classify response"));
@@ -276,11 +283,7 @@ void InferenceService::run_generate(Hosted& h, std::vector<std::shared_ptr<Job>>
         out->mutable_z()->Add(zp, zp + z.numel());
         out->set_truncation(j->truncation);
       }
-      r->set_attention(to_proto(mode));
-      r->set_attention_plan(plan_text);
-      r->mutable_timing()->set_compute_seconds(compute);
-      r->mutable_timing()->set_batch_size(static_cast<uint32_t>(batch));
-      r->set_request_id(j->request_id);
+      fill_common(r, to_proto(mode), plan_text, compute, batch, j->request_id);
       j->finish(grpc::Status::OK);
     } catch (...) {
       j->finish(status_from_exception(std::current_exception(), "Generate response"));
