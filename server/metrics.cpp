@@ -56,6 +56,10 @@ Metrics::Metrics(const std::string& version, const std::string& torch_version)
                        .Name("kdeserve_queue_depth")
                        .Help("Requests waiting in the batching queue")
                        .Register(*registry_)),
+      queue_capacity_(prometheus::BuildGauge()
+                          .Name("kdeserve_queue_capacity")
+                          .Help("Configured batching-queue length (max_queue_length)")
+                          .Register(*registry_)),
       inflight_family_(prometheus::BuildGauge()
                            .Name("kdeserve_inflight_requests")
                            .Help("Inference RPCs being handled")
@@ -97,12 +101,11 @@ void Metrics::expose(const std::string& address) {
 }
 
 void Metrics::request_done(const std::string& model, const std::string& rpc,
-                           const std::string& code, const std::string& attention,
-                           double seconds) {
+                           const std::string& code, const std::string& attention, double seconds) {
   requests_.Add({{"model", model}, {"rpc", rpc}, {"code", code}}).Increment();
   if (code == "OK") {
-    request_duration_.Add({{"model", model}, {"rpc", rpc}, {"attention", attention}},
-                          latency_buckets())
+    request_duration_
+        .Add({{"model", model}, {"rpc", rpc}, {"attention", attention}}, latency_buckets())
         .Observe(seconds);
   }
 }
@@ -126,6 +129,20 @@ void Metrics::rejected(const std::string& model, const std::string& reason) {
 
 void Metrics::set_queue_depth(const std::string& model, double depth) {
   queue_depth_.Add({{"model", model}}).Set(depth);
+}
+
+void Metrics::declare_model(const std::string& model, const std::string& rpc,
+                            const std::vector<std::string>& codes) {
+  for (const std::string& code : codes) {
+    requests_.Add({{"model", model}, {"rpc", rpc}, {"code", code}});
+  }
+  for (const char* reason : {"queue_full", "deadline", "cancelled"}) {
+    rejected_.Add({{"model", model}, {"reason", reason}});
+  }
+}
+
+void Metrics::set_queue_capacity(const std::string& model, double capacity) {
+  queue_capacity_.Add({{"model", model}}).Set(capacity);
 }
 
 void Metrics::set_model_ready(const std::string& model, bool ready) {

@@ -11,6 +11,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace prometheus {
 class Exposer;
@@ -48,6 +49,13 @@ class Metrics {
   /// rejected_total{model,reason} (queue_full, deadline, cancelled, invalid, unavailable).
   void rejected(const std::string& model, const std::string& reason);
   void set_queue_depth(const std::string& model, double depth);
+  /// Creates a model's request and rejection series at 0, so that the first error of each
+  /// kind already counts in rate() (a series born at 1 shows no increase) and dashboards plot
+  /// 0 rather than nothing. codes: gRPC code names (e.g. "DEADLINE_EXCEEDED").
+  void declare_model(const std::string& model, const std::string& rpc,
+                     const std::vector<std::string>& codes);
+  /// The configured max_queue_length (alerts and dashboards divide the depth by it).
+  void set_queue_capacity(const std::string& model, double capacity);
   void set_model_ready(const std::string& model, bool ready);
   void set_load_seconds(const std::string& model, double load, double warmup);
   /// inflight_requests += delta.
@@ -64,6 +72,7 @@ class Metrics {
   prometheus::Family<prometheus::Counter>& items_;
   prometheus::Family<prometheus::Counter>& batches_;
   prometheus::Family<prometheus::Gauge>& queue_depth_;
+  prometheus::Family<prometheus::Gauge>& queue_capacity_;
   prometheus::Family<prometheus::Gauge>& inflight_family_;
   prometheus::Gauge& inflight_;
   prometheus::Family<prometheus::Counter>& rejected_;

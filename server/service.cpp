@@ -23,6 +23,16 @@ InferenceService::InferenceService(const ServerConfig& config, Metrics& metrics)
     h->spec = km::model_spec(m.name);
     metrics_.set_model_ready(m.name, false);
     metrics_.set_queue_depth(m.name, 0);
+    metrics_.set_queue_capacity(m.name, static_cast<double>(m.batching.max_queue_length));
+    std::vector<std::string> codes;
+    for (grpc::StatusCode code :
+         {grpc::StatusCode::OK, grpc::StatusCode::INVALID_ARGUMENT,
+          grpc::StatusCode::RESOURCE_EXHAUSTED, grpc::StatusCode::DEADLINE_EXCEEDED,
+          grpc::StatusCode::CANCELLED, grpc::StatusCode::UNAVAILABLE, grpc::StatusCode::INTERNAL}) {
+      codes.push_back(code_name(code));
+    }
+    metrics_.declare_model(
+        m.name, h->spec.kind == km::ModelKind::kClassifier ? "Classify" : "Generate", codes);
     hosted_.push_back(std::move(h));
   }
 }
@@ -53,7 +63,8 @@ void InferenceService::submit(Hosted& h, const std::shared_ptr<Job>& job) {
   grpc::CallbackServerContext* ctx = job->context;
   task.cancelled = [ctx] { return ctx->IsCancelled(); };
   switch (h.batcher->submit(std::move(task))) {
-    case SubmitResult::kAccepted: return;
+    case SubmitResult::kAccepted:
+      return;
     case SubmitResult::kQueueFull:
       metrics_.rejected(h.config.name, "queue_full");
       job->finish(to_status(ErrorKind::kResourceExhausted,
@@ -125,8 +136,8 @@ grpc::ServerUnaryReactor* InferenceService::Classify(grpc::CallbackServerContext
       const auto& img = request->images(i);
       try {
         if (img.source_case() == v1::ImageInput::kEncoded) {
-          job->images.push_back(km::resize_and_center_crop(
-              km::decode_image(img.encoded(), decode), preprocess));
+          job->images.push_back(
+              km::resize_and_center_crop(km::decode_image(img.encoded(), decode), preprocess));
           job->seeds.push_back(fnv1a(img.encoded()));
         } else {
           const auto& raw = img.raw();
@@ -134,8 +145,7 @@ grpc::ServerUnaryReactor* InferenceService::Classify(grpc::CallbackServerContext
               at::from_blob(const_cast<char*>(raw.data().data()),
                             {raw.height(), raw.width(), raw.channels()}, at::kByte)
                   .clone();
-          job->images.push_back(
-              km::resize_and_center_crop(km::to_rgb(pixels, decode), preprocess));
+          job->images.push_back(km::resize_and_center_crop(km::to_rgb(pixels, decode), preprocess));
           const std::string dims = std::to_string(raw.height()) + "x" +
                                    std::to_string(raw.width()) + "x" +
                                    std::to_string(raw.channels());
@@ -173,9 +183,14 @@ grpc::ServerUnaryReactor* InferenceService::Generate(grpc::CallbackServerContext
     }
     switch (request->format()) {
       case v1::IMAGE_FORMAT_UNSPECIFIED:
-      case v1::IMAGE_FORMAT_PNG: job->format = v1::IMAGE_FORMAT_PNG; break;
-      case v1::IMAGE_FORMAT_RAW_RGB8: job->format = v1::IMAGE_FORMAT_RAW_RGB8; break;
-      default: throw_invalid("format: unknown image format " + std::to_string(request->format()));
+      case v1::IMAGE_FORMAT_PNG:
+        job->format = v1::IMAGE_FORMAT_PNG;
+        break;
+      case v1::IMAGE_FORMAT_RAW_RGB8:
+        job->format = v1::IMAGE_FORMAT_RAW_RGB8;
+        break;
+      default:
+        throw_invalid("format: unknown image format " + std::to_string(request->format()));
     }
     job->mode = h.resolve(request->attention());
     job->mode_known = true;
@@ -195,14 +210,15 @@ grpc::ServerUnaryReactor* InferenceService::Generate(grpc::CallbackServerContext
       std::vector<std::pair<int64_t, double>> row;
       if (item.class_spec_case() == v1::GenerateItem::kClassId) {
         if (item.class_id() >= num_classes) {
-          throw_invalid(where + ".class_id: " + std::to_string(item.class_id()) +
-                        " outside [0, " + std::to_string(num_classes) + ")");
+          throw_invalid(where + ".class_id: " + std::to_string(item.class_id()) + " outside [0, " +
+                        std::to_string(num_classes) + ")");
         }
         row.emplace_back(item.class_id(), 1.0);
       } else if (item.class_spec_case() == v1::GenerateItem::kClassWeights) {
         std::set<uint32_t> seen;
         double sum = 0;
-        if (item.class_weights().weights_size() == 0) throw_invalid(where + ".class_weights: empty");
+        if (item.class_weights().weights_size() == 0)
+          throw_invalid(where + ".class_weights: empty");
         for (const auto& w : item.class_weights().weights()) {
           if (w.class_id() >= num_classes) {
             throw_invalid(where + ".class_weights: class " + std::to_string(w.class_id()) +
@@ -243,11 +259,12 @@ grpc::ServerUnaryReactor* InferenceService::Generate(grpc::CallbackServerContext
       const uint64_t seed = seeds[i] ? *seeds[i] : draw_seed();
       job->seeds.push_back(seed);
       if (item.noise_case() == v1::GenerateItem::kZ) {
-        zs.push_back(at::from_blob(const_cast<float*>(item.z().values().data()), {1, z_dim},
-                                   at::kFloat)
-                         .clone());
+        zs.push_back(
+            at::from_blob(const_cast<float*>(item.z().values().data()), {1, z_dim}, at::kFloat)
+                .clone());
       } else {
-        zs.push_back(km::truncated_noise_sample(std::vector<uint64_t>{seed}, truncations[i], z_dim));
+        zs.push_back(
+            km::truncated_noise_sample(std::vector<uint64_t>{seed}, truncations[i], z_dim));
       }
     }
     job->z = at::cat(zs, 0);
@@ -328,9 +345,9 @@ void InferenceService::fill_info(const Hosted& h, v1::ModelInfo* info) const {
     }
     info->set_weights_source(h.model->weights_source());
   } else {
-    info->set_weights_source(h.config.weights ? "file " + *h.config.weights
-                                              : "random init (seed " +
-                                                    std::to_string(h.config.init_seed) + ")");
+    info->set_weights_source(h.config.weights
+                                 ? "file " + *h.config.weights
+                                 : "random init (seed " + std::to_string(h.config.init_seed) + ")");
   }
   info->set_device(h.config.device);
   info->set_ready(ready);
@@ -367,4 +384,3 @@ grpc::ServerUnaryReactor* InferenceService::GetModelInfo(grpc::CallbackServerCon
 }
 
 }  // namespace kdeserve::server
-

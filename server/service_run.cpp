@@ -7,8 +7,8 @@
 #include <opencv2/imgproc.hpp>
 #include <random>
 
-#include "models/preprocess/image.h"
 #include "models/biggan/noise.h"
+#include "models/preprocess/image.h"
 #include "models/preprocess/labels.h"
 #include "server/service_internal.h"
 
@@ -72,8 +72,6 @@ std::string encode_png(const at::Tensor& rgb) {  // uint8 [H, W, 3] contiguous
   return {buf.begin(), buf.end()};
 }
 
-
-
 std::shared_ptr<InferenceService::Job> make_job(Metrics& metrics,
                                                 grpc::CallbackServerContext* context,
                                                 const std::string& rpc) {
@@ -86,7 +84,6 @@ std::shared_ptr<InferenceService::Job> make_job(Metrics& metrics,
   metrics.add_inflight(1);
   return job;
 }
-
 
 void InferenceService::load_models() {
   for (auto& hp : hosted_) {
@@ -135,20 +132,41 @@ void InferenceService::load_models() {
     using TaskT = Batcher<std::shared_ptr<Job>>::Task;
     Batcher<std::shared_ptr<Job>>::Hooks hooks;
     Hosted* hosted = &h;
-    hooks.run = [this, hosted](std::vector<TaskT>& batch) {
-      std::vector<std::shared_ptr<Job>> jobs;
-      for (TaskT& t : batch) {
-        metrics_.queued(hosted->config.name,
-                        std::chrono::duration<double>(Clock::now() - t.enqueued).count());
-        jobs.push_back(t.payload);
-      }
-      const auto start = Clock::now();
-      for (size_t i = 0; i < batch.size(); ++i) {
-        auto* timing = jobs[i]->classify_response ? jobs[i]->classify_response->mutable_timing()
-                                                  : jobs[i]->generate_response->mutable_timing();
-        timing->set_queue_seconds(std::chrono::duration<double>(start - batch[i].enqueued).count());
-      }
+    auto drop = [this, hosted](TaskT& t, DropReason reason) {
+      metrics_.rejected(hosted->config.name, to_string(reason));
+      t.payload->finish(reason == DropReason::kDeadline
+                            ? to_status(ErrorKind::kDeadlineExceeded,
+                                        "the deadline passed while the request was queued")
+                            : to_status(ErrorKind::kCancelled, "cancelled while queued"));
+    };
+    hooks.run = [this, hosted, drop](std::vector<TaskT>& batch) {
       compute_.run([&] {
+        // Every hosted model shares the compute thread, so a batch may have waited here behind
+        // another model's: deadlines and cancellations are checked again, and the queue time
+        // runs until now.
+        const auto start = Clock::now();
+        std::vector<TaskT> live;
+        for (TaskT& t : batch) {
+          if (t.deadline <= start) {
+            drop(t, DropReason::kDeadline);
+          } else if (t.cancelled && t.cancelled()) {
+            drop(t, DropReason::kCancelled);
+          } else {
+            live.push_back(std::move(t));
+          }
+        }
+        batch = std::move(live);  // hooks.fail then finishes only the live ones
+        if (batch.empty()) return;
+        std::vector<std::shared_ptr<Job>> jobs;
+        for (TaskT& t : batch) {
+          const double queued = std::chrono::duration<double>(start - t.enqueued).count();
+          metrics_.queued(hosted->config.name, queued);
+          auto* timing = t.payload->classify_response
+                             ? t.payload->classify_response->mutable_timing()
+                             : t.payload->generate_response->mutable_timing();
+          timing->set_queue_seconds(queued);
+          jobs.push_back(t.payload);
+        }
         if (hosted->spec.kind == km::ModelKind::kClassifier) {
           run_classify(*hosted, jobs);
         } else {
@@ -156,13 +174,7 @@ void InferenceService::load_models() {
         }
       });
     };
-    hooks.drop = [this, hosted](TaskT& t, DropReason reason) {
-      metrics_.rejected(hosted->config.name, to_string(reason));
-      t.payload->finish(reason == DropReason::kDeadline
-                            ? to_status(ErrorKind::kDeadlineExceeded,
-                                        "the deadline passed while the request was queued")
-                            : to_status(ErrorKind::kCancelled, "cancelled while queued"));
-    };
+    hooks.drop = drop;
     hooks.fail = [hosted](std::vector<TaskT>& batch, std::exception_ptr error) {
       const grpc::Status status = status_from_exception(error, hosted->config.name + " forward");
       for (TaskT& t : batch) t.payload->finish(status);
@@ -173,10 +185,10 @@ void InferenceService::load_models() {
     h.batcher = std::make_unique<Batcher<std::shared_ptr<Job>>>(bo, std::move(hooks));
     h.ready = true;
     metrics_.set_model_ready(h.config.name, true);
-    spdlog::info("model {} ready: {} on {}, load {:.2f} s, warm-up {:.2f} s, default attention {}: {}",
-                 h.config.name, h.model->weights_source(), h.config.device, load_s, warm_s,
-                 to_string(h.config.default_attention),
-                 h.plans.at(h.config.default_attention).describe());
+    spdlog::info(
+        "model {} ready: {} on {}, load {:.2f} s, warm-up {:.2f} s, default attention {}: {}",
+        h.config.name, h.model->weights_source(), h.config.device, load_s, warm_s,
+        to_string(h.config.default_attention), h.plans.at(h.config.default_attention).describe());
   }
   ready_ = true;
 }
@@ -191,8 +203,8 @@ void InferenceService::shutdown() {
 
 // The fields every Classify/Generate response carries about how it was computed.
 template <typename Response>
-void fill_common(Response* r, v1::AttentionMode mode, const std::string& plan_text,
-                 double compute, int64_t batch, const std::string& request_id) {
+void fill_common(Response* r, v1::AttentionMode mode, const std::string& plan_text, double compute,
+                 int64_t batch, const std::string& request_id) {
   r->set_attention(mode);
   r->set_attention_plan(plan_text);
   r->mutable_timing()->set_compute_seconds(compute);

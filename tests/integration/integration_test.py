@@ -334,6 +334,27 @@ class ServiceTest(unittest.TestCase):
         self.assertLess(batches, 32)
         self.assertLess(singles, batches, "some batches must hold more than one request")
 
+    def test_deadline_passing_behind_another_models_batch_is_not_computed(self):
+        # One compute thread serves every model: a Classify that waits there behind a Generate
+        # batch until its deadline passes is answered DEADLINE_EXCEEDED and never computed.
+        def counters():
+            text = self.server.metrics()
+            return (metric_value(text, "kdeserve_items_total", model=CLASSIFIER) or 0,
+                    metric_value(text, "kdeserve_rejected_total", model=CLASSIFIER,
+                                 reason="deadline") or 0)
+        items_before, dropped_before = counters()
+        busy = self.stub.Generate.future(pb.GenerateRequest(
+            model=GENERATOR, items=[pb.GenerateItem(class_id=i, seed=i) for i in range(4)]),
+            timeout=120)
+        time.sleep(0.3)
+        self.assertEqual(code_of(lambda: self.classify(timeout=0.2)),
+                         grpc.StatusCode.DEADLINE_EXCEEDED)
+        self.assertEqual(len(busy.result().images), 4)
+        deadline = time.time() + 10
+        while counters()[1] == dropped_before and time.time() < deadline:
+            time.sleep(0.1)
+        self.assertEqual(counters(), (items_before, dropped_before + 1))
+
     def test_metrics_pass_promtool(self):
         promtool = shutil.which("promtool") or "/usr/bin/promtool"
         if not os.path.exists(promtool):

@@ -3,14 +3,13 @@
 
 #include <gtest/gtest.h>
 #include <prometheus/text_serializer.h>
+#include <spdlog/spdlog.h>
 
 #include <cstdio>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "server/logging.h"
-
-#include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
 
 namespace ks = kdeserve::server;
 
@@ -29,6 +28,8 @@ ks::Metrics& filled() {
     m.batch_done("t2t_vit_t_24", "kdeformer", 3, 0.19);
     m.rejected("t2t_vit_t_24", "queue_full");
     m.set_queue_depth("t2t_vit_t_24", 2);
+    m.set_queue_capacity("t2t_vit_t_24", 64);
+    m.declare_model("biggan-deep-128", "Generate", {"OK", "INTERNAL"});
     m.set_model_ready("t2t_vit_t_24", true);
     m.set_load_seconds("t2t_vit_t_24", 1.5, 2.5);
     m.add_inflight(1);
@@ -51,7 +52,9 @@ TEST(ServerMetrics, NamesLabelsAndBuckets) {
         "kdeserve_batch_size_bucket{model=\"t2t_vit_t_24\",le=\"4\"} 1",
         "kdeserve_batch_size_bucket{model=\"t2t_vit_t_24\",le=\"64\"} 1",
         "kdeserve_queue_depth{model=\"t2t_vit_t_24\"} 2",
-        "kdeserve_inflight_requests 0",
+        "kdeserve_queue_capacity{model=\"t2t_vit_t_24\"} 64", "kdeserve_inflight_requests 0",
+        "kdeserve_requests_total{code=\"INTERNAL\",model=\"biggan-deep-128\",rpc=\"Generate\"} 0",
+        "kdeserve_rejected_total{model=\"biggan-deep-128\",reason=\"deadline\"} 0",
         "kdeserve_rejected_total{model=\"t2t_vit_t_24\",reason=\"queue_full\"} 1",
         "kdeserve_model_ready{model=\"t2t_vit_t_24\"} 1",
         "kdeserve_build_info{torch_version=\"1.13.1\",version=\"0.1.0\"} 1",
