@@ -5,7 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install_deps.sh
+bash scripts/build.sh glove_experiment
 build_dir=${KDESERVE_BUILD_DIR:-build}
-cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release ${KDESERVE_CMAKE_ARGS:-}
-cmake --build "$build_dir" -j "$(nproc)" --target glove_experiment
 "$build_dir/bench/glove_experiment" --out out/glove "$@"
