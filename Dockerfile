@@ -1,0 +1,38 @@
+# kdeserve CPU image on Debian 12: `docker build -t kdeserve:0.1.0 .` (deploy/README.md).
+# Stage `build` runs the same dependency installer and build command as CI (scripts/install_deps.sh,
+# scripts/build.sh; tests/deploy checks it). The runtime stage holds only the server, the CLI,
+# the Debian packages of the libraries they link, the default config and the class index, and
+# runs as a non-root user. Weights are mounted at /models (see deploy/README.md).
+FROM debian:12-slim AS build
+WORKDIR /src
+COPY scripts/install_deps.sh scripts/install_deps.sh
+RUN bash scripts/install_deps.sh --build && rm -rf /var/lib/apt/lists/*
+COPY . .
+ENV KDESERVE_CMAKE_ARGS="-DKDESERVE_BUILD_TESTS=OFF -DKDESERVE_BUILD_BENCHMARKS=OFF"
+RUN bash scripts/build.sh kdeserve-server kdeserve-cli \
+ && bash scripts/runtime_packages.sh build/server/kdeserve-server build/client/kdeserve-cli \
+      > build/runtime-packages.txt \
+ && strip build/server/kdeserve-server build/client/kdeserve-cli
+
+FROM debian:12-slim
+LABEL org.opencontainers.image.title="kdeserve" \
+      org.opencontainers.image.description="T2T-ViT and BigGAN-deep over gRPC, exact or KDEformer attention (CPU)" \
+      org.opencontainers.image.version="0.1.0"
+COPY --from=build /src/scripts/install_deps.sh /src/build/runtime-packages.txt /tmp/kdeserve/
+RUN bash /tmp/kdeserve/install_deps.sh --runtime /tmp/kdeserve/runtime-packages.txt \
+ && rm -rf /var/lib/apt/lists/* /tmp/kdeserve \
+ && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin kdeserve \
+ && mkdir -p /models
+COPY --from=build /src/build/server/kdeserve-server /src/build/client/kdeserve-cli /usr/local/bin/
+COPY deploy/config/server.yaml /etc/kdeserve/server.yaml
+COPY models/preprocess/imagenet_class_index.tsv /usr/share/kdeserve/imagenet_class_index.tsv
+USER 10001:10001
+# 8500 gRPC (inference, grpc.health.v1, reflection), 8502 Prometheus /metrics
+EXPOSE 8500 8502
+VOLUME ["/models"]
+# Readiness (models loaded and warmed up). deploy/docker-compose.yml adds a start period; it is not
+# set here because dockerfilelint 1.8 rejects --start-period (its option pattern stops at '-').
+HEALTHCHECK --interval=15s --timeout=5s --retries=4 \
+  CMD ["kdeserve-cli", "--address", "127.0.0.1:8500", "--deadline", "4", "health", "--service", "readiness"]
+ENTRYPOINT ["kdeserve-server"]
+CMD ["--config", "/etc/kdeserve/server.yaml"]
