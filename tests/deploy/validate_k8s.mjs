@@ -235,6 +235,16 @@ for (const overlay of ["cpu", "gpu"]) {
   if (cm) parseWithServer(overlay, cm.data["server.yaml"]);
   console.log(`${overlay}: ${objects.length} objects rendered, ${valid} schema-valid (${objects.map((o) => o.kind).join(", ")}); ${config?.models.length ?? 0} models configured`);
 }
+// Stand-alone manifests (deploy/k8s/tools): schema-valid, and aimed at the rendered objects.
+for (const file of fs.readdirSync(path.join(k8s, "tools")).filter((f) => f.endsWith(".yaml"))) {
+  for (const o of yaml.loadAll(fs.readFileSync(path.join(k8s, "tools", file), "utf8")).filter(Boolean)) {
+    await validateSchema(`tools/${file}`, o);
+    const claims = (o.spec?.volumes ?? []).map((v) => v.persistentVolumeClaim?.claimName).filter(Boolean);
+    for (const claim of claims) check(claim === "kdeserve-weights", `tools/${file}: claim ${claim}`);
+    check(o.metadata.namespace === "kdeserve", `tools/${file}: namespace`);
+  }
+  console.log(`tools/${file}: checked`);
+}
 if (failures) {
   console.error(`${failures} check(s) failed`);
   process.exit(1);
