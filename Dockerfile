@@ -21,7 +21,7 @@ LABEL org.opencontainers.image.title="kdeserve" \
 COPY --from=build /src/scripts/install_deps.sh /src/build/runtime-packages.txt /tmp/kdeserve/
 RUN bash /tmp/kdeserve/install_deps.sh --runtime /tmp/kdeserve/runtime-packages.txt \
  && rm -rf /var/lib/apt/lists/* /tmp/kdeserve \
- && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin kdeserve \
+ && useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin kdeserve \
  && mkdir -p /models
 COPY --from=build /src/build/server/kdeserve-server /src/build/client/kdeserve-cli /usr/local/bin/
 COPY deploy/config/server.yaml /etc/kdeserve/server.yaml

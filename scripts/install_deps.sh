@@ -24,8 +24,8 @@ build_packages=(
 torch_packages=(libtorch-dev libblis4-openmp liblapack3)
 check_packages=(
   libgtest-dev libgmock-dev googletest libbenchmark-dev
-  python3 python3-numpy python3-matplotlib python3-torch python3-grpcio
-  prometheus yamllint
+  python3 python3-numpy python3-matplotlib python3-torch python3-grpcio python3-yaml
+  prometheus yamllint debootstrap
 )
 
 profile=all external_torch=0 list=0 runtime_file=""
