@@ -28,7 +28,8 @@ models:
     default_attention: exact
     allowed_attention: [exact]
     batching: {max_batch_size: 1, max_queue_delay_ms: 0, max_queue_length: 1, max_items_per_request: 1}
-)", "test");
+)",
+                                             "test");
   ks::validate(c);
   return c;
 }
@@ -45,8 +46,8 @@ class ServiceTest : public ::testing::Test {
     builder.RegisterService(service_);
     server_ = builder.BuildAndStart().release();
     ASSERT_NE(port, 0);
-    channel_ = new std::shared_ptr<grpc::Channel>(
-        grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
+    channel_ = new std::shared_ptr<grpc::Channel>(grpc::CreateChannel(
+        "127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
   }
   static void TearDownTestSuite() {
     server_->Shutdown();
@@ -166,12 +167,13 @@ TEST_F(ServiceTest, ClassifyBatchesConcurrentRequestsIndependently) {
   EXPECT_GT(largest, 1u) << "concurrent requests were never batched";
   for (int k = 0; k < 3; ++k) {
     EXPECT_EQ(resp[0].results(0).top_k(k).index(), alone.results(0).top_k(k).index());
-    EXPECT_NEAR(resp[0].results(0).top_k(k).probability(),
-                alone.results(0).top_k(k).probability(), 1e-5);
+    EXPECT_NEAR(resp[0].results(0).top_k(k).probability(), alone.results(0).top_k(k).probability(),
+                1e-5);
   }
   const std::string text = metrics_text();
-  EXPECT_NE(text.find("kdeserve_requests_total{code=\"OK\",model=\"t2t_vit_t_14\",rpc=\"Classify\"} 5"),
-            std::string::npos)
+  EXPECT_NE(
+      text.find("kdeserve_requests_total{code=\"OK\",model=\"t2t_vit_t_14\",rpc=\"Classify\"} 5"),
+      std::string::npos)
       << text;
 }
 
@@ -268,7 +270,10 @@ TEST_F(ServiceTest, GenerateIsReproducibleAndQueueFullIsResourceExhausted) {
   }
   EXPECT_GE(ok, 1);
   EXPECT_GE(exhausted, 1);
-  EXPECT_NE(metrics_text().find("reason=\"queue_full\""), std::string::npos);
+  const std::string count =
+      "kdeserve_rejected_total{model=\"biggan-deep-128\",reason=\"queue_full\"} " +
+      std::to_string(exhausted);
+  EXPECT_NE(metrics_text().find(count), std::string::npos) << count << "\n" << metrics_text();
 }
 
 TEST_F(ServiceTest, DeadlinePassedWhileQueuedIsNotComputed) {
@@ -276,7 +281,8 @@ TEST_F(ServiceTest, DeadlinePassedWhileQueuedIsNotComputed) {
   // A 4-image classify batch keeps the worker busy; a call with a short deadline waits behind.
   v1::ClassifyRequest big;
   big.set_model("t2t_vit_t_14");
-  for (int i = 0; i < 4; ++i) *big.add_images()->mutable_raw() = gray_image(static_cast<uint8_t>(i));
+  for (int i = 0; i < 4; ++i)
+    *big.add_images()->mutable_raw() = gray_image(static_cast<uint8_t>(i));
   v1::ClassifyRequest small;
   small.set_model("t2t_vit_t_14");
   small.set_attention(v1::ATTENTION_MODE_EXACT);  // another key: never joins big's batch
@@ -303,16 +309,19 @@ TEST_F(ServiceTest, DeadlinePassedWhileQueuedIsNotComputed) {
   calls.wait();
   ASSERT_TRUE(big_status.ok()) << big_status.error_message();
   EXPECT_EQ(small_status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
-  // The server dropped it: counted as a deadline rejection once the worker reached it.
-  for (int i = 0; i < 100; ++i) {
-    if (metrics_text().find("reason=\"deadline\"") != std::string::npos) break;
+  // The server dropped it: counted as a deadline rejection once the worker reached it (the
+  // series exists at 0 from the start, so wait for the count).
+  const std::string dropped =
+      "kdeserve_rejected_total{model=\"t2t_vit_t_14\",reason=\"deadline\"} 1";
+  for (int i = 0; i < 250; ++i) {
+    if (metrics_text().find(dropped) != std::string::npos) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   const std::string text = metrics_text();
-  EXPECT_NE(text.find("kdeserve_rejected_total{model=\"t2t_vit_t_14\",reason=\"deadline\"} 1"),
-            std::string::npos)
-      << text;
-  EXPECT_EQ(text.find("kdeserve_compute_duration_seconds_count{attention=\"exact\",model=\"t2t_vit_t_14\"}"),
-            std::string::npos)
+  EXPECT_NE(text.find(dropped), std::string::npos) << text;
+  EXPECT_EQ(
+      text.find(
+          "kdeserve_compute_duration_seconds_count{attention=\"exact\",model=\"t2t_vit_t_14\"}"),
+      std::string::npos)
       << "the expired exact-attention request was computed";
 }
