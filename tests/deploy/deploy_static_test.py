@@ -6,6 +6,7 @@ provisioning and server configs agree with each other and with the server.
 Run by ctest (deploy_static_test, label unit) with /usr/bin/python3 and Debian's python3-yaml.
 Environment: KDESERVE_SERVER and KDESERVE_CLI (the built binaries), KDESERVE_BUILD_DIR."""
 
+import fnmatch
 import json
 import os
 import re
@@ -123,8 +124,20 @@ class ImagesBuildLikeCi(unittest.TestCase):
         self.assertNotIn("python3-torch", build)
 
     def test_copied_paths_exist_and_are_not_docker_ignored(self):
-        ignored = [line.strip() for line in read(".dockerignore").splitlines()
+        ignored = [line.strip().rstrip("/") for line in read(".dockerignore").splitlines()
                    if line.strip() and not line.startswith("#")]
+
+        def excluded(path, pattern):
+            # Docker matches a pattern against the path and each of its leading folders; "**/"
+            # matches any number of folders.
+            parts = path.split("/")
+            prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+            if pattern.startswith("**/"):
+                return any(fnmatch.fnmatch(p, pattern[3:]) for p in parts)
+            return any(fnmatch.fnmatch(p, pattern) for p in prefixes)
+        self.assertTrue(excluded("build-cuda/server/x", "build*"))
+        self.assertTrue(excluded("tests/deploy/node_modules/a", "**/node_modules"))
+        self.assertFalse(excluded("models/weights/safetensors.h", "weights"))
         for rel in DOCKERFILES:
             for stage in dockerfile_stages(rel):
                 for instruction, args in stage[2]:
@@ -135,7 +148,7 @@ class ImagesBuildLikeCi(unittest.TestCase):
                             continue
                         self.assertTrue(os.path.exists(os.path.join(ROOT, src)), f"{rel}: {src}")
                         for pattern in ignored:
-                            self.assertFalse(src.startswith(pattern.rstrip("/").lstrip("*/")),
+                            self.assertFalse(excluded(src, pattern),
                                              f"{rel}: {src} is excluded by .dockerignore {pattern}")
 
     @unittest.skipUnless(SERVER and CLI, "KDESERVE_SERVER / KDESERVE_CLI not set")

@@ -4,13 +4,12 @@
 // selectors and references agree with each other and with the server config in the ConfigMap,
 // the drain fits in the termination grace period, the HPA's custom metric is the one the
 // prometheus-adapter rule provides, and the PrometheusRule holds the same groups as
-// deploy/prometheus/rules. With KDESERVE_SERVER set, each overlay's server config is also parsed
-// by the real `kdeserve-server --print-config`.
+// deploy/prometheus/rules. (The real server parses the configs themselves in
+// deploy_static_test.py.)
 //
 // usage: node tests/deploy/validate_k8s.mjs [REPO_ROOT]     (ctest: deploy_k8s)
-import { execFileSync, spawnSync } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import yaml from "js-yaml";
@@ -203,36 +202,12 @@ function semantic(overlay, objects) {
   return config;
 }
 
-// The real server parses the overlay's config. Only what cannot exist on this machine changes:
-// weights become empty placeholder files and CUDA devices become cpu.
-function parseWithServer(overlay, text) {
-  const server = process.env.KDESERVE_SERVER;
-  if (!server) return;
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `kdeserve-k8s-${overlay}-`));
-  try {
-    const rewritten = text
-      .replace(/(weights:\s*)\/models\/(\S+)/g, (_, key, file) => {
-        fs.writeFileSync(path.join(dir, file), "");
-        return `${key}${path.join(dir, file)}`;
-      })
-      .replace(/device:\s*cuda(:\d+)?/g, "device: cpu");
-    const file = path.join(dir, "server.yaml");
-    fs.writeFileSync(file, rewritten);
-    const r = spawnSync(server, ["--config", file, "--print-config"], { encoding: "utf8" });
-    check(r.status === 0, `${overlay}: kdeserve-server rejects the ConfigMap's server.yaml: ${r.stderr}${r.stdout}`);
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-}
-
 for (const overlay of ["cpu", "gpu"]) {
   const rendered = execFileSync("kubectl", ["kustomize", path.join(k8s, "overlays", overlay)], { encoding: "utf8" });
   const objects = yaml.loadAll(rendered).filter(Boolean);
   let valid = 0;
   for (const o of objects) if (await validateSchema(overlay, o)) valid += 1;
   const config = semantic(overlay, objects);
-  const cm = objects.find((o) => o.kind === "ConfigMap");
-  if (cm) parseWithServer(overlay, cm.data["server.yaml"]);
   console.log(`${overlay}: ${objects.length} objects rendered, ${valid} schema-valid (${objects.map((o) => o.kind).join(", ")}); ${config?.models.length ?? 0} models configured`);
 }
 // Stand-alone manifests (deploy/k8s/tools): schema-valid, and aimed at the rendered objects.
