@@ -1,17 +1,27 @@
 #!/usr/bin/env bash
-# Installs the Debian packages (and, for the checks, the npm tools) kdeserve needs, and selects
-# BLIS as the BLAS behind libtorch. Idempotent: packages already present are skipped, and
-# apt-get runs only when something is missing. Never installs OpenBLAS: its static TLS plus
-# glog's exhausts civetweb's worker stacks, so prometheus-cpp's Exposer fails (DEVELOPERS.md).
+# Installs what kdeserve needs: Debian packages through apt, and the PyPI packages (LibTorch 2.11
+# from the torch wheel, the deployment checks' tools) from the hash-pinned requirements/*.txt into
+# the project virtual environment (never into system Python). Idempotent: packages already
+# present are skipped, apt-get runs only when something is missing, and pip only when a
+# requirements file changed. For Debian's LibTorch it selects BLIS as the BLAS, never OpenBLAS:
+# its static TLS plus glog's exhausts civetweb's worker stacks, so prometheus-cpp's Exposer
+# fails (DEVELOPERS.md).
 #
 #   install_deps.sh                  everything: build, tests, benchmarks, deployment checks
 #   install_deps.sh --build          only what compiling the server and CLI needs (image build)
-#   install_deps.sh --build --external-torch
-#                                    as --build, without Debian's LibTorch and BLAS (the CUDA
-#                                    image brings a CUDA LibTorch of its own)
+#   install_deps.sh --torch venv|system|none
+#                                    where LibTorch comes from: venv (default) the PyPI wheel in
+#                                    the venv (requirements/torch.txt); system Debian's
+#                                    libtorch-dev 1.13 with BLIS; none nothing (brought by the
+#                                    caller). --external-torch is --torch none.
 #   install_deps.sh --runtime FILE   the packages listed in FILE, one per line (the runtime
 #                                    image; FILE comes from scripts/runtime_packages.sh)
-#   install_deps.sh --list [--build] print the package list and exit
+#   install_deps.sh --list [--build] [--torch T]
+#                                    print the Debian package list and exit
+#   install_deps.sh --list-requirements [--build] [--torch T]
+#                                    print the requirements files installed into the venv
+# Environment: KDESERVE_VENV, the virtual environment (default: .venv in the checkout), made
+# with Debian's /usr/bin/python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,18 +31,24 @@ build_packages=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libspdlog-dev prometheus-cpp-dev libyaml-cpp-dev nlohmann-json3-dev
 )
-torch_packages=(libtorch-dev libblis4-openmp liblapack3)
+system_torch_packages=(libtorch-dev libblis4-openmp liblapack3)
+venv_packages=(python3 python3-venv)
 check_packages=(
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   python3 python3-numpy python3-matplotlib python3-torch python3-grpcio python3-yaml
   prometheus yamllint debootstrap
 )
 
-profile=all external_torch=0 list=0 runtime_file=""
+profile=all torch=venv list=0 list_requirements=0 runtime_file=""
 while (($#)); do
   case "$1" in
     --build) profile=build ;;
-    --external-torch) external_torch=1 ;;
+    --torch)
+      torch=${2:?--torch needs venv, system or none}; shift
+      [[ "$torch" =~ ^(venv|system|none)$ ]] || { echo "install_deps: --torch $torch: want venv, system or none" >&2; exit 2; }
+      ;;
+    --external-torch) torch=none ;;
+    --list-requirements) list_requirements=1 ;;
     --runtime) profile=runtime; runtime_file=${2:?--runtime needs a FILE}; shift ;;
     --list) list=1 ;;
     *) echo "install_deps: unknown argument '$1'" >&2; exit 2 ;;
@@ -51,13 +67,27 @@ case "$profile" in
     ;;
   *)
     packages=("${build_packages[@]}")
-    if ((!external_torch)); then packages+=("${torch_packages[@]}"); fi
+    # The full profile builds against both LibTorches (CI builds every supported one).
+    if [[ "$torch" == system || "$profile" == all ]]; then packages+=("${system_torch_packages[@]}"); fi
+    if [[ "$torch" == venv || "$profile" == all ]]; then packages+=("${venv_packages[@]}"); fi
     if [[ "$profile" == all ]]; then packages+=("${check_packages[@]}"); fi
     ;;
 esac
 
+# Requirements files for the venv, installed in this order (checks.txt is compiled under
+# torch.txt's pins).
+requirements=()
+if [[ "$profile" != runtime ]]; then
+  if [[ "$torch" == venv ]]; then requirements+=(requirements/torch.txt); fi
+  if [[ "$profile" == all ]]; then requirements+=(requirements/checks.txt); fi
+fi
+
 if ((list)); then
   printf '%s\n' "${packages[@]}"
+  exit 0
+fi
+if ((list_requirements)); then
+  ((${#requirements[@]} == 0)) || printf '%s\n' "${requirements[@]}"
   exit 0
 fi
 
@@ -70,8 +100,6 @@ for p in "${packages[@]}"; do
     missing+=("$p")
   fi
 done
-# The deployment checks run npm tools; Debian's nodejs/npm only when the machine has none.
-if [[ "$profile" == all ]] && ! command -v npm >/dev/null; then missing+=(nodejs npm); fi
 
 if ((${#missing[@]})); then
   echo "install_deps: installing ${missing[*]}"
@@ -87,7 +115,8 @@ if dpkg-query -W -f='${Status}' libopenblas0 2>/dev/null | grep -q "install ok i
   echo "install_deps: WARNING: OpenBLAS is installed; kdeserve selects BLIS regardless" >&2
 fi
 
-# BLAS: BLIS (~20x the reference BLAS here); LAPACK: the reference one (openblas's drags it back).
+# BLAS for Debian's LibTorch: BLIS (~20x the reference BLAS here); LAPACK: the reference one
+# (openblas's drags it back). Nothing to select where neither is installed.
 arch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo "$(uname -m)-linux-gnu")
 select_alternative() {
   local name=$1 path=$2
@@ -102,16 +131,21 @@ if [[ -e /usr/lib/$arch/libblas.so.3 ]]; then
   echo "install_deps: LAPACK -> $(readlink -f "/usr/lib/$arch/liblapack.so.3")"
 fi
 
-# npm tools of the deployment checks (tests/deploy/package-lock.json), reinstalled when the
-# lock file changes.
-if [[ "$profile" == all ]]; then
-  lock=tests/deploy/package-lock.json stamp=tests/deploy/node_modules/.kdeserve-lock.sha256
-  want=$(sha256sum "$lock" | cut -d' ' -f1)
-  if [[ ! -f "$stamp" ]] || [[ "$(cat "$stamp")" != "$want" ]]; then
-    echo "install_deps: npm ci in tests/deploy"
-    (cd tests/deploy && npm ci --no-audit --no-fund --loglevel=error)
-    echo "$want" >"$stamp"
+# PyPI packages into the project venv, hash-checked, reinstalled when a requirements file changes.
+if ((${#requirements[@]})); then
+  venv=${KDESERVE_VENV:-.venv}
+  stamp=$venv/.kdeserve-requirements.sha256
+  want=$(cat "${requirements[@]}" | sha256sum | cut -d' ' -f1)
+  if [[ -f "$stamp" ]] && [[ "$(cat "$stamp")" == "$want" ]] && [[ -x "$venv/bin/python" ]]; then
+    echo "install_deps: venv $venv up to date (${requirements[*]})"
   else
-    echo "install_deps: npm tools of tests/deploy present"
+    [[ -x "$venv/bin/python" ]] || /usr/bin/python3 -m venv "$venv"
+    for r in "${requirements[@]}"; do
+      echo "install_deps: pip install -r $r into $venv"
+      "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
+        --require-hashes --no-deps --only-binary=:all: -r "$r"
+    done
+    "$venv/bin/python" -m pip check
+    echo "$want" >"$stamp"
   fi
 fi
