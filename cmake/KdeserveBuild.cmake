@@ -18,21 +18,6 @@ function(kdeserve_set_warnings target)
   endif()
 endfunction()
 
-# Reads the LibTorch version from torch/version.h (TorchConfig does not export it reliably).
-function(kdeserve_torch_version out)
-  find_file(_torch_version_h torch/csrc/api/include/torch/version.h
-            PATHS ${TORCH_INCLUDE_DIRS} NO_DEFAULT_PATH)
-  if(NOT _torch_version_h)
-    find_file(_torch_version_h torch/version.h PATHS ${TORCH_INCLUDE_DIRS} NO_DEFAULT_PATH)
-  endif()
-  set(version "unknown")
-  if(_torch_version_h)
-    file(STRINGS ${_torch_version_h} _line REGEX "#define TORCH_VERSION \"")
-    string(REGEX MATCH "[0-9]+\\.[0-9]+\\.[0-9]+" version "${_line}")
-  endif()
-  set(${out} ${version} PARENT_SCOPE)
-endfunction()
-
 # kdeserve_add_test(NAME name SOURCES ... LIBS ... LABELS unit|slow|integration [TIMEOUT s])
 function(kdeserve_add_test)
   cmake_parse_arguments(T "" "NAME;TIMEOUT" "SOURCES;LIBS;LABELS" ${ARGN})

@@ -1,0 +1,118 @@
+# Finds LibTorch and defines the one target the project links for it: kdeserve::torch.
+#
+#   KDESERVE_TORCH = venv    (default) the PyPI torch wheel in KDESERVE_VENV (scripts/install_deps.sh
+#                            installs torch 2.11 there from requirements/torch.txt);
+#                    system  Debian's libtorch-dev 1.13 (CPU only), through find_package(Torch);
+#                    <path>  a LibTorch prefix (an unpacked libtorch zip or another wheel's torch/).
+#
+# CPU builds (KDESERVE_WITH_CUDA=OFF) link only c10 and torch_cpu, and need no CUDA toolkit even
+# when the LibTorch was built with CUDA (the wheel's TorchConfig insists on one): the process then
+# never loads libtorch_cuda or cuDNN. CUDA builds go through the package's TorchConfig, which links
+# torch_cuda and c10_cuda and finds the CUDA toolkit.
+#
+# Sets KDESERVE_TORCH_VERSION (e.g. 2.11.0), KDESERVE_TORCH_PREFIX (the folder holding include/
+# and lib/), KDESERVE_TORCH_INCLUDE_DIRS and KDESERVE_TORCH_HAS_CUDA (the LibTorch has
+# libtorch_cuda).
+include_guard(GLOBAL)
+
+set(KDESERVE_TORCH "venv" CACHE STRING
+    "LibTorch: venv (PyPI wheel in KDESERVE_VENV), system (Debian libtorch-dev) or a prefix path")
+set(KDESERVE_VENV "${PROJECT_SOURCE_DIR}/.venv" CACHE PATH
+    "The project virtual environment made by scripts/install_deps.sh")
+
+# The LibTorch prefix and its CMake package folder.
+if(KDESERVE_TORCH STREQUAL "venv")
+  set(_python "${KDESERVE_VENV}/bin/python")
+  if(NOT EXISTS "${_python}")
+    message(FATAL_ERROR "kdeserve: no virtual environment at ${KDESERVE_VENV}; run "
+                        "`bash scripts/install_deps.sh` (or pass -DKDESERVE_TORCH=system for "
+                        "Debian's libtorch-dev)")
+  endif()
+  execute_process(
+    COMMAND "${_python}" -c
+            "import os, torch; print(os.path.dirname(torch.__file__)); print(torch.__version__)"
+    OUTPUT_VARIABLE _out RESULT_VARIABLE _rc ERROR_VARIABLE _err OUTPUT_STRIP_TRAILING_WHITESPACE)
+  if(NOT _rc EQUAL 0)
+    message(FATAL_ERROR "kdeserve: ${_python} cannot import torch (${_err}); run "
+                        "`bash scripts/install_deps.sh`")
+  endif()
+  string(REPLACE "\n" ";" _out "${_out}")
+  list(GET _out 0 KDESERVE_TORCH_PREFIX)
+  set(_torch_package_dir "${KDESERVE_TORCH_PREFIX}/share/cmake/Torch")
+elseif(KDESERVE_TORCH STREQUAL "system")
+  set(KDESERVE_TORCH_PREFIX "")
+  set(_torch_package_dir "")
+else()
+  get_filename_component(KDESERVE_TORCH_PREFIX "${KDESERVE_TORCH}" ABSOLUTE)
+  set(_torch_package_dir "${KDESERVE_TORCH_PREFIX}/share/cmake/Torch")
+endif()
+
+if(KDESERVE_TORCH_PREFIX)
+  set(KDESERVE_TORCH_HAS_CUDA OFF)
+  if(EXISTS "${KDESERVE_TORCH_PREFIX}/lib/libtorch_cuda.so")
+    set(KDESERVE_TORCH_HAS_CUDA ON)
+  endif()
+endif()
+
+add_library(kdeserve_torch INTERFACE)
+add_library(kdeserve::torch ALIAS kdeserve_torch)
+
+if(KDESERVE_TORCH_PREFIX AND NOT KDESERVE_WITH_CUDA)
+  # CPU-only link against the prefix's c10 and torch_cpu.
+  set(KDESERVE_TORCH_INCLUDE_DIRS "${KDESERVE_TORCH_PREFIX}/include"
+                                  "${KDESERVE_TORCH_PREFIX}/include/torch/csrc/api/include")
+  foreach(_lib torch_cpu c10)
+    set(_path "${KDESERVE_TORCH_PREFIX}/lib/lib${_lib}.so")
+    if(NOT EXISTS "${_path}")
+      message(FATAL_ERROR "kdeserve: ${_path} not found: ${KDESERVE_TORCH_PREFIX} is no LibTorch")
+    endif()
+    list(APPEND _torch_libs "${_path}")
+  endforeach()
+  target_include_directories(kdeserve_torch SYSTEM INTERFACE ${KDESERVE_TORCH_INCLUDE_DIRS})
+  target_link_libraries(kdeserve_torch INTERFACE ${_torch_libs})
+  # The wheel's libraries find their neighbours (libgomp, and the nvidia/ wheels' CUDA runtime
+  # that libtorch_cpu's profiler links) through their own $ORIGIN rpath; the executables only
+  # need the folder itself.
+  target_link_options(kdeserve_torch INTERFACE "LINKER:-rpath,${KDESERVE_TORCH_PREFIX}/lib")
+else()
+  if(_torch_package_dir)
+    find_package(Torch REQUIRED PATHS "${_torch_package_dir}" NO_DEFAULT_PATH)
+  else()
+    find_package(Torch REQUIRED)
+  endif()
+  set(KDESERVE_TORCH_INCLUDE_DIRS ${TORCH_INCLUDE_DIRS})
+  if(NOT KDESERVE_TORCH_PREFIX)
+    set(KDESERVE_TORCH_PREFIX "${TORCH_INSTALL_PREFIX}")
+    set(KDESERVE_TORCH_HAS_CUDA OFF)
+    if(TORCH_CUDA_LIBRARIES OR EXISTS "${TORCH_INSTALL_PREFIX}/lib/libtorch_cuda.so")
+      set(KDESERVE_TORCH_HAS_CUDA ON)
+    endif()
+  endif()
+  target_link_libraries(kdeserve_torch INTERFACE ${TORCH_LIBRARIES})
+  if(KDESERVE_WITH_CUDA AND NOT KDESERVE_TORCH_HAS_CUDA)
+    message(FATAL_ERROR "kdeserve: KDESERVE_WITH_CUDA=ON needs a LibTorch with CUDA; "
+                        "${KDESERVE_TORCH_PREFIX} has no libtorch_cuda (Debian's libtorch-dev is "
+                        "CPU-only: use KDESERVE_TORCH=venv)")
+  endif()
+endif()
+
+# The version from the MAJOR/MINOR/PATCH macros (TorchConfig does not export it reliably; 2.x
+# keeps them in torch/headeronly/version.h).
+set(KDESERVE_TORCH_VERSION "unknown")
+foreach(_dir ${KDESERVE_TORCH_INCLUDE_DIRS})
+  foreach(_h "${_dir}/torch/headeronly/version.h" "${_dir}/torch/version.h")
+    if(KDESERVE_TORCH_VERSION STREQUAL "unknown" AND EXISTS "${_h}")
+      file(STRINGS "${_h}" _lines REGEX "#define TORCH_VERSION_(MAJOR|MINOR|PATCH) ")
+      if(_lines MATCHES "MAJOR ([0-9]+).*MINOR ([0-9]+).*PATCH ([0-9]+)")
+        set(KDESERVE_TORCH_VERSION "${CMAKE_MATCH_1}.${CMAKE_MATCH_2}.${CMAKE_MATCH_3}")
+      endif()
+    endif()
+  endforeach()
+endforeach()
+if(KDESERVE_TORCH_VERSION VERSION_GREATER_EQUAL 2.13 AND CMAKE_CXX_STANDARD LESS 20)
+  message(FATAL_ERROR "kdeserve: LibTorch ${KDESERVE_TORCH_VERSION} headers need C++20; the "
+                      "project is C++17 and pins torch 2.11 (requirements/torch.in)")
+endif()
+message(STATUS "kdeserve: LibTorch ${KDESERVE_TORCH_VERSION} (${KDESERVE_TORCH}) at "
+               "${KDESERVE_TORCH_PREFIX}, CUDA in LibTorch: ${KDESERVE_TORCH_HAS_CUDA}, "
+               "linked: ${KDESERVE_WITH_CUDA}")
