@@ -7,13 +7,16 @@
 
 #include "attention/exact.h"
 #include "attention/kdeformer/kdeformer.h"
+#include "attention/sdpa.h"
 
 namespace kdeserve::attention {
 namespace {
 
-std::string backend_name(const at::Tensor& x) {
-  return x.is_cuda() ? "aten-cuda" : (x.is_cpu() ? "aten-cpu" : "aten-" + x.device().str());
+std::string device_name(const at::Tensor& x) {
+  return x.is_cuda() ? "cuda" : (x.is_cpu() ? "cpu" : x.device().str());
 }
+
+std::string backend_name(const at::Tensor& x) { return "aten-" + device_name(x); }
 
 // Why KDEformer should not run on these inputs (empty: it should).
 std::string kdeformer_skip_reason(const KdeformerOptions& opt, int64_t nk) {
@@ -22,6 +25,36 @@ std::string kdeformer_skip_reason(const KdeformerOptions& opt, int64_t nk) {
            ": one block holds every key, so KDEformer is exact attention";
   }
   return {};
+}
+
+void append_reason(std::string& why, const std::string& reason) {
+  why = why.empty() ? reason : why + "; " + reason;
+}
+
+// Whether ExactBackend::kAuto takes SDPA: wherever SDPA has a fused kernel for the inputs. On
+// CPU (LibTorch 2.11) its flash kernel was measured faster than the chunked path at every shape
+// it supports (attention_bench: 72–76% of sgemm against 50–63%; bench/RESULTS.md); on CUDA the
+// fused kernels never hold Nq × Nk scores while the chunked path does (scripts/gpu_check.sh
+// measures both).
+bool auto_prefers_sdpa(const SdpaChoice& choice) { return choice.fused; }
+
+// Exact attention on the backend `options` asks for; sets report.backend and appends the reason
+// to `why` when a requested backend cannot run.
+at::Tensor run_exact(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
+                     const ExactOptions& options, AttentionReport& report, std::string& why) {
+  if (options.backend() != ExactBackend::kChunked) {
+    const SdpaChoice choice = sdpa_choice(q, k, v, scale);
+    if (choice.fused &&
+        (options.backend() == ExactBackend::kSdpa || auto_prefers_sdpa(choice))) {
+      report.backend = "sdpa-" + choice.kernel + "-" + device_name(q);
+      return sdpa_attention(q, k, v, scale);
+    }
+    if (options.backend() == ExactBackend::kSdpa) {
+      append_reason(why, "exact backend sdpa unavailable: " + choice.reason + "; ran chunked");
+    }
+  }
+  report.backend = backend_name(q);
+  return exact_attention(q, k, v, scale, options);
 }
 
 }  // namespace
@@ -95,7 +128,7 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   switch (options.method()) {
     case Method::kExact:
       report.ran = Method::kExact;
-      out = exact_attention(qc, kc, vc, scale, options.exact());
+      out = run_exact(qc, kc, vc, scale, options.exact(), report, why);
       break;
     case Method::kKdeformer: {
       const std::string skip = kdeformer_skip_reason(options.kdeformer(), k.size(2));
@@ -106,8 +139,8 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
         out = kdeformer::kdeformer_attention(qc, kc, vc, scale, options.kdeformer(), inner);
       } else {
         report.ran = Method::kExact;
-        why = why.empty() ? skip : why + "; " + skip;
-        out = exact_attention(qc, kc, vc, scale, options.exact());
+        append_reason(why, skip);
+        out = run_exact(qc, kc, vc, scale, options.exact(), report, why);
       }
       break;
     }

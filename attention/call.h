@@ -26,7 +26,8 @@ struct InjectedRandomness {
 struct AttentionReport {
   Method requested = Method::kExact;
   Method ran = Method::kExact;
-  /// "aten-cpu" or "aten-cuda": the implementation that computed the result.
+  /// The implementation that computed the result: "aten-cpu" / "aten-cuda" (ATen composition:
+  /// chunked exact, KDEformer) or "sdpa-<kernel>-<device>" (e.g. "sdpa-flash-cpu").
   std::string backend;
   /// true when `ran` differs from `requested` or the computation dtype was widened.
   bool fell_back = false;

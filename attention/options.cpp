@@ -22,6 +22,25 @@ std::string to_string(Sampling sampling) {
   return sampling == Sampling::kValueNorm ? "value_norm" : "uniform";
 }
 
+std::string to_string(ExactBackend backend) {
+  switch (backend) {
+    case ExactBackend::kAuto:
+      return "auto";
+    case ExactBackend::kChunked:
+      return "chunked";
+    case ExactBackend::kSdpa:
+      return "sdpa";
+  }
+  return "unknown";
+}
+
+ExactBackend exact_backend_from_string(const std::string& name) {
+  if (name == "auto") return ExactBackend::kAuto;
+  if (name == "chunked") return ExactBackend::kChunked;
+  if (name == "sdpa") return ExactBackend::kSdpa;
+  TORCH_CHECK(false, "unknown exact attention backend '", name, "' (expected auto, chunked or sdpa)");
+}
+
 Method method_from_string(const std::string& name) {
   if (name == "exact") return Method::kExact;
   if (name == "kdeformer") return Method::kKdeformer;

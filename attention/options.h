@@ -28,20 +28,34 @@ enum class Sampling {
   kUniform,    ///< p_j = 1/Nk: the plain uniform-sampling baseline.
 };
 
+/// Which implementation computes exact attention.
+enum class ExactBackend {
+  kAuto,     ///< The fastest available for the inputs: SDPA where it has a fused kernel for them
+             ///< and was measured faster (bench/RESULTS.md), the chunked path otherwise.
+  kChunked,  ///< Ours: query chunks of two GEMMs and ATen's max-shifted softmax (any LibTorch).
+  kSdpa,     ///< at::scaled_dot_product_attention's fused kernel (LibTorch >= 2.1: flash on
+             ///< CPU; flash, memory-efficient or cuDNN on CUDA). Falls back to kChunked, with
+             ///< the reason, where SDPA would only run its unfused math path.
+};
+
 /// Returns "exact" / "kdeformer".
 std::string to_string(Method method);
 /// Returns "gray" / "reference".
 std::string to_string(BucketOrder order);
 /// Returns "value_norm" / "uniform".
 std::string to_string(Sampling sampling);
+/// Returns "auto" / "chunked" / "sdpa".
+std::string to_string(ExactBackend backend);
 /// Parses the names above; throws c10::Error naming the accepted values otherwise.
 Method method_from_string(const std::string& name);
+ExactBackend exact_backend_from_string(const std::string& name);
 BucketOrder bucket_order_from_string(const std::string& name);
 
 /// Options of exact attention.
 struct ExactOptions {
-  /// Upper bound on the elements of one score chunk [chunk, Nk]; queries are processed in
-  /// chunks so peak extra memory is O(chunk · Nk), never Nq × Nk for long sequences.
+  TORCH_ARG(ExactBackend, backend) = ExactBackend::kAuto;
+  /// kChunked: upper bound on the elements of one score chunk [chunk, Nk]; queries are processed
+  /// in chunks so peak extra memory is O(chunk · Nk), never Nq × Nk for long sequences.
   TORCH_ARG(int64_t, max_chunk_elements) = int64_t{1} << 22;
 };
 
