@@ -262,6 +262,18 @@ class ComposeMonitoringWiring(unittest.TestCase):
         grace = int(server["stop_grace_period"].rstrip("s"))
         self.assertGreater(grace, config["drain_delay_seconds"] + config["shutdown_grace_seconds"])
 
+    def test_healthcheck_timings_match_the_images(self):
+        """Both images' HEALTHCHECK options (start period included) are the Compose service's."""
+        compose = self.services["kdeserve"]["healthcheck"]
+        want = {"interval": compose["interval"], "timeout": compose["timeout"],
+                "retries": str(compose["retries"]), "start-period": compose["start_period"]}
+        self.assertRegex(want["start-period"], r"^[1-9][0-9]*s$")
+        for rel in DOCKERFILES:
+            runtime = dockerfile_stages(rel)[1]
+            options = [a for i, a in runtime[2] if i == "HEALTHCHECK"][0].split(" CMD ", 1)[0]
+            got = dict(re.fullmatch(r"--([a-z-]+)=(\S+)", o).groups() for o in options.split())
+            self.assertEqual(got, want, rel)
+
     def test_prometheus_scrapes_the_server_and_loads_the_rules(self):
         self.assertEqual(self.mounts("prometheus")["/etc/prometheus"], "./prometheus")
         prom = yaml.safe_load(read("deploy/prometheus/prometheus.yml"))
