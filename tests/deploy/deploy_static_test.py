@@ -274,6 +274,36 @@ class ComposeMonitoringWiring(unittest.TestCase):
             got = dict(re.fullmatch(r"--([a-z-]+)=(\S+)", o).groups() for o in options.split())
             self.assertEqual(got, want, rel)
 
+    def test_compose_conventions(self):
+        """What dclint enforced beyond the compose-spec schema (deploy_compose_schema) and still
+        matters; its ordering and quote-style rules were style only."""
+        self.assertEqual(self.compose.get("name"), "kdeserve", "a project name")
+        self.assertNotIn("version", self.compose, "the version field is obsolete")
+        grpc = port_of(load_config("deploy/config/server.yaml")["server"]["listen"])
+        published, containers = [], []
+        for name, service in self.services.items():
+            self.assertFalse("build" in service and "image" in service, f"{name}: build or image")
+            if "image" in service:
+                self.assertRegex(service["image"], r":(?!latest$)[\w][\w.-]*$", f"{name}: image tag")
+            if "container_name" in service:
+                containers.append(service["container_name"])
+            for mapping in service.get("ports", []):
+                # IP:HOST:CONTAINER: an explicit interface; only gRPC on all of them.
+                ip, host_port, container_port = mapping.split(":")
+                self.assertEqual(ip, "0.0.0.0" if int(container_port) == grpc else "127.0.0.1",
+                                 f"{name}: {mapping}")
+                published.append(host_port)
+        self.assertEqual(len(published), len(set(published)), "host ports published twice")
+        self.assertEqual(len(containers), len(set(containers)), "container names used twice")
+        # Ports quoted: YAML 1.1 reads an unquoted "22:22" as the base-60 number 1342.
+        services = {k.value: v for k, v in yaml.compose(read("deploy/docker-compose.yml")).value
+                    if k.value == "services"}["services"]
+        for name, service in services.value:
+            for key, value in service.value:
+                if key.value == "ports":
+                    for item in value.value:
+                        self.assertIn(item.style, ("'", '"'), f"{name.value}: unquoted port {item.value}")
+
     def test_prometheus_scrapes_the_server_and_loads_the_rules(self):
         self.assertEqual(self.mounts("prometheus")["/etc/prometheus"], "./prometheus")
         prom = yaml.safe_load(read("deploy/prometheus/prometheus.yml"))
