@@ -284,7 +284,8 @@ class ComposeMonitoringWiring(unittest.TestCase):
         for name, service in self.services.items():
             self.assertFalse("build" in service and "image" in service, f"{name}: build or image")
             if "image" in service:
-                self.assertRegex(service["image"], r":(?!latest$)[\w][\w.-]*$", f"{name}: image tag")
+                self.assertRegex(service["image"], r":(?!latest$)[\w][\w.-]*$",
+                                 f"{name}: image tag")
             if "container_name" in service:
                 containers.append(service["container_name"])
             for mapping in service.get("ports", []):
@@ -302,7 +303,8 @@ class ComposeMonitoringWiring(unittest.TestCase):
             for key, value in service.value:
                 if key.value == "ports":
                     for item in value.value:
-                        self.assertIn(item.style, ("'", '"'), f"{name.value}: unquoted port {item.value}")
+                        self.assertIn(item.style, ("'", '"'),
+                                      f"{name.value}: unquoted port {item.value}")
 
     def test_prometheus_scrapes_the_server_and_loads_the_rules(self):
         self.assertEqual(self.mounts("prometheus")["/etc/prometheus"], "./prometheus")

@@ -30,6 +30,7 @@ import sys
 import jsonschema
 import kubernetes_validate
 import yaml
+from cloudcoil.resources import Resource
 
 # The Kubernetes release whose API the manifests must fit (the preinstalled kubectl is 1.32).
 KUBERNETES_VERSION = "1.32"
@@ -124,7 +125,6 @@ def crd_validator(api_version, kind):
         module = importlib.import_module(f"{package}.{version}")
     except ImportError:
         return f"no schema for {api_version} ({package} has no {version})"
-    from cloudcoil.resources import Resource  # noqa: PLC0415 (only when a CRD is met)
     model = getattr(module, kind, None)
     if not (isinstance(model, type) and issubclass(model, Resource)):
         return f"no schema for kind {kind} of {api_version}"
@@ -150,7 +150,7 @@ def schema_errors(obj):
         return [f"no schema for {api_version} {kind} in Kubernetes {KUBERNETES_VERSION}"
                 f" ({e.message})"]
     except kubernetes_validate.ValidationError as e:
-        return [describe(e)]
+        return [describe(cause(e))]
     if used != KUBERNETES_VERSION:
         return [f"validated against Kubernetes {used}, want {KUBERNETES_VERSION}"
                 " (kubernetes-validate lacks its schemas)"]
@@ -158,8 +158,9 @@ def schema_errors(obj):
 
 
 def cause(error):
-    """The error inside pydantic's Optional[...] (anyOf: [the schema, {"type": "null"}]) rather
-    than "not valid under any of the given schemas"; several real alternatives stay as they are."""
+    """The most relevant error under anyOf/oneOf; the error inside pydantic's Optional[...]
+    (anyOf: [the schema, {"type": "null"}]) rather than "not valid under any of the given
+    schemas". Several real alternatives stay as they are."""
     error = jsonschema.exceptions.best_match([error])
     while error.validator in ("anyOf", "oneOf") and error.context:
         real = [e for e in error.context
@@ -247,11 +248,13 @@ def semantic(report, root, overlay, objects):
         grpc = dig(c, probe, "grpc")
         if not check(isinstance(grpc, dict), f"{overlay}: {probe} is not a grpc probe"):
             continue
-        check(grpc.get("port") == ports.get("grpc") and is_int(grpc.get("port")),
-              f"{overlay}: {probe} port {grpc.get('port')} is not the grpc port {ports.get('grpc')}")
+        got = grpc.get("port")
+        check(got == ports.get("grpc") and is_int(got),
+              f"{overlay}: {probe} port {got} is not the grpc port {ports.get('grpc')}")
         got = grpc.get("service") or ""
         check(got == service, f"{overlay}: {probe} service '{got}', want '{service}'")
-    period, threshold = dig(c, "startupProbe", "periodSeconds"), dig(c, "startupProbe", "failureThreshold")
+    period = dig(c, "startupProbe", "periodSeconds")
+    threshold = dig(c, "startupProbe", "failureThreshold")
     check(is_number(period) and is_number(threshold) and period * threshold >= 300,
           f"{overlay}: startupProbe allows under 5 minutes for loading")
 
@@ -261,7 +264,8 @@ def semantic(report, root, overlay, objects):
     check(psc.get("runAsNonRoot") is True and is_int(psc.get("runAsUser")) and psc["runAsUser"] > 0,
           f"{overlay}: pod must run as a numeric non-root user")
     check(csc.get("readOnlyRootFilesystem") is True, f"{overlay}: readOnlyRootFilesystem")
-    check(csc.get("allowPrivilegeEscalation") is False, f"{overlay}: allowPrivilegeEscalation false")
+    check(csc.get("allowPrivilegeEscalation") is False,
+          f"{overlay}: allowPrivilegeEscalation false")
     mounts = c.get("volumeMounts") or []
     volumes = pod_spec.get("volumes") or []
     check(any(m.get("mountPath") == "/tmp" for m in mounts),
@@ -307,15 +311,16 @@ def semantic(report, root, overlay, objects):
              f"{overlay}: server drain_delay_seconds {drain}, shutdown_grace_seconds {shutdown}"):
         needed = sleep + drain + shutdown
         needed = int(needed) if float(needed).is_integer() else needed
-        check(is_number(grace) and grace > needed,
-              f"{overlay}: terminationGracePeriodSeconds {grace} <= preStop + drain + grace = {needed}")
+        check(is_number(grace) and grace > needed, f"{overlay}: terminationGracePeriodSeconds"
+              f" {grace} <= preStop + drain + grace = {needed}")
 
     # Weights from the PVC.
     pvc_volume = next((v for v in volumes if v.get("persistentVolumeClaim")), None)
     pvc = next((o for o in objects if o.get("kind") == "PersistentVolumeClaim"), None)
     check(pvc_volume and pvc and dig(pvc_volume, "persistentVolumeClaim", "claimName")
           == dig(pvc, "metadata", "name"), f"{overlay}: weights volume is not the rendered PVC")
-    weights_mount = next((m for m in mounts if pvc_volume and m.get("name") == pvc_volume.get("name")), {})
+    weights_mount = next((m for m in mounts
+                          if pvc_volume and m.get("name") == pvc_volume.get("name")), {})
     check(weights_mount.get("readOnly") is True, f"{overlay}: weights mounted read-only")
     for m in models:
         weights = m.get("weights")
@@ -334,8 +339,10 @@ def semantic(report, root, overlay, objects):
     devices = [m.get("device", "cpu") for m in models]
     image = c.get("image") or ""
     if overlay == "gpu":
-        check(is_int(gpus) and gpus >= 1, f"{overlay}: limits nvidia.com/gpu must be a whole number >= 1")
-        check(requests.get("nvidia.com/gpu", gpus) == gpus, f"{overlay}: GPU requests must equal limits")
+        check(is_int(gpus) and gpus >= 1,
+              f"{overlay}: limits nvidia.com/gpu must be a whole number >= 1")
+        check(requests.get("nvidia.com/gpu", gpus) == gpus,
+              f"{overlay}: GPU requests must equal limits")
         check(all(str(d).startswith("cuda") for d in devices),
               f"{overlay}: every model on a CUDA device ({','.join(map(str, devices))})")
         check(image.endswith("-cuda"), f"{overlay}: image {image} is not the CUDA image")
@@ -350,24 +357,29 @@ def semantic(report, root, overlay, objects):
     # Services select the pods and name their ports after the container's.
     for s in services:
         s_name, s_ports = dig(s, "metadata", "name"), dig(s, "spec", "ports") or []
-        check(subset(dig(s, "spec", "selector"), pod_labels), f"{overlay}: Service {s_name} selects no pod")
+        check(subset(dig(s, "spec", "selector"), pod_labels),
+              f"{overlay}: Service {s_name} selects no pod")
         for p in s_ports:
-            check(isinstance(p.get("targetPort"), str) and p["targetPort"] in ports,
-                  f"{overlay}: Service {s_name} port {p.get('name')} targets unknown {p.get('targetPort')}")
+            target = p.get("targetPort")
+            check(isinstance(target, str) and target in ports,
+                  f"{overlay}: Service {s_name} port {p.get('name')} targets unknown {target}")
         grpc = next((p for p in s_ports if p.get("name") == "grpc"), {})
-        check(grpc.get("appProtocol") == "grpc", f"{overlay}: Service {s_name} grpc port with appProtocol grpc")
+        check(grpc.get("appProtocol") == "grpc",
+              f"{overlay}: Service {s_name} grpc port with appProtocol grpc")
 
     # The ServiceMonitor selects exactly the Service with the metrics port.
     sm = next((o for o in objects if o.get("kind") == "ServiceMonitor"), {})
     selected = [s for s in services
                 if subset(dig(sm, "spec", "selector", "matchLabels"), dig(s, "metadata", "labels"))]
-    if check(len(selected) == 1, f"{overlay}: ServiceMonitor selects {len(selected)} Services, want 1"):
-        target = selected[0]
+    if check(len(selected) == 1,
+             f"{overlay}: ServiceMonitor selects {len(selected)} Services, want 1"):
+        target, target_name = selected[0], dig(selected[0], "metadata", "name")
         for e in dig(sm, "spec", "endpoints") or []:
             check(any(p.get("name") == e.get("port") for p in dig(target, "spec", "ports") or []),
-                  f"{overlay}: ServiceMonitor port {e.get('port')} not on Service {dig(target, 'metadata', 'name')}")
+                  f"{overlay}: ServiceMonitor port {e.get('port')} not on Service {target_name}")
         check(dig(target, "metadata", "labels", dig(sm, "spec", "jobLabel")) == "kdeserve",
-              f"{overlay}: ServiceMonitor jobLabel must give job=\"kdeserve\" (the rules select it)")
+              f"{overlay}: ServiceMonitor jobLabel must give job=\"kdeserve\""
+              " (the rules select it)")
 
     # HPA: scales this Deployment on the adapter's custom metric.
     hpa = next((o for o in objects if o.get("kind") == "HorizontalPodAutoscaler"), {})
@@ -392,8 +404,8 @@ def semantic(report, root, overlay, objects):
     # PrometheusRule = deploy/prometheus/rules/kdeserve.rules.yml.
     rules = load_yaml(os.path.join(root, "deploy/prometheus/rules/kdeserve.rules.yml")) or {}
     pr = next((o for o in objects if o.get("kind") == "PrometheusRule"), {})
-    check(canonical(dig(pr, "spec", "groups")) == canonical(rules.get("groups")),
-          f"{overlay}: PrometheusRule groups differ from deploy/prometheus/rules/kdeserve.rules.yml")
+    check(canonical(dig(pr, "spec", "groups")) == canonical(rules.get("groups")), f"{overlay}:"
+          " PrometheusRule groups differ from deploy/prometheus/rules/kdeserve.rules.yml")
     return config
 
 
@@ -434,7 +446,7 @@ def run(root, kubectl="kubectl", out=sys.stdout, err=sys.stderr):
                 if claim:
                     report.check(claim == "kdeserve-weights", f"{where}: claim {claim}")
             report.check(dig(o, "metadata", "namespace") == "kdeserve", f"{where}: namespace")
-        report.say(f"{where}: {len(objects)} objects checked")
+        report.say(f"{where}: {len(objects)} object(s) checked")
     return report.failures
 
 
@@ -443,7 +455,7 @@ def main(argv=None):
     parser.add_argument("root", nargs="?", default=os.path.join(os.path.dirname(__file__), "../.."),
                         help="repository root (default: this checkout)")
     parser.add_argument("--kubectl", default=os.environ.get("KDESERVE_KUBECTL", "kubectl"),
-                        help="the kubectl binary, for kustomize (default: $KDESERVE_KUBECTL or kubectl)")
+                        help="kubectl, for kustomize (default: $KDESERVE_KUBECTL or kubectl)")
     args = parser.parse_args(argv)
     failures = run(os.path.abspath(args.root), args.kubectl)
     if failures:

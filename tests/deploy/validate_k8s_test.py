@@ -24,8 +24,11 @@ DEPLOYMENT = "deploy/k8s/base/deployment.yaml"
 SERVICE_MONITOR = "deploy/k8s/base/servicemonitor.yaml"
 PROMETHEUS_RULE = "deploy/k8s/base/prometheusrule.yaml"
 RULES_FILE = "deploy/prometheus/rules/kdeserve.rules.yml"
+TOOLS_POD = "deploy/k8s/tools/weights-loader.yaml"
 LIVENESS_PORT = "grpc:\n              port: 8500\n            periodSeconds: 10"
-STARTUP_PORT = "grpc:\n              port: 8500\n              service: readiness\n            periodSeconds: 5\n            timeoutSeconds: 3\n            failureThreshold: 120"
+STARTUP_PORT = ("grpc:\n              port: 8500\n              service: readiness\n"
+                "            periodSeconds: 5\n            timeoutSeconds: 3\n"
+                "            failureThreshold: 120")
 
 
 class Validator(unittest.TestCase):
@@ -66,7 +69,7 @@ class Validator(unittest.TestCase):
         self.assertEqual(ok.returncode, 0, ok.stderr)
         self.assertIn("cpu: 10 objects rendered, 10 schema-valid", ok.stdout)
         self.assertTrue(ok.stdout.rstrip().endswith("valid"), ok.stdout)
-        self.edit("deploy/k8s/tools/weights-loader.yaml", "namespace: kdeserve", "namespace: default")
+        self.edit(TOOLS_POD, "namespace: kdeserve", "namespace: default")
         broken = subprocess.run(command, capture_output=True, text=True)
         self.assertEqual(broken.returncode, 1, broken.stdout)
         self.assertIn("FAIL tools/weights-loader.yaml: namespace", broken.stderr)
@@ -80,14 +83,17 @@ class Validator(unittest.TestCase):
 
     def test_drain_exceeds_the_termination_grace_period(self):
         # preStop 5 + drain_delay 5 + shutdown grace 30 = 40: the grace period must exceed it.
-        self.edit(DEPLOYMENT, "terminationGracePeriodSeconds: 60", "terminationGracePeriodSeconds: 40")
-        self.assert_fails_with("{}: terminationGracePeriodSeconds 40 <= preStop + drain + grace = 40")
+        self.edit(DEPLOYMENT, "terminationGracePeriodSeconds: 60",
+                  "terminationGracePeriodSeconds: 40")
+        self.assert_fails_with(
+            "{}: terminationGracePeriodSeconds 40 <= preStop + drain + grace = 40")
 
     def test_drain_uses_the_server_config(self):
         self.edit("deploy/k8s/overlays/gpu/server.yaml", "shutdown_grace_seconds: 30",
                   "shutdown_grace_seconds: 55")
-        self.assert_fails_with("{}: terminationGracePeriodSeconds 60 <= preStop + drain + grace = 65",
-                               overlays=["gpu"])
+        self.assert_fails_with(
+            "{}: terminationGracePeriodSeconds 60 <= preStop + drain + grace = 65",
+            overlays=["gpu"])
 
     def test_hpa_metric_not_provided_by_the_adapter_rule(self):
         self.edit("deploy/k8s/prometheus-adapter/values.yaml", 'as: "kdeserve_queue_depth"',
@@ -101,8 +107,7 @@ class Validator(unittest.TestCase):
             "{}: PrometheusRule groups differ from deploy/prometheus/rules/kdeserve.rules.yml")
 
     def test_tools_manifest_with_the_wrong_claim(self):
-        self.edit("deploy/k8s/tools/weights-loader.yaml", "claimName: kdeserve-weights",
-                  "claimName: weights")
+        self.edit(TOOLS_POD, "claimName: kdeserve-weights", "claimName: weights")
         self.assert_fails_with("tools/weights-loader.yaml: claim weights")
 
     # Kubernetes schemas (strict, KUBERNETES_VERSION).
@@ -116,27 +121,31 @@ class Validator(unittest.TestCase):
     def test_named_port_in_a_grpc_probe(self):
         self.edit(DEPLOYMENT, STARTUP_PORT, STARTUP_PORT.replace("port: 8500", "port: grpc"))
         self.assert_fails_with(
-            "{}: Deployment/kdeserve: schema: $.spec.template.spec.containers[0].startupProbe.grpc.port:"
-            " 'grpc' is not of type 'integer'",
+            "{}: Deployment/kdeserve: schema:"
+            " $.spec.template.spec.containers[0].startupProbe.grpc.port: 'grpc' is not of type"
+            " 'integer'",
             "{}: startupProbe port grpc is not the grpc port 8500")
 
     def test_unknown_field_in_the_tools_pod(self):
-        self.edit("deploy/k8s/tools/weights-loader.yaml", "restartPolicy: Never",
-                  "restartPolicy: Never\n  restart: Never")
-        self.assert_fails_with("tools/weights-loader.yaml: Pod/kdeserve-weights-loader: schema: $.spec:"
-                               " Additional properties are not allowed ('restart' was unexpected)")
+        self.edit(TOOLS_POD, "restartPolicy: Never", "restartPolicy: Never\n  restart: Never")
+        self.assert_fails_with(
+            "tools/weights-loader.yaml: Pod/kdeserve-weights-loader: schema: $.spec:"
+            " Additional properties are not allowed ('restart' was unexpected)")
 
     def test_api_version_without_a_schema(self):
         self.edit("deploy/k8s/base/pdb.yaml", "apiVersion: policy/v1", "apiVersion: policy/v1beta1")
-        self.assert_fails_with("{}: PodDisruptionBudget/kdeserve: schema: no schema for policy/v1beta1"
-                               f" PodDisruptionBudget in Kubernetes {validate_k8s.KUBERNETES_VERSION}")
+        self.assert_fails_with(
+            "{}: PodDisruptionBudget/kdeserve: schema: no schema for policy/v1beta1"
+            f" PodDisruptionBudget in Kubernetes {validate_k8s.KUBERNETES_VERSION}")
 
     # prometheus-operator CRD schemas (strict, PROMETHEUS_OPERATOR_VERSION).
 
     def test_unknown_field_in_the_service_monitor(self):
-        self.edit(SERVICE_MONITOR, "scrapeTimeout: 10s", "scrapeTimeout: 10s\n      scrapeInterval: 15s")
-        self.assert_fails_with("{}: ServiceMonitor/kdeserve: schema: $.spec.endpoints[0]: Additional"
-                               " properties are not allowed ('scrapeInterval' was unexpected)")
+        self.edit(SERVICE_MONITOR, "scrapeTimeout: 10s",
+                  "scrapeTimeout: 10s\n      scrapeInterval: 15s")
+        self.assert_fails_with(
+            "{}: ServiceMonitor/kdeserve: schema: $.spec.endpoints[0]: Additional"
+            " properties are not allowed ('scrapeInterval' was unexpected)")
 
     def test_wrong_type_in_the_service_monitor(self):
         self.edit(SERVICE_MONITOR, "interval: 15s", "interval: 15")
@@ -146,9 +155,11 @@ class Validator(unittest.TestCase):
     def test_unknown_field_in_the_prometheus_rule(self):
         # In both rule sets, so that only the schema sees it.
         for rel, indent in [(PROMETHEUS_RULE, "          "), (RULES_FILE, "        ")]:
-            self.edit(rel, f"for: 2m\n{indent}labels:", f"for: 2m\n{indent}keep_firing: 5m\n{indent}labels:")
-        self.assert_fails_with("{}: PrometheusRule/kdeserve: schema: $.spec.groups[1].rules[0]:"
-                               " Additional properties are not allowed ('keep_firing' was unexpected)")
+            self.edit(rel, f"for: 2m\n{indent}labels:",
+                      f"for: 2m\n{indent}keep_firing: 5m\n{indent}labels:")
+        self.assert_fails_with(
+            "{}: PrometheusRule/kdeserve: schema: $.spec.groups[1].rules[0]:"
+            " Additional properties are not allowed ('keep_firing' was unexpected)")
 
     def test_wrong_type_in_the_prometheus_rule(self):
         for rel in [PROMETHEUS_RULE, RULES_FILE]:
@@ -159,8 +170,9 @@ class Validator(unittest.TestCase):
     def test_crd_version_without_a_schema(self):
         self.edit(SERVICE_MONITOR, "apiVersion: monitoring.coreos.com/v1",
                   "apiVersion: monitoring.coreos.com/v2")
-        self.assert_fails_with("{}: ServiceMonitor/kdeserve: schema: no schema for"
-                               " monitoring.coreos.com/v2 (cloudcoil.models.prometheus_operator has no v2)")
+        self.assert_fails_with(
+            "{}: ServiceMonitor/kdeserve: schema: no schema for monitoring.coreos.com/v2"
+            " (cloudcoil.models.prometheus_operator has no v2)")
 
 
 if __name__ == "__main__":
