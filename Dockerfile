@@ -30,9 +30,9 @@ USER 10001:10001
 # 8500 gRPC (inference, grpc.health.v1, reflection), 8502 Prometheus /metrics
 EXPOSE 8500 8502
 VOLUME ["/models"]
-# Readiness (models loaded and warmed up). deploy/docker-compose.yml adds a start period; it is not
-# set here because dockerfilelint 1.8 rejects --start-period (its option pattern stops at '-').
-HEALTHCHECK --interval=15s --timeout=5s --retries=4 \
+# Readiness (models loaded and warmed up). The start period allows for loading real weights, as in
+# deploy/docker-compose.yml.
+HEALTHCHECK --interval=15s --timeout=5s --retries=4 --start-period=300s \
   CMD ["kdeserve-cli", "--address", "127.0.0.1:8500", "--deadline", "4", "health", "--service", "readiness"]
 ENTRYPOINT ["kdeserve-server"]
 CMD ["--config", "/etc/kdeserve/server.yaml"]

@@ -136,7 +136,7 @@ class ImagesBuildLikeCi(unittest.TestCase):
                 return any(fnmatch.fnmatch(p, pattern[3:]) for p in parts)
             return any(fnmatch.fnmatch(p, pattern) for p in prefixes)
         self.assertTrue(excluded("build-cuda/server/x", "build*"))
-        self.assertTrue(excluded("tests/deploy/node_modules/a", "**/node_modules"))
+        self.assertTrue(excluded("tests/deploy/__pycache__/a.pyc", "**/__pycache__"))
         self.assertFalse(excluded("models/weights/safetensors.h", "weights"))
         for rel in DOCKERFILES:
             for stage in dockerfile_stages(rel):
@@ -261,6 +261,50 @@ class ComposeMonitoringWiring(unittest.TestCase):
         self.assertEqual(server["healthcheck"]["test"], ["CMD"] + health)
         grace = int(server["stop_grace_period"].rstrip("s"))
         self.assertGreater(grace, config["drain_delay_seconds"] + config["shutdown_grace_seconds"])
+
+    def test_healthcheck_timings_match_the_images(self):
+        """Both images' HEALTHCHECK options (start period included) are the Compose service's."""
+        compose = self.services["kdeserve"]["healthcheck"]
+        want = {"interval": compose["interval"], "timeout": compose["timeout"],
+                "retries": str(compose["retries"]), "start-period": compose["start_period"]}
+        self.assertRegex(want["start-period"], r"^[1-9][0-9]*s$")
+        for rel in DOCKERFILES:
+            runtime = dockerfile_stages(rel)[1]
+            options = [a for i, a in runtime[2] if i == "HEALTHCHECK"][0].split(" CMD ", 1)[0]
+            got = dict(re.fullmatch(r"--([a-z-]+)=(\S+)", o).groups() for o in options.split())
+            self.assertEqual(got, want, rel)
+
+    def test_compose_conventions(self):
+        """What dclint enforced beyond the compose-spec schema (deploy_compose_schema) and still
+        matters; its ordering and quote-style rules were style only."""
+        self.assertEqual(self.compose.get("name"), "kdeserve", "a project name")
+        self.assertNotIn("version", self.compose, "the version field is obsolete")
+        grpc = port_of(load_config("deploy/config/server.yaml")["server"]["listen"])
+        published, containers = [], []
+        for name, service in self.services.items():
+            self.assertFalse("build" in service and "image" in service, f"{name}: build or image")
+            if "image" in service:
+                self.assertRegex(service["image"], r":(?!latest$)[\w][\w.-]*$",
+                                 f"{name}: image tag")
+            if "container_name" in service:
+                containers.append(service["container_name"])
+            for mapping in service.get("ports", []):
+                # IP:HOST:CONTAINER: an explicit interface; only gRPC on all of them.
+                ip, host_port, container_port = mapping.split(":")
+                self.assertEqual(ip, "0.0.0.0" if int(container_port) == grpc else "127.0.0.1",
+                                 f"{name}: {mapping}")
+                published.append(host_port)
+        self.assertEqual(len(published), len(set(published)), "host ports published twice")
+        self.assertEqual(len(containers), len(set(containers)), "container names used twice")
+        # Ports quoted: YAML 1.1 reads an unquoted "22:22" as the base-60 number 1342.
+        services = {k.value: v for k, v in yaml.compose(read("deploy/docker-compose.yml")).value
+                    if k.value == "services"}["services"]
+        for name, service in services.value:
+            for key, value in service.value:
+                if key.value == "ports":
+                    for item in value.value:
+                        self.assertIn(item.style, ("'", '"'),
+                                      f"{name.value}: unquoted port {item.value}")
 
     def test_prometheus_scrapes_the_server_and_loads_the_rules(self):
         self.assertEqual(self.mounts("prometheus")["/etc/prometheus"], "./prometheus")
