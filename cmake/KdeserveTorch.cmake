@@ -76,6 +76,22 @@ if(KDESERVE_TORCH_PREFIX AND NOT KDESERVE_WITH_CUDA)
   target_link_options(kdeserve_torch INTERFACE "LINKER:-rpath,${KDESERVE_TORCH_PREFIX}/lib")
 else()
   if(_torch_package_dir)
+    # TorchConfig searches the default paths before its own folder for Caffe2Config and for its
+    # libraries, so with Debian's libtorch-dev installed it would mix in /usr's 1.13: pin them.
+    set(Caffe2_DIR "${KDESERVE_TORCH_PREFIX}/share/cmake/Caffe2" CACHE PATH "" FORCE)
+    foreach(_pair "TORCH_LIBRARY;torch" "c10_LIBRARY;c10" "C10_CUDA_LIBRARY;c10_cuda"
+                  "kineto_LIBRARY;kineto")
+      list(GET _pair 0 _var)
+      list(GET _pair 1 _lib)
+      if(EXISTS "${KDESERVE_TORCH_PREFIX}/lib/lib${_lib}.so")
+        set(${_var} "${KDESERVE_TORCH_PREFIX}/lib/lib${_lib}.so" CACHE FILEPATH "" FORCE)
+      endif()
+    endforeach()
+    if(KDESERVE_WITH_CUDA)
+      # Torch's CMake sets the nvcc -gencode flags from TORCH_CUDA_ARCH_LIST (not from
+      # CMAKE_CUDA_ARCHITECTURES); without a GPU to detect it would build eleven architectures.
+      set(TORCH_CUDA_ARCH_LIST "8.0;9.0" CACHE STRING "CUDA architectures: A100 (8.0), H100/H200 (9.0)")
+    endif()
     find_package(Torch REQUIRED PATHS "${_torch_package_dir}" NO_DEFAULT_PATH)
   else()
     find_package(Torch REQUIRED)
