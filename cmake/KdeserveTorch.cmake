@@ -92,7 +92,14 @@ else()
       # CMAKE_CUDA_ARCHITECTURES); without a GPU to detect it would build eleven architectures.
       set(TORCH_CUDA_ARCH_LIST "8.0;9.0" CACHE STRING "CUDA architectures: A100 (8.0), H100/H200 (9.0)")
     endif()
+    # Torch's cuda.cmake warns about, then switches off, CMAKE_CUDA_ARCHITECTURES (it sets
+    # FindCUDA's flags instead); the project's own .cu files need it, so keep it aside.
+    set(_cuda_architectures "${CMAKE_CUDA_ARCHITECTURES}")
+    unset(CMAKE_CUDA_ARCHITECTURES)
     find_package(Torch REQUIRED PATHS "${_torch_package_dir}" NO_DEFAULT_PATH)
+    if(_cuda_architectures)
+      set(CMAKE_CUDA_ARCHITECTURES "${_cuda_architectures}")
+    endif()
   else()
     find_package(Torch REQUIRED)
   endif()
@@ -104,7 +111,19 @@ else()
       set(KDESERVE_TORCH_HAS_CUDA ON)
     endif()
   endif()
-  target_link_libraries(kdeserve_torch INTERFACE ${TORCH_LIBRARIES})
+  if(TARGET torch_cpu_library AND TARGET torch_cuda_library)
+    # torch_cpu and torch_cuda (force-linked, so the CUDA kernels register), not the umbrella
+    # libtorch.so: the wheel's exports a partial copy of std::filesystem that the executables
+    # would bind to instead of libstdc++'s, and std::filesystem::remove_all crashed in it.
+    target_link_libraries(kdeserve_torch INTERFACE torch_cpu_library torch_cuda_library)
+    target_include_directories(kdeserve_torch SYSTEM INTERFACE ${TORCH_INCLUDE_DIRS})
+    if(TORCH_CXX_FLAGS)
+      separate_arguments(_torch_cxx_flags UNIX_COMMAND "${TORCH_CXX_FLAGS}")
+      target_compile_options(kdeserve_torch INTERFACE $<$<COMPILE_LANGUAGE:CXX>:${_torch_cxx_flags}>)
+    endif()
+  else()
+    target_link_libraries(kdeserve_torch INTERFACE ${TORCH_LIBRARIES})
+  endif()
   if(KDESERVE_WITH_CUDA AND NOT KDESERVE_TORCH_HAS_CUDA)
     message(FATAL_ERROR "kdeserve: KDESERVE_WITH_CUDA=ON needs a LibTorch with CUDA; "
                         "${KDESERVE_TORCH_PREFIX} has no libtorch_cuda (Debian's libtorch-dev is "
