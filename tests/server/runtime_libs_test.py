@@ -16,7 +16,9 @@ How it checks:
      and LibTorch (libtorch_cpu) must be. It prints which OpenMP runtime that is: the wheel's
      torch/lib/libgomp.so.1 or Debian's. Both have the soname libgomp.so.1, so the dynamic
      loader maps whichever a library needs first (breadth-first over DT_NEEDED) and satisfies
-     every later libgomp.so.1 with it. Then SIGTERM; the server must exit 0.
+     every later libgomp.so.1 with it: in the venv build libtorch_cpu (early in the binary's
+     DT_NEEDED) gets the wheel's through its $ORIGIN rpath, and BLIS, which Debian's OpenCV
+     loads as libblas.so.3, then shares it. Then SIGTERM; the server must exit 0.
   2. It runs `kdeserve-server --help` (static initialisers run, including the generated
      protobuf descriptors' registration) under LD_DEBUG=bindings with LD_BIND_NOW=1, so the
      loader resolves every symbol reference at start-up and logs each binding ("binding file A
