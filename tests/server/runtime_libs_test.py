@@ -24,8 +24,10 @@ How it checks:
      loader resolves every symbol reference at start-up and logs each binding ("binding file A
      to B: normal symbol `S'"). For every binding of a symbol in namespace google::protobuf
      (mangled _ZN6google8protobuf…, _ZNK…, _ZTV/_ZTI/_ZTS…, thunks, statics):
-       - nothing outside LibTorch (libtorch*, libc10*) may resolve into LibTorch, and LibTorch
-         may resolve only into itself (its static protobuf's few exported templates);
+       - a LibTorch library (libtorch*, libc10*) that does not link libprotobuf carries its own
+         (the wheel's static 3.13): nothing else may resolve into it, and it may resolve only
+         into itself (its few exported templates). Debian's libtorch_cpu links the shared
+         libprotobuf.so.32 and is held to the rules below like any other library;
        - a symbol that libprotobuf defines (non-weak, `nm -D`) must resolve into that one
          libprotobuf, or into the binary where the binary holds it by a copy relocation
          (libprotobuf's data, e.g. fixed_address_empty_string: still one instance); the rest
@@ -135,25 +137,34 @@ def check_bindings(server, protobuf):
     strong = strong_definitions(protobuf)
     copied = copy_relocations(server)
     binary = os.path.realpath(server)
-    in_torch = lambda path: TORCH_LIBRARY.match(os.path.basename(path)) is not None
+    static_copy_cache = {}
+
+    def static_copy(path):
+        """A LibTorch library that does not link libprotobuf: it carries its own protobuf."""
+        path = os.path.realpath(path)
+        if path not in static_copy_cache:
+            static_copy_cache[path] = (TORCH_LIBRARY.match(os.path.basename(path)) is not None
+                                       and not any(n.startswith("libprotobuf")
+                                                   for n in needed(path)))
+        return static_copy_cache[path]
+
     counts = {"libprotobuf": 0, "copied": 0, "instantiations": 0, "torch_own": 0}
     std_into_torch = set()
     problems = []
     for source, target, symbol in bindings:
-        source_torch, target_torch = in_torch(source), in_torch(target)
-        real_target = os.path.realpath(target)
+        real_source, real_target = os.path.realpath(source), os.path.realpath(target)
         if PROTOBUF_SYMBOL.match(symbol) is None:
             # std:: templates instantiated over protobuf types (e.g. an unordered_map of
             # Descriptor::WellKnownType) are weak in both libprotobuf and libtorch_cpu, and the
             # earlier one in the lookup scope wins: reported, not protobuf code or data.
-            if target_torch and not source_torch and "6google8protobuf" in symbol:
+            if static_copy(target) and real_source != real_target and "6google8protobuf" in symbol:
                 std_into_torch.add(symbol)
             continue
-        if source_torch or target_torch:
-            if source_torch and real_target == os.path.realpath(source):
-                counts["torch_own"] += 1  # LibTorch's own exported protobuf templates
+        if static_copy(source) or static_copy(target):
+            if real_source == real_target:
+                counts["torch_own"] += 1  # the static copy's own exported templates
             else:
-                problems.append(f"{symbol}: {source} -> {target}")
+                problems.append(f"{symbol}: {source} -> {target} (LibTorch's own protobuf)")
         elif real_target == protobuf:
             counts["libprotobuf"] += 1
         elif real_target == binary and symbol in copied:
@@ -165,13 +176,21 @@ def check_bindings(server, protobuf):
     print(f"{len(bindings)} bindings; google::protobuf symbols: {counts['libprotobuf']} into "
           f"{protobuf}, {counts['copied']} into its data copy-relocated into the binary, "
           f"{counts['instantiations']} inline/template instantiations in the binary or gRPC, "
-          f"{counts['torch_own']} within LibTorch's own libraries; none into LibTorch")
+          f"{counts['torch_own']} within a LibTorch that carries its own protobuf")
     if std_into_torch:
         print(f"note: {len(std_into_torch)} std:: template instantiation(s) over protobuf types "
               "bind into LibTorch (weak, libstdc++ code), e.g. " + sorted(std_into_torch)[0])
     assert not problems, "protobuf symbols bound outside the one libprotobuf:\n  " + "\n  ".join(
         problems[:40])
     assert counts["libprotobuf"] > 0, "no google::protobuf symbol bound into libprotobuf"
+
+
+def needed(library):
+    """The DT_NEEDED names of a shared object (readelf -d)."""
+    out = subprocess.run(["readelf", "-dW", library], check=True, capture_output=True,
+                         text=True).stdout
+    return [line.split("[", 1)[1].rstrip("]") for line in out.splitlines()
+            if "(NEEDED)" in line and "[" in line]
 
 
 def copy_relocations(binary):
