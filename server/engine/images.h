@@ -1,8 +1,9 @@
 #pragma once
 /// Image decoding and encoding of the server's engine (models/preprocess behind plain C++
 /// types): encoded or raw request images → the classifier's uint8 input crop, and generated
-/// images → PNG. Callable from any thread: none of it runs an OpenMP region, so the gRPC threads
-/// decode and resize while the compute thread (server/executor.h) normalises and runs models.
+/// images → PNG. Callable from any thread: decoding is OpenCV (its own pool disabled) and the
+/// resize plain loops, so the gRPC threads decode and resize while the compute thread
+/// (server/executor.h) normalises and runs the models.
 
 #include <cstdint>
 #include <string>
