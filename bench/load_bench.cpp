@@ -1,8 +1,8 @@
 // Load benchmark of the service: N concurrent C++ clients call Classify on a kdeserve-server it
 // starts on free loopback ports, reporting throughput and p50/p95/p99 latency at each
 // concurrency, exact vs KDEformer, and the server's overhead at concurrency 1 against calling
-// the model directly in-process (decode + preprocess + forward + top-k) in the same run.
-#include <ATen/ATen.h>
+// the model directly in-process (decode + preprocess + forward + top-k, through the server's
+// engine) in the same run.
 #include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
@@ -21,11 +21,10 @@
 #include <thread>
 #include <vector>
 
-#include "attention/threads.h"
 #include "client/client.h"
-#include "models/preprocess/image.h"
-#include "models/preprocess/labels.h"
-#include "models/registry.h"
+#include "server/engine/engine.h"
+#include "server/engine/images.h"
+#include "server/engine/model_engine.h"
 #include "tests/support/shared_data.h"
 
 extern char** environ;
@@ -33,7 +32,7 @@ extern char** environ;
 namespace {
 
 namespace kc = kdeserve::client;
-namespace km = kdeserve::models;
+namespace ks = kdeserve::server;
 using Clock = std::chrono::steady_clock;
 
 int free_port() {
@@ -91,7 +90,7 @@ Point run_load(const std::string& address, const std::string& model, const std::
 
 int main(int argc, char** argv) {
   std::string model = "t2t_vit_t_24";
-  int threads = kdeserve::attention::hardware_threads();
+  int threads = ks::hardware_threads();
   int requests = 8;  // per caller at concurrency 1; scaled down for more callers
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -163,23 +162,23 @@ int main(int argc, char** argv) {
   // Server overhead at concurrency 1: the same work done directly in this process (decode,
   // preprocess, forward, top-k) and through the idle server, interleaved call by call so slow
   // drifts of this shared machine hit both alike; the overhead is the median paired difference.
-  kdeserve::attention::set_num_threads(threads);
-  const auto direct = km::create_model(model);
-  const auto preprocess = km::PreprocessOptions::for_crop(direct->spec().image_size);
+  ks::set_compute_threads(threads);
+  const ks::ModelEngine direct(model, {});
+  const int64_t crop = direct.spec().image_size;
+  const std::vector<uint64_t> seeds = {0};
   kc::ClientOptions one_options;
   one_options.deadline = std::chrono::seconds(600);
   kc::Client one(address, one_options);
   const int pairs = 2 * requests + 1;
   for (size_t m = 0; m < modes.size(); ++m) {
-    const km::AttentionPlan plan = direct->plan_for(
-        m == 0 ? kdeserve::attention::Method::kExact : kdeserve::attention::Method::kKdeformer);
+    const ks::AttentionMode mode =
+        m == 0 ? ks::AttentionMode::kExact : ks::AttentionMode::kKdeformer;
     std::vector<double> direct_s, server_s, diff_s;
     for (int i = 0; i < pairs + 1; ++i) {
       auto t0 = Clock::now();
-      km::ForwardContext ctx;
-      const at::Tensor logits =
-          direct->classify(km::preprocess_imagenet(image, preprocess).unsqueeze(0), plan, ctx);
-      km::top_k(logits, 1);
+      std::vector<ks::RgbImage> images;
+      images.push_back(ks::prepare_encoded_image(image, crop, 40'000'000));
+      direct.classify({{&images, &seeds, 1}}, mode);
       const double d = std::chrono::duration<double>(Clock::now() - t0).count();
       t0 = Clock::now();
       const auto reply = one.classify(model, {image}, 1, modes[m].second);

@@ -1,6 +1,5 @@
 #include "server/config.h"
 
-#include <ATen/Context.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -10,7 +9,7 @@
 #include <set>
 #include <sstream>
 
-#include "models/registry.h"
+#include "server/engine/engine.h"
 
 namespace kdeserve::server {
 namespace {
@@ -303,7 +302,7 @@ void validate(const ServerConfig& c) {
     fail("logging.format: '" + c.log_format + "' is not text or json");
   }
   if (c.models.empty()) fail("models: at least one model is required");
-  const auto names = models::model_names();
+  const auto names = registered_model_names();
   std::set<std::string> seen;
   for (size_t i = 0; i < c.models.size(); ++i) {
     const ModelConfig& m = c.models[i];
@@ -323,13 +322,13 @@ void validate(const ServerConfig& c) {
                                std::all_of(m.device.begin() + 5, m.device.end(), ::isdigit));
       if (!cuda_syntax) {
         fail(p + ".device: '" + m.device + "' is not cpu, cuda or cuda:N");
-      } else if (!at::hasCUDA()) {
+      } else if (!cuda_available()) {
         fail(p + ".device: '" + m.device +
              "' requested, but this LibTorch build has no CUDA support (or no GPU is visible); "
              "use device: cpu");
       } else if (m.device.size() > 5 &&
-                 std::stoll(m.device.substr(5)) >= static_cast<int64_t>(at::getNumGPUs())) {
-        fail(p + ".device: '" + m.device + "' but only " + std::to_string(at::getNumGPUs()) +
+                 std::stoll(m.device.substr(5)) >= cuda_device_count()) {
+        fail(p + ".device: '" + m.device + "' but only " + std::to_string(cuda_device_count()) +
              " CUDA device(s) are visible");
       }
     }

@@ -10,10 +10,9 @@
 #include <iostream>
 #include <pthread.h>
 #include <thread>
-#include <torch/version.h>
 
-#include "attention/threads.h"
 #include "server/config.h"
+#include "server/engine/engine.h"
 #include "server/logging.h"
 #include "server/metrics.h"
 #include "server/service.h"
@@ -21,14 +20,6 @@
 namespace ks = kdeserve::server;
 
 namespace {
-
-// KDESERVE_TORCH_VERSION comes from CMake; when it could not read one, use the header's numbers.
-std::string torch_version() {
-  const std::string from_cmake = KDESERVE_TORCH_VERSION;
-  if (!from_cmake.empty() && from_cmake != "unknown") return from_cmake;
-  return std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) + "." +
-         std::to_string(TORCH_VERSION_PATCH);
-}
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -56,14 +47,13 @@ int run(int argc, char** argv) {
   }
   ks::setup_logging(config.log_level, config.log_format);
   const auto t_start = std::chrono::steady_clock::now();
-  const int threads = kdeserve::attention::set_num_threads(
-      config.threads > 0 ? static_cast<int>(config.threads)
-                         : kdeserve::attention::hardware_threads());
+  const int threads = ks::set_compute_threads(
+      config.threads > 0 ? static_cast<int>(config.threads) : ks::hardware_threads());
   spdlog::info("kdeserve-server {} (LibTorch {}), {} torch threads, config from {}",
-               KDESERVE_VERSION, torch_version(), threads,
+               KDESERVE_VERSION, ks::torch_version(), threads,
                cl.config_file ? *cl.config_file : std::string("<built-in server.yaml>"));
 
-  ks::Metrics metrics(KDESERVE_VERSION, torch_version());
+  ks::Metrics metrics(KDESERVE_VERSION, ks::torch_version());
   try {
     metrics.expose(config.metrics_listen);
   } catch (const ks::MetricsBindError& e) {

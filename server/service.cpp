@@ -1,16 +1,12 @@
 // The Inference service's RPC handlers: validation, request building, submission, model info.
 #include "server/service.h"
 
-#include <ATen/ATen.h>
-#include <c10/util/Exception.h>
-#include <spdlog/spdlog.h>
-
 #include <algorithm>
 #include <cmath>
 #include <set>
 
-#include "models/biggan/noise.h"
-#include "models/preprocess/image.h"
+#include "server/engine/images.h"
+#include "server/engine/model_engine.h"
 #include "server/service_internal.h"
 
 namespace kdeserve::server {
@@ -20,7 +16,7 @@ InferenceService::InferenceService(const ServerConfig& config, Metrics& metrics)
   for (const ModelConfig& m : config_.models) {
     auto h = std::make_unique<Hosted>();
     h->config = m;
-    h->spec = km::model_spec(m.name);
+    h->spec = registered_model_spec(m.name);
     metrics_.set_model_ready(m.name, false);
     metrics_.set_queue_depth(m.name, 0);
     metrics_.set_queue_capacity(m.name, static_cast<double>(m.batching.max_queue_length));
@@ -31,8 +27,8 @@ InferenceService::InferenceService(const ServerConfig& config, Metrics& metrics)
           grpc::StatusCode::CANCELLED, grpc::StatusCode::UNAVAILABLE, grpc::StatusCode::INTERNAL}) {
       codes.push_back(code_name(code));
     }
-    metrics_.declare_model(
-        m.name, h->spec.kind == km::ModelKind::kClassifier ? "Classify" : "Generate", codes);
+    metrics_.declare_model(m.name, h->spec.kind == ModelKind::kClassifier ? "Classify" : "Generate",
+                           codes);
     hosted_.push_back(std::move(h));
   }
 }
@@ -54,7 +50,7 @@ void InferenceService::submit(Hosted& h, const std::shared_ptr<Job>& job) {
   task.payload = job;
   task.items = job->items;
   task.key = to_string(job->mode);
-  if (h.spec.kind == km::ModelKind::kGenerator) {
+  if (h.spec.kind == ModelKind::kGenerator) {
     char buf[40];
     std::snprintf(buf, sizeof buf, "|t=%.17g", job->truncation);
     task.key += buf;
@@ -86,7 +82,7 @@ grpc::ServerUnaryReactor* InferenceService::Classify(grpc::CallbackServerContext
     Hosted& h = find(request->model());
     job->model_label = h.config.name;
     job->items = request->images_size();
-    if (h.spec.kind != km::ModelKind::kClassifier) {
+    if (h.spec.kind != ModelKind::kClassifier) {
       throw_invalid("model " + h.config.name + " is a generator: call Generate");
     }
     const int64_t max_items = h.config.batching.max_items_per_request;
@@ -130,29 +126,24 @@ grpc::ServerUnaryReactor* InferenceService::Classify(grpc::CallbackServerContext
         throw_invalid(where + ": neither encoded nor raw is set");
       }
     }
-    const auto preprocess = km::PreprocessOptions::for_crop(h.spec.image_size);
-    const auto decode = km::DecodeOptions().max_pixels(max_pixels);
+    const int64_t crop = h.spec.image_size;
     for (int i = 0; i < request->images_size(); ++i) {
       const auto& img = request->images(i);
       try {
         if (img.source_case() == v1::ImageInput::kEncoded) {
-          job->images.push_back(
-              km::resize_and_center_crop(km::decode_image(img.encoded(), decode), preprocess));
+          job->images.push_back(prepare_encoded_image(img.encoded(), crop, max_pixels));
           job->seeds.push_back(fnv1a(img.encoded()));
         } else {
           const auto& raw = img.raw();
-          const at::Tensor pixels =
-              at::from_blob(const_cast<char*>(raw.data().data()),
-                            {raw.height(), raw.width(), raw.channels()}, at::kByte)
-                  .clone();
-          job->images.push_back(km::resize_and_center_crop(km::to_rgb(pixels, decode), preprocess));
+          job->images.push_back(prepare_raw_image(raw.data(), raw.height(), raw.width(),
+                                                  raw.channels(), crop, max_pixels));
           const std::string dims = std::to_string(raw.height()) + "x" +
                                    std::to_string(raw.width()) + "x" +
                                    std::to_string(raw.channels());
           job->seeds.push_back(fnv1a(raw.data(), fnv1a(dims)));
         }
-      } catch (const c10::Error& e) {
-        throw_invalid("images[" + std::to_string(i) + "]: " + e.what_without_backtrace());
+      } catch (const LibTorchError& e) {
+        throw_invalid("images[" + std::to_string(i) + "]: " + e.brief());
       }
     }
     job->classify_response = response;
@@ -172,7 +163,7 @@ grpc::ServerUnaryReactor* InferenceService::Generate(grpc::CallbackServerContext
     Hosted& h = find(request->model());
     job->model_label = h.config.name;
     job->items = request->items_size();
-    if (h.spec.kind != km::ModelKind::kGenerator) {
+    if (h.spec.kind != ModelKind::kGenerator) {
       throw_invalid("model " + h.config.name + " is a classifier: call Classify");
     }
     const int64_t max_items = h.config.batching.max_items_per_request;
@@ -196,7 +187,7 @@ grpc::ServerUnaryReactor* InferenceService::Generate(grpc::CallbackServerContext
     job->mode_known = true;
     const int64_t num_classes = h.spec.num_classes;
     const int64_t z_dim = h.spec.z_dim;
-    std::vector<std::vector<std::pair<int64_t, double>>> class_rows;
+    std::vector<ClassWeights> class_rows;
     std::vector<std::optional<uint64_t>> seeds;
     std::vector<double> truncations;
     for (int i = 0; i < request->items_size(); ++i) {
@@ -207,7 +198,7 @@ grpc::ServerUnaryReactor* InferenceService::Generate(grpc::CallbackServerContext
         throw_invalid(where + ".truncation: must be in (0, 1], got " + std::to_string(t));
       }
       truncations.push_back(t);
-      std::vector<std::pair<int64_t, double>> row;
+      ClassWeights row;
       if (item.class_spec_case() == v1::GenerateItem::kClassId) {
         if (item.class_id() >= num_classes) {
           throw_invalid(where + ".class_id: " + std::to_string(item.class_id()) + " outside [0, " +
@@ -253,22 +244,19 @@ grpc::ServerUnaryReactor* InferenceService::Generate(grpc::CallbackServerContext
                           : std::nullopt);
     }
     if (!h.ready.load()) throw_unavailable("model " + h.config.name + " is not ready (loading)");
-    std::vector<at::Tensor> zs;
+    job->z.reserve(static_cast<size_t>(request->items_size() * z_dim));
     for (int i = 0; i < request->items_size(); ++i) {
       const auto& item = request->items(i);
       const uint64_t seed = seeds[i] ? *seeds[i] : draw_seed();
       job->seeds.push_back(seed);
       if (item.noise_case() == v1::GenerateItem::kZ) {
-        zs.push_back(
-            at::from_blob(const_cast<float*>(item.z().values().data()), {1, z_dim}, at::kFloat)
-                .clone());
+        job->z.insert(job->z.end(), item.z().values().begin(), item.z().values().end());
       } else {
-        zs.push_back(
-            km::truncated_noise_sample(std::vector<uint64_t>{seed}, truncations[i], z_dim));
+        const std::vector<float> z = truncated_noise(seed, truncations[i], z_dim);
+        job->z.insert(job->z.end(), z.begin(), z.end());
       }
     }
-    job->z = at::cat(zs, 0);
-    job->classes = km::class_weight_vector(class_rows, num_classes);
+    job->classes = std::move(class_rows);
     job->generate_response = response;
     // Items grouped by truncation, in order of first appearance.
     std::vector<std::pair<double, std::vector<int>>> groups;
@@ -302,10 +290,12 @@ grpc::ServerUnaryReactor* InferenceService::Generate(grpc::CallbackServerContext
         part->format = job->format;
         part->parent = job;
         part->item_index = indices;
-        const at::Tensor rows = at::tensor(std::vector<int64_t>(indices.begin(), indices.end()));
-        part->z = job->z.index_select(0, rows);
-        part->classes = job->classes.index_select(0, rows);
-        for (int i : indices) part->seeds.push_back(job->seeds[static_cast<size_t>(i)]);
+        for (int i : indices) {
+          const auto row = job->z.begin() + static_cast<std::ptrdiff_t>(i * z_dim);
+          part->z.insert(part->z.end(), row, row + z_dim);
+          part->classes.push_back(job->classes[static_cast<size_t>(i)]);
+          part->seeds.push_back(job->seeds[static_cast<size_t>(i)]);
+        }
         part->generate_response = &part->own_response;
         parts.push_back(std::move(part));
       }
@@ -325,25 +315,25 @@ grpc::ServerUnaryReactor* InferenceService::Generate(grpc::CallbackServerContext
 
 void InferenceService::fill_info(const Hosted& h, v1::ModelInfo* info) const {
   info->set_name(h.config.name);
-  info->set_kind(h.spec.kind == km::ModelKind::kClassifier ? v1::MODEL_KIND_CLASSIFIER
-                                                           : v1::MODEL_KIND_GENERATOR);
+  info->set_kind(h.spec.kind == ModelKind::kClassifier ? v1::MODEL_KIND_CLASSIFIER
+                                                       : v1::MODEL_KIND_GENERATOR);
   info->set_input(h.spec.input);
   info->set_output(h.spec.output);
   info->set_default_attention(to_proto(h.config.default_attention));
   for (AttentionMode a : h.config.allowed_attention) info->add_allowed_attention(to_proto(a));
   const bool ready = h.ready.load();
   if (ready) {
-    for (const auto& [group, options] : h.plans.at(h.config.default_attention).groups) {
+    for (const LayerGroupPlan& g : h.engine->plan(h.config.default_attention)) {
       auto* la = info->add_attention_plan();
-      la->set_group(group);
-      la->set_method(attention::to_string(options.method()));
-      if (options.method() == attention::Method::kKdeformer) {
-        la->set_bucket_size(static_cast<uint32_t>(options.kdeformer().bucket_size()));
-        la->set_sample_size(static_cast<uint32_t>(options.kdeformer().sample_size()));
-        la->set_num_projections(static_cast<uint32_t>(options.kdeformer().num_projections()));
+      la->set_group(g.group);
+      la->set_method(g.method);
+      if (g.kdeformer) {
+        la->set_bucket_size(static_cast<uint32_t>(g.bucket_size));
+        la->set_sample_size(static_cast<uint32_t>(g.sample_size));
+        la->set_num_projections(static_cast<uint32_t>(g.num_projections));
       }
     }
-    info->set_weights_source(h.model->weights_source());
+    info->set_weights_source(h.engine->weights_source());
   } else {
     info->set_weights_source(h.config.weights
                                  ? "file " + *h.config.weights

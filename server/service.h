@@ -21,7 +21,7 @@ class InferenceService final : public kdeserve::v1::Inference::CallbackService {
   ~InferenceService() override;
 
   /// Builds every model, runs one warm-up batch per allowed attention mode and starts its
-  /// batcher. Throws (std::exception / c10::Error) when a model cannot be loaded.
+  /// batcher. Throws (std::exception, LibTorchError) when a model cannot be loaded.
   void load_models();
   /// True once every model is loaded and warmed up.
   bool ready() const { return ready_.load(); }

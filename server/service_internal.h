@@ -3,26 +3,23 @@
 /// service_run.cpp (model loading, batch execution): the hosted model and the per-request job.
 /// Not part of the server's interface.
 
-#include <ATen/ATen.h>
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
 #include <chrono>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
-#include "models/registry.h"
 #include "server/batcher.h"
+#include "server/engine/model_engine.h"
 #include "server/logging.h"
 #include "server/service.h"
 #include "server/status.h"
 
 namespace kdeserve::server {
 namespace v1 = kdeserve::v1;
-namespace km = kdeserve::models;
 using Clock = std::chrono::steady_clock;
 
 constexpr double kDefaultTruncation = 0.4;
@@ -30,10 +27,6 @@ constexpr uint32_t kDefaultTopK = 5;
 
 inline double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
-}
-
-inline attention::Method to_method(AttentionMode mode) {
-  return mode == AttentionMode::kExact ? attention::Method::kExact : attention::Method::kKdeformer;
 }
 
 inline v1::AttentionMode to_proto(AttentionMode mode) {
@@ -49,14 +42,11 @@ uint64_t draw_seed();
 std::string request_id_of(const grpc::CallbackServerContext* ctx);
 /// The call's deadline on the steady clock (max when none).
 Clock::time_point steady_deadline(const grpc::CallbackServerContext* ctx);
-/// uint8 [H, W, 3] RGB, contiguous → PNG file bytes.
-std::string encode_png(const at::Tensor& rgb);
 
 struct InferenceService::Hosted {
   ModelConfig config;
-  km::ModelSpec spec;
-  std::unique_ptr<km::Model> model;
-  std::map<AttentionMode, km::AttentionPlan> plans;
+  ModelSpec spec;
+  std::unique_ptr<ModelEngine> engine;  // built on the compute thread by load_models()
   std::atomic<bool> ready{false};
   std::unique_ptr<Batcher<std::shared_ptr<Job>>> batcher;
 
@@ -92,13 +82,13 @@ struct InferenceService::Job {
   Clock::time_point start = Clock::now();
   std::atomic<bool> finished{false};
   // Classify
-  std::vector<at::Tensor> images;  // uint8 [S, S, 3] each, resized and cropped
-  std::vector<uint64_t> seeds;     // one per item: attention entry seeds
+  std::vector<RgbImage> images;  // uint8 [S, S, 3] each, resized and cropped
+  std::vector<uint64_t> seeds;   // one per item: attention entry seeds
   int64_t top_k = kDefaultTopK;
   v1::ClassifyResponse* classify_response = nullptr;
   // Generate
-  at::Tensor z;        // [n, z_dim]
-  at::Tensor classes;  // [n, num_classes]
+  std::vector<float> z;               // [n, z_dim] row-major
+  std::vector<ClassWeights> classes;  // n rows of (class id, weight)
   double truncation = kDefaultTruncation;
   v1::ImageFormat format = v1::IMAGE_FORMAT_PNG;
   v1::GenerateResponse* generate_response = nullptr;

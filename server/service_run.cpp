@@ -1,15 +1,11 @@
 // The Inference service's model side: loading and warm-up, batch execution, response filling.
-#include <ATen/ATen.h>
-#include <c10/util/Exception.h>
+// The tensor work itself is the engine's (server/engine/model_engine.h), on the compute thread.
 #include <spdlog/spdlog.h>
 
-#include <opencv2/imgcodecs.hpp>
-#include <opencv2/imgproc.hpp>
 #include <random>
 
-#include "models/biggan/noise.h"
-#include "models/preprocess/image.h"
-#include "models/preprocess/labels.h"
+#include "server/engine/images.h"
+#include "server/engine/model_engine.h"
 #include "server/service_internal.h"
 
 namespace kdeserve::server {
@@ -62,16 +58,6 @@ Clock::time_point steady_deadline(const grpc::CallbackServerContext* ctx) {
   return Clock::now() + std::chrono::duration_cast<Clock::duration>(left);
 }
 
-std::string encode_png(const at::Tensor& rgb) {  // uint8 [H, W, 3] contiguous
-  cv::Mat mat(static_cast<int>(rgb.size(0)), static_cast<int>(rgb.size(1)), CV_8UC3,
-              const_cast<uint8_t*>(rgb.data_ptr<uint8_t>()));
-  cv::Mat bgr;
-  cv::cvtColor(mat, bgr, cv::COLOR_RGB2BGR);
-  std::vector<uchar> buf;
-  if (!cv::imencode(".png", bgr, buf)) throw std::runtime_error("PNG encoding failed");
-  return {buf.begin(), buf.end()};
-}
-
 std::shared_ptr<InferenceService::Job> make_job(Metrics& metrics,
                                                 grpc::CallbackServerContext* context,
                                                 const std::string& rpc) {
@@ -89,38 +75,23 @@ void InferenceService::load_models() {
   for (auto& hp : hosted_) {
     Hosted& h = *hp;
     const auto t0 = Clock::now();
-    km::LoadOptions options;
+    EngineLoadOptions options;
     options.weights = h.config.weights;
     options.init_seed = h.config.init_seed;
-    options.device = c10::Device(h.config.device);
+    options.device = h.config.device;
     // Loading and warm-up run on the compute thread, like every batch (server/executor.h).
-    compute_.run([&] { h.model = km::create_model(h.config.name, options); });
+    compute_.run([&] { h.engine = std::make_unique<ModelEngine>(h.config.name, options); });
     const double load_s = seconds_since(t0);
-    if (!h.model->has_weights()) {
+    if (!h.engine->has_weights()) {
       spdlog::warn(
           "*** WARNING: model {} has no weights file and runs on SEEDED RANDOM WEIGHTS ({}). Its "
           "outputs are MEANINGLESS. Convert the checkpoint with tools/convert_checkpoint.py and "
           "set models[].weights or --model-weights {}=FILE. ***",
-          h.config.name, h.model->weights_source(), h.config.name);
-    }
-    for (AttentionMode mode : {AttentionMode::kExact, AttentionMode::kKdeformer}) {
-      h.plans[mode] = h.model->plan_for(to_method(mode));
+          h.config.name, h.engine->weights_source(), h.config.name);
     }
     const auto t1 = Clock::now();
     compute_.run([&] {
-      for (AttentionMode mode : h.config.allowed_attention) {
-        km::ForwardContext ctx;
-        ctx.entry_seeds = {0};
-        if (h.spec.kind == km::ModelKind::kClassifier) {
-          const at::Tensor x = at::zeros({1, 3, h.spec.image_size, h.spec.image_size});
-          (void)h.model->classify(x, h.plans.at(mode), ctx);
-        } else {
-          const at::Tensor z = km::truncated_noise_sample(std::vector<uint64_t>{0},
-                                                          kDefaultTruncation, h.spec.z_dim);
-          const at::Tensor c = km::one_hot_class_vector({0}, h.spec.num_classes);
-          (void)h.model->generate(z, c, kDefaultTruncation, h.plans.at(mode), ctx);
-        }
-      }
+      for (AttentionMode mode : h.config.allowed_attention) h.engine->warm_up(mode);
     });
     const double warm_s = seconds_since(t1);
     metrics_.set_load_seconds(h.config.name, load_s, warm_s);
@@ -167,7 +138,7 @@ void InferenceService::load_models() {
           timing->set_queue_seconds(queued);
           jobs.push_back(t.payload);
         }
-        if (hosted->spec.kind == km::ModelKind::kClassifier) {
+        if (hosted->spec.kind == ModelKind::kClassifier) {
           run_classify(*hosted, jobs);
         } else {
           run_generate(*hosted, jobs);
@@ -187,8 +158,8 @@ void InferenceService::load_models() {
     metrics_.set_model_ready(h.config.name, true);
     spdlog::info(
         "model {} ready: {} on {}, load {:.2f} s, warm-up {:.2f} s, default attention {}: {}",
-        h.config.name, h.model->weights_source(), h.config.device, load_s, warm_s,
-        to_string(h.config.default_attention), h.plans.at(h.config.default_attention).describe());
+        h.config.name, h.engine->weights_source(), h.config.device, load_s, warm_s,
+        to_string(h.config.default_attention), h.engine->describe_plan(h.config.default_attention));
   }
   ready_ = true;
 }
@@ -213,39 +184,30 @@ void fill_common(Response* r, v1::AttentionMode mode, const std::string& plan_te
 }
 
 void InferenceService::run_classify(Hosted& h, std::vector<std::shared_ptr<Job>>& jobs) {
-  std::vector<at::Tensor> images;
-  km::ForwardContext ctx;
-  const auto preprocess = km::PreprocessOptions::for_crop(h.spec.image_size);
-  for (const auto& j : jobs) {
-    // Normalisation is tensor math, so it runs here on the compute thread (server/executor.h).
-    for (const at::Tensor& u8 : j->images) images.push_back(km::normalize_image(u8, preprocess));
-    ctx.entry_seeds.insert(ctx.entry_seeds.end(), j->seeds.begin(), j->seeds.end());
-  }
+  std::vector<ClassifyInput> inputs;
+  for (const auto& j : jobs) inputs.push_back({&j->images, &j->seeds, j->top_k});
   const AttentionMode mode = jobs.front()->mode;
-  const km::AttentionPlan& plan = h.plans.at(mode);
-  const auto t0 = Clock::now();
-  const at::Tensor logits = h.model->classify(at::stack(images), plan, ctx);
-  const double compute = seconds_since(t0);
-  const int64_t batch = static_cast<int64_t>(images.size());
-  metrics_.batch_done(h.config.name, to_string(mode), batch, compute);
-  const std::string plan_text = plan.describe();
-  int64_t row = 0;
-  for (const auto& j : jobs) {
+  // Normalisation, the forward and the ranking: tensor math, on this compute thread.
+  const ClassifyBatchResult result = h.engine->classify(inputs, mode);
+  const BatchReport& report = result.report;
+  metrics_.batch_done(h.config.name, to_string(mode), report.items, report.compute_seconds);
+  for (size_t k = 0; k < jobs.size(); ++k) {
+    const auto& j = jobs[k];
     try {
-      const int64_t n = static_cast<int64_t>(j->images.size());
-      const auto ranked = km::top_k(logits.narrow(0, row, n), j->top_k);
-      row += n;
+      const ClassifyOutput& output = result.outputs[k];
+      if (output.error) std::rethrow_exception(output.error);
       v1::ClassifyResponse* r = j->classify_response;
       r->set_model(h.config.name);
-      for (int64_t i = 0; i < n; ++i) r->add_results();
-      for (const km::TopK& t : ranked) {
+      for (size_t i = 0; i < j->images.size(); ++i) r->add_results();
+      for (const RankedClass& t : output.ranked) {
         auto* p = r->mutable_results(static_cast<int>(t.row))->add_top_k();
         p->set_index(static_cast<uint32_t>(t.index));
         p->set_wnid(t.wnid);
         p->set_label(t.label);
         p->set_probability(static_cast<float>(t.probability));
       }
-      fill_common(r, to_proto(mode), plan_text, compute, batch, j->request_id);
+      fill_common(r, to_proto(mode), report.plan, report.compute_seconds, report.items,
+                  j->request_id);
       j->finish(grpc::Status::OK);
     } catch (...) {
       j->finish(status_from_exception(std::current_exception(), "Classify response"));
@@ -254,48 +216,39 @@ void InferenceService::run_classify(Hosted& h, std::vector<std::shared_ptr<Job>>
 }
 
 void InferenceService::run_generate(Hosted& h, std::vector<std::shared_ptr<Job>>& jobs) {
-  std::vector<at::Tensor> zs, classes;
-  km::ForwardContext ctx;
-  for (const auto& j : jobs) {
-    zs.push_back(j->z);
-    classes.push_back(j->classes);
-    ctx.entry_seeds.insert(ctx.entry_seeds.end(), j->seeds.begin(), j->seeds.end());
-  }
+  std::vector<GenerateInput> inputs;
+  for (const auto& j : jobs) inputs.push_back({&j->z, &j->classes, &j->seeds});
   const AttentionMode mode = jobs.front()->mode;
   const double truncation = jobs.front()->truncation;
-  const km::AttentionPlan& plan = h.plans.at(mode);
-  const auto t0 = Clock::now();
-  const at::Tensor images =
-      h.model->generate(at::cat(zs, 0), at::cat(classes, 0), truncation, plan, ctx);
-  const double compute = seconds_since(t0);
-  const at::Tensor rgb = km::to_uint8_rgb(images);  // [B, H, W, 3]
-  const int64_t batch = rgb.size(0);
-  metrics_.batch_done(h.config.name, to_string(mode), batch, compute);
-  const std::string plan_text = plan.describe();
-  int64_t row = 0;
+  const GenerateBatchResult result = h.engine->generate(inputs, truncation, mode);
+  const BatchReport& report = result.report;
+  metrics_.batch_done(h.config.name, to_string(mode), report.items, report.compute_seconds);
+  const size_t z_dim = static_cast<size_t>(h.spec.z_dim);
+  size_t next_row = 0;
   for (const auto& j : jobs) {
+    const size_t first_row = next_row;  // this job's images in the batch
+    next_row += j->classes.size();
     try {
       v1::GenerateResponse* r = j->generate_response;
       r->set_model(h.config.name);
-      for (int64_t i = 0; i < j->z.size(0); ++i, ++row) {
-        const at::Tensor img = rgb[row].contiguous();
+      for (size_t i = 0; i < j->classes.size(); ++i) {
+        const RgbImage& img = result.images.at(first_row + i);
         auto* out = r->add_images();
         if (j->format == v1::IMAGE_FORMAT_PNG) {
           out->set_data(encode_png(img));
         } else {
-          out->set_data(reinterpret_cast<const char*>(img.data_ptr<uint8_t>()),
-                        static_cast<size_t>(img.numel()));
+          out->set_data(reinterpret_cast<const char*>(img.pixels.data()), img.pixels.size());
         }
         out->set_format(j->format);
-        out->set_height(static_cast<uint32_t>(img.size(0)));
-        out->set_width(static_cast<uint32_t>(img.size(1)));
-        out->set_seed(j->seeds[static_cast<size_t>(i)]);
-        const at::Tensor z = j->z[i].contiguous();
-        const float* zp = z.data_ptr<float>();
-        out->mutable_z()->Add(zp, zp + z.numel());
+        out->set_height(static_cast<uint32_t>(img.height));
+        out->set_width(static_cast<uint32_t>(img.width));
+        out->set_seed(j->seeds[i]);
+        const float* zp = j->z.data() + i * z_dim;
+        out->mutable_z()->Add(zp, zp + z_dim);
         out->set_truncation(j->truncation);
       }
-      fill_common(r, to_proto(mode), plan_text, compute, batch, j->request_id);
+      fill_common(r, to_proto(mode), report.plan, report.compute_seconds, report.items,
+                  j->request_id);
       j->finish(grpc::Status::OK);
     } catch (...) {
       j->finish(status_from_exception(std::current_exception(), "Generate response"));

@@ -2,20 +2,9 @@
 
 #include "proto/status_code.h"
 
-#include <c10/util/Exception.h>
 #include <spdlog/spdlog.h>
 
 namespace kdeserve::server {
-
-void throw_invalid(const std::string& message) {
-  throw RequestError(ErrorKind::kInvalidArgument, message);
-}
-void throw_not_found(const std::string& message) {
-  throw RequestError(ErrorKind::kNotFound, message);
-}
-void throw_unavailable(const std::string& message) {
-  throw RequestError(ErrorKind::kUnavailable, message);
-}
 
 grpc::StatusCode to_grpc_code(ErrorKind kind) {
   switch (kind) {
@@ -40,10 +29,9 @@ grpc::Status status_from_exception(std::exception_ptr error, const std::string& 
       std::rethrow_exception(error);
     } catch (const RequestError& e) {
       return to_status(e.kind(), e.what());
-    } catch (const c10::Error& e) {
+    } catch (const LibTorchError& e) {
       spdlog::error("{}: LibTorch error: {}", where, e.what());
-      return grpc::Status(grpc::StatusCode::INTERNAL,
-                          where + ": model error: " + e.what_without_backtrace());
+      return grpc::Status(grpc::StatusCode::INTERNAL, where + ": model error: " + e.brief());
     } catch (const std::exception& e) {
       spdlog::error("{}: internal error: {}", where, e.what());
       return grpc::Status(grpc::StatusCode::INTERNAL, where + ": internal error: " + e.what());

@@ -5,6 +5,8 @@
 
 #include <fstream>
 
+#include "server/engine/engine.h"
+
 namespace ks = kdeserve::server;
 
 namespace {
@@ -94,7 +96,7 @@ TEST(ServerConfig, ChecksRangesAndNames) {
 
 TEST(ServerConfig, RejectsCudaWithoutCuda) {
   const std::string e = error_of("models: [{name: t2t_vit_t_14, device: 'cuda:0'}]");
-  if (at::hasCUDA()) GTEST_SKIP() << "this LibTorch has CUDA";
+  if (ks::cuda_available()) GTEST_SKIP() << "this LibTorch has CUDA";
   EXPECT_NE(e.find("no CUDA support"), std::string::npos) << e;
   EXPECT_NE(error_of("models: [{name: t2t_vit_t_14, device: tpu}]").find("not cpu, cuda"),
             std::string::npos);

@@ -10,7 +10,7 @@
 #include <condition_variable>
 #include <mutex>
 
-#include "attention/threads.h"
+#include "server/engine/engine.h"
 
 namespace ks = kdeserve::server;
 namespace v1 = kdeserve::v1;
@@ -37,7 +37,7 @@ models:
 class ServiceTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    kdeserve::attention::set_num_threads(2);
+    ks::set_compute_threads(2);
     metrics_ = new ks::Metrics("test", "test");
     service_ = new ks::InferenceService(test_config(), *metrics_);
     grpc::ServerBuilder builder;

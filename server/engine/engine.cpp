@@ -1,0 +1,57 @@
+#include "server/engine/engine.h"
+
+#include <ATen/Context.h>
+#include <torch/version.h>
+
+#include "attention/threads.h"
+#include "models/registry.h"
+#include "server/engine/translate.h"
+
+namespace kdeserve::server {
+
+namespace km = kdeserve::models;
+using engine_detail::translating;
+
+std::vector<std::string> registered_model_names() {
+  return translating([] { return km::model_names(); });
+}
+
+ModelSpec registered_model_spec(const std::string& name) {
+  return translating([&] {
+    const km::ModelSpec s = km::model_spec(name);
+    ModelSpec spec;
+    spec.name = s.name;
+    spec.kind =
+        s.kind == km::ModelKind::kClassifier ? ModelKind::kClassifier : ModelKind::kGenerator;
+    spec.image_size = s.image_size;
+    spec.num_classes = s.num_classes;
+    spec.z_dim = s.z_dim;
+    spec.input = s.input;
+    spec.output = s.output;
+    return spec;
+  });
+}
+
+// KDESERVE_TORCH_VERSION comes from CMake; when it could not read one, use the header's numbers.
+std::string torch_version() {
+  const std::string from_cmake = KDESERVE_TORCH_VERSION;
+  if (!from_cmake.empty() && from_cmake != "unknown") return from_cmake;
+  return std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) + "." +
+         std::to_string(TORCH_VERSION_PATCH);
+}
+
+int set_compute_threads(int n) {
+  return translating([&] { return attention::set_num_threads(n); });
+}
+
+int hardware_threads() { return attention::hardware_threads(); }
+
+bool cuda_available() {
+  return translating([] { return at::hasCUDA(); });
+}
+
+int64_t cuda_device_count() {
+  return translating([] { return static_cast<int64_t>(at::getNumGPUs()); });
+}
+
+}  // namespace kdeserve::server

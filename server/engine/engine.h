@@ -1,0 +1,60 @@
+#pragma once
+/// The server's LibTorch engine, process-wide part: the model registry as the service sees it,
+/// the compute threads, CUDA visibility and the LibTorch version.
+///
+/// server/engine/ is the only part of the server that includes LibTorch (and the models); its
+/// headers are plain C++ so that the gRPC side (service, status mapping, metrics, logging, main)
+/// compiles without LibTorch's include directories. Those hold the PyPI wheel's own protobuf and
+/// fmt headers, which generated gRPC code and spdlog must never see. Every LibTorch error
+/// (c10::Error) leaves the engine as a LibTorchError (server/errors.h).
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kdeserve::server {
+
+/// What a hosted model does (models::ModelKind).
+enum class ModelKind {
+  kClassifier,  ///< images → ImageNet classes (T2T-ViT)
+  kGenerator,   ///< (z, class weights, truncation) → images (BigGAN-deep)
+};
+
+/// A registered model, without building it (models::ModelSpec).
+struct ModelSpec {
+  std::string name;
+  ModelKind kind = ModelKind::kClassifier;
+  /// Classifier: square input side (224 or 384). Generator: output side (128, 256, 512).
+  int64_t image_size = 0;
+  /// Classes of the classifier head / the generator's class space.
+  int64_t num_classes = 1000;
+  /// Generator only: width of z.
+  int64_t z_dim = 0;
+  /// Human-readable input and output descriptions (shapes, dtypes, ranges).
+  std::string input, output;
+};
+
+/// Every registered model name (models::model_names()).
+std::vector<std::string> registered_model_names();
+
+/// The spec of a registered model. Throws LibTorchError listing the names when unknown.
+ModelSpec registered_model_spec(const std::string& name);
+
+/// The LibTorch version the server was built against, e.g. "2.11.0" (from CMake, else from
+/// LibTorch's version header).
+std::string torch_version();
+
+/// Sets LibTorch's intra-op threads (and BLIS's, attention/threads.h) to n ≥ 1; call at start-up
+/// before any tensor math. Returns the count LibTorch reports afterwards.
+int set_compute_threads(int n);
+
+/// All hardware threads of the machine (at least 1).
+int hardware_threads();
+
+/// True when this LibTorch has CUDA support and sees a GPU (at::hasCUDA()).
+bool cuda_available();
+
+/// CUDA devices LibTorch sees (0 without CUDA).
+int64_t cuda_device_count();
+
+}  // namespace kdeserve::server
