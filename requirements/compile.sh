@@ -8,3 +8,4 @@ cd "$(dirname "$0")"
 common=(--generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_36 --quiet)
 uv pip compile "${common[@]}" torch.in -o torch.txt
 uv pip compile "${common[@]}" --constraint torch.txt checks.in -o checks.txt
+uv pip compile "${common[@]}" --constraint torch.txt cuda-toolkit.in -o cuda-toolkit.txt

@@ -343,11 +343,17 @@ class ServiceTest(unittest.TestCase):
                     metric_value(text, "kdeserve_rejected_total", model=CLASSIFIER,
                                  reason="deadline") or 0)
         items_before, dropped_before = counters()
-        busy = self.stub.Generate.future(pb.GenerateRequest(
-            model=GENERATOR, items=[pb.GenerateItem(class_id=i, seed=i) for i in range(4)]),
-            timeout=120)
-        time.sleep(0.3)
-        self.assertEqual(code_of(lambda: self.classify(timeout=0.2)),
+        # Timings relative to one 4-image Generate batch (measured here, so they hold on fast
+        # and slow machines): the Classify arrives at 30% of the busy batch with a deadline of
+        # another 30%, so it expires while the batch still holds the compute thread.
+        request = pb.GenerateRequest(
+            model=GENERATOR, items=[pb.GenerateItem(class_id=i, seed=i) for i in range(4)])
+        start = time.monotonic()
+        self.stub.Generate(request, timeout=120)
+        batch = time.monotonic() - start
+        busy = self.stub.Generate.future(request, timeout=120)
+        time.sleep(0.3 * batch)
+        self.assertEqual(code_of(lambda: self.classify(timeout=0.3 * batch)),
                          grpc.StatusCode.DEADLINE_EXCEEDED)
         self.assertEqual(len(busy.result().images), 4)
         deadline = time.time() + 10
@@ -393,11 +399,16 @@ class OverloadTest(unittest.TestCase):
         self.assertGreaterEqual(rejected or 0, codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED))
 
     def test_deadline_shorter_than_queue_wait(self):
-        # Two slow calls occupy the worker and the queue; a third with a short deadline expires.
+        # Two slow calls occupy the worker and the queue; a third whose deadline is half of one
+        # call's time (measured here, so it holds on fast and slow machines) expires queued.
+        self.assertEqual(self.call(), grpc.StatusCode.OK)
+        start = time.monotonic()
+        self.assertEqual(self.call(), grpc.StatusCode.OK)
+        one_call = time.monotonic() - start
         with concurrent.futures.ThreadPoolExecutor(3) as pool:
             slow = [pool.submit(self.call) for _ in range(2)]
-            time.sleep(0.05)
-            fast = pool.submit(self.call, 0.15)
+            time.sleep(min(0.05, one_call / 4))
+            fast = pool.submit(self.call, one_call / 2)
             self.assertEqual(fast.result(), grpc.StatusCode.DEADLINE_EXCEEDED)
             self.assertTrue(all(f.result() in (grpc.StatusCode.OK,
                                                grpc.StatusCode.RESOURCE_EXHAUSTED) for f in slow))
