@@ -19,7 +19,13 @@ include_guard(GLOBAL)
 
 set(KDESERVE_TORCH "venv" CACHE STRING
     "LibTorch: venv (the PyPI wheel in KDESERVE_VENV) or a LibTorch 2.x prefix path")
-set(KDESERVE_VENV "${PROJECT_SOURCE_DIR}/.venv" CACHE PATH
+# The installer's venv: $KDESERVE_VENV as scripts/install_deps.sh reads it, else .venv.
+if(DEFINED ENV{KDESERVE_VENV})
+  get_filename_component(_venv_default "$ENV{KDESERVE_VENV}" ABSOLUTE BASE_DIR "${PROJECT_SOURCE_DIR}")
+else()
+  set(_venv_default "${PROJECT_SOURCE_DIR}/.venv")
+endif()
+set(KDESERVE_VENV "${_venv_default}" CACHE PATH
     "The project virtual environment made by scripts/install_deps.sh")
 
 # The LibTorch prefix and its CMake package folder.

@@ -323,9 +323,8 @@ void validate(const ServerConfig& c) {
       if (!cuda_syntax) {
         fail(p + ".device: '" + m.device + "' is not cpu, cuda or cuda:N");
       } else if (!cuda_available()) {
-        fail(p + ".device: '" + m.device +
-             "' requested, but this LibTorch build has no CUDA support (or no GPU is visible); "
-             "use device: cpu");
+        fail(p + ".device: '" + m.device + "' requested, but " + cuda_unavailable_reason() +
+             "; or use device: cpu");
       } else if (m.device.size() > 5 &&
                  std::stoll(m.device.substr(5)) >= cuda_device_count()) {
         fail(p + ".device: '" + m.device + "' but only " + std::to_string(cuda_device_count()) +

@@ -3,6 +3,7 @@
 #include <ATen/Context.h>
 #include <torch/version.h>
 
+#include "attention/device.h"
 #include "attention/threads.h"
 #include "models/registry.h"
 #include "server/engine/translate.h"
@@ -48,6 +49,17 @@ int hardware_threads() { return attention::hardware_threads(); }
 
 bool cuda_available() {
   return translating([] { return at::hasCUDA(); });
+}
+
+std::string cuda_unavailable_reason() {
+  if (cuda_available()) return {};
+  const attention::CudaInfo info = attention::cuda_info();
+  if (!info.compiled) {
+    return "this kdeserve-server was built without CUDA (KDESERVE_WITH_CUDA=OFF): use the CUDA "
+           "image (Dockerfile.cuda) or a build with -DKDESERVE_WITH_CUDA=ON";
+  }
+  return "no CUDA device is visible (" + info.message +
+         "); on Docker run with --gpus, on Kubernetes request nvidia.com/gpu";
 }
 
 int64_t cuda_device_count() {

@@ -57,4 +57,9 @@ bool cuda_available();
 /// CUDA devices LibTorch sees (0 without CUDA).
 int64_t cuda_device_count();
 
+/// Why CUDA cannot be used (empty when cuda_available()): this build has no CUDA
+/// (KDESERVE_WITH_CUDA=OFF), or it has, and the CUDA runtime sees no device (with its message,
+/// e.g. no NVIDIA driver in the container).
+std::string cuda_unavailable_reason();
+
 }  // namespace kdeserve::server

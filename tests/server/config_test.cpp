@@ -97,7 +97,12 @@ TEST(ServerConfig, ChecksRangesAndNames) {
 TEST(ServerConfig, RejectsCudaWithoutCuda) {
   const std::string e = error_of("models: [{name: t2t_vit_t_14, device: 'cuda:0'}]");
   if (ks::cuda_available()) GTEST_SKIP() << "this LibTorch has CUDA";
-  EXPECT_NE(e.find("no CUDA support"), std::string::npos) << e;
+  // The reason names what is missing: CUDA in this build, or a visible device.
+  EXPECT_NE(e.find("'cuda:0' requested, but "), std::string::npos) << e;
+  EXPECT_NE(e.find(ks::cuda_unavailable_reason()), std::string::npos) << e;
+  EXPECT_TRUE(e.find("built without CUDA") != std::string::npos ||
+              e.find("no CUDA device is visible") != std::string::npos)
+      << e;
   EXPECT_NE(error_of("models: [{name: t2t_vit_t_14, device: tpu}]").find("not cpu, cuda"),
             std::string::npos);
 }
