@@ -28,8 +28,15 @@ function(kdeserve_add_test)
   if(NOT T_TIMEOUT)
     set(T_TIMEOUT 600)
   endif()
+  # MKL_DOMAIN_VML=1: MKL's own threads for vector math (exp, ...) are off, ATen already splits
+  # large element-wise ops over its threads. With them on, a process's first float64 exp could
+  # differ by ~1e-10 from every later one when the machine was busy (one MKL worker thread
+  # computed its half less accurately), which made the 1e-13 exactness tests flaky under
+  # `ctest -j`. MKL reads the variable at load time, so it is set per test process (as its own
+  # property: gtest discovery flattens a multi-entry ENVIRONMENT list).
   gtest_discover_tests(${T_NAME}
     DISCOVERY_TIMEOUT 120
     PROPERTIES LABELS "${T_LABELS}" TIMEOUT ${T_TIMEOUT}
-               ENVIRONMENT "KDESERVE_SHARED_DIR=${KDESERVE_SHARED_DIR}")
+               ENVIRONMENT "KDESERVE_SHARED_DIR=${KDESERVE_SHARED_DIR}"
+               ENVIRONMENT_MODIFICATION "MKL_DOMAIN_NUM_THREADS=set:MKL_DOMAIN_VML=1")
 endfunction()
