@@ -4,7 +4,7 @@
 # the experiment (see `build/bench/glove_experiment --help`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install_deps.sh
+bash scripts/install_deps.sh --torch cpu  # a CPU build needs only torch, cudart and CUPTI
 bash scripts/build.sh glove_experiment
 build_dir=${KDESERVE_BUILD_DIR:-build}
 "$build_dir/bench/glove_experiment" --out out/glove "$@"

@@ -6,7 +6,7 @@
 # `--config FILE` or `--model-weights t2t_vit_t_24=weights/t2t_vit_t_24.safetensors`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install_deps.sh
+bash scripts/install_deps.sh --torch cpu  # the CPU build needs only torch, cudart and CUPTI
 bash scripts/build.sh kdeserve-server kdeserve-cli
 build_dir=${KDESERVE_BUILD_DIR:-build}
 exec "$build_dir/server/kdeserve-server" "$@"
