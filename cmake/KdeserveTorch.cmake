@@ -109,6 +109,15 @@ else()
   # would bind to instead of libstdc++'s, and std::filesystem::remove_all crashed in it.
   target_link_libraries(kdeserve_torch INTERFACE torch_cpu_library torch_cuda_library)
   target_include_directories(kdeserve_torch SYSTEM INTERFACE ${TORCH_INCLUDE_DIRS})
+  # The executables NEED libcudart.so.13 themselves (CUDA::cudart). Their RUNPATH names the
+  # wheel's CUDA runtime first, the copy libtorch_cuda finds through its own RUNPATH, so that the
+  # process loads that one and not the compiling toolkit's (/usr/local/cuda, or the links of
+  # cmake/KdeserveCudaToolkit.cmake); the images ship the wheel's.
+  get_filename_component(_wheel_cuda_lib "${KDESERVE_TORCH_PREFIX}/../nvidia/cu13/lib" ABSOLUTE)
+  if(EXISTS "${_wheel_cuda_lib}/libcudart.so.13")
+    target_link_options(kdeserve_torch INTERFACE
+                        "LINKER:-rpath,${KDESERVE_TORCH_PREFIX}/lib:${_wheel_cuda_lib}")
+  endif()
   if(TORCH_CXX_FLAGS)
     separate_arguments(_torch_cxx_flags UNIX_COMMAND "${TORCH_CXX_FLAGS}")
     target_compile_options(kdeserve_torch INTERFACE $<$<COMPILE_LANGUAGE:CXX>:${_torch_cxx_flags}>)
