@@ -68,7 +68,8 @@ docker-* apt settings, empty apt lists and, for -slim, the dpkg path excludes (d
 locales) with those files removed. RUN executes `/bin/sh -c` chrooted, with the stage's ENV,
 WORKDIR and USER, /proc, /dev (rbind, rslave) and /sys (read-only) mounted and the host's
 /etc/resolv.conf copied in for its duration (a policy-rc.d keeps maintainer scripts from starting
-daemons); COPY honours .dockerignore (moby's pattern rules). Instructions understood: FROM [AS],
+daemons) and, when the host sets PIP_CERT (a network that re-signs TLS), that CA bundle as the
+RUN's PIP_CERT, so that pip reaches PyPI from the chroot as it does on the host; COPY honours .dockerignore (moby's pattern rules). Instructions understood: FROM [AS],
 ARG, ENV, WORKDIR, COPY [--from] [--chown] [--chmod], RUN (shell or exec form), LABEL, USER,
 EXPOSE, VOLUME, HEALTHCHECK, ENTRYPOINT, CMD; anything else (SHELL, ADD, ONBUILD, RUN --mount, a
 base image other than Debian 12, ...) fails loudly. The code lives in the rootfs/ package next

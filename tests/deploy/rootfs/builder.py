@@ -2,6 +2,7 @@
 build context (honouring .dockerignore) or an earlier stage; and, for --stage runtime, a
 directory that stands in for the build stage, filled from the host's build outputs."""
 
+import contextlib
 import os
 import re
 import shlex
@@ -181,7 +182,7 @@ class Builder:
         uid, gid, home = lookup_user(st.root, st.user)
         env.setdefault("HOME", home if uid else "/root")
         log(f"stage {st.stage.label}: RUN (line {ins.lineno}) {' '.join(argv)[-300:]}")
-        with chroot_mounts(st.root):
+        with chroot_mounts(st.root), _host_pip_cert(st.root, env):
             r = subprocess.run(argv, env=env,
                                preexec_fn=chroot_preexec(st.root, st.workdir, uid, gid))
         if r.returncode != 0:
@@ -340,6 +341,30 @@ class Builder:
                           f"host with exit status {r.returncode}"
                           + (f"; --build-dir {self.opts.build_dir} lacks {', '.join(missing)}"
                              if missing else ""))
+
+
+PIP_CERT_IN_ROOT = "/tmp/.dockerfile-rootfs-pip-cert.pem"
+
+
+@contextlib.contextmanager
+def _host_pip_cert(root, env):
+    """A machine whose network re-signs TLS (its CA in the host's $PIP_CERT bundle, not in
+    Debian's) gives RUN that bundle as PIP_CERT, copied in for the command's duration, as it
+    gives RUN its resolv.conf: pip in the build stage reaches PyPI as pip on the host does. A
+    Docker build on such a network needs the same (a build secret). Nothing stays in the image."""
+    cert = os.environ.get("PIP_CERT")
+    if not cert or not os.path.isfile(cert) or "PIP_CERT" in env:
+        yield
+        return
+    target = in_root(root, PIP_CERT_IN_ROOT)
+    shutil.copyfile(cert, target)
+    os.chmod(target, 0o644)
+    env["PIP_CERT"] = PIP_CERT_IN_ROOT
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(target)
 
 
 def _link_or_copy(src, dst):
