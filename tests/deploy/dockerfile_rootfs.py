@@ -46,7 +46,7 @@ another user it exits 77, ctest's skip code):
                    stage's venv come from the host venv (--venv). Then the runtime stage runs
                    for real.
   --stage all      also runs the build stage in its own chroot: install_deps.sh --build and the
-                   full compile (10-30 minutes on 2 cores, and 1.3 GB (CPU) or 4.6 GB (CUDA) of
+                   full compile (8-10 minutes on 2 cores, and 1.3 GB (CPU) or 4.6 GB (CUDA) of
                    wheels; run it with nohup and a log).
   --build-dir DIR  the host build tree for --stage runtime (default: <repo>/build): a CPU build
                    for Dockerfile, a -DKDESERVE_WITH_CUDA=ON build for Dockerfile.cuda.
