@@ -19,14 +19,7 @@ include_guard(GLOBAL)
 
 set(KDESERVE_TORCH "venv" CACHE STRING
     "LibTorch: venv (the PyPI wheel in KDESERVE_VENV) or a LibTorch 2.x prefix path")
-# The installer's venv: $KDESERVE_VENV as scripts/install_deps.sh reads it, else .venv.
-if(DEFINED ENV{KDESERVE_VENV})
-  get_filename_component(_venv_default "$ENV{KDESERVE_VENV}" ABSOLUTE BASE_DIR "${PROJECT_SOURCE_DIR}")
-else()
-  set(_venv_default "${PROJECT_SOURCE_DIR}/.venv")
-endif()
-set(KDESERVE_VENV "${_venv_default}" CACHE PATH
-    "The project virtual environment made by scripts/install_deps.sh")
+include(KdeserveVenv)  # KDESERVE_VENV
 
 # The LibTorch prefix and its CMake package folder.
 if(KDESERVE_TORCH STREQUAL "venv")
@@ -77,6 +70,12 @@ if(NOT KDESERVE_WITH_CUDA)
   # need the folder itself.
   target_link_options(kdeserve_torch INTERFACE "LINKER:-rpath,${KDESERVE_TORCH_PREFIX}/lib")
 else()
+  # The wheel's Caffe2Config makes protobuf::libprotobuf an empty alias when no such target exists
+  # yet (its protobuf is inside libtorch_cpu), and FindProtobuf then keeps that name: proto/ and
+  # gRPC's CMake package would link no libprotobuf at all. Find Debian's first.
+  if(KDESERVE_BUILD_SERVER)
+    find_package(Protobuf REQUIRED)
+  endif()
   # CUDA builds go through the package's TorchConfig. It searches the default paths before its
   # own folder for Caffe2Config and for its libraries, so another LibTorch installed in /usr
   # (Debian's libtorch-dev) would be mixed in: pin them.
@@ -110,6 +109,15 @@ else()
   # would bind to instead of libstdc++'s, and std::filesystem::remove_all crashed in it.
   target_link_libraries(kdeserve_torch INTERFACE torch_cpu_library torch_cuda_library)
   target_include_directories(kdeserve_torch SYSTEM INTERFACE ${TORCH_INCLUDE_DIRS})
+  # The executables NEED libcudart.so.13 themselves (CUDA::cudart). Their RUNPATH names the
+  # wheel's CUDA runtime first, the copy libtorch_cuda finds through its own RUNPATH, so that the
+  # process loads that one and not the compiling toolkit's (/usr/local/cuda, or the links of
+  # cmake/KdeserveCudaToolkit.cmake); the images ship the wheel's.
+  get_filename_component(_wheel_cuda_lib "${KDESERVE_TORCH_PREFIX}/../nvidia/cu13/lib" ABSOLUTE)
+  if(EXISTS "${_wheel_cuda_lib}/libcudart.so.13")
+    target_link_options(kdeserve_torch INTERFACE
+                        "LINKER:-rpath,${KDESERVE_TORCH_PREFIX}/lib:${_wheel_cuda_lib}")
+  endif()
   if(TORCH_CXX_FLAGS)
     separate_arguments(_torch_cxx_flags UNIX_COMMAND "${TORCH_CXX_FLAGS}")
     target_compile_options(kdeserve_torch INTERFACE $<$<COMPILE_LANGUAGE:CXX>:${_torch_cxx_flags}>)

@@ -2,6 +2,10 @@
 
 #include <prometheus/exposer.h>
 
+#include <string>
+
+#include "server/thread_stacks.h"
+
 namespace kdeserve::server {
 namespace {
 
@@ -95,7 +99,9 @@ void Metrics::expose(const std::string& address) {
     exposer_ = std::make_unique<prometheus::Exposer>(address);
   } catch (const std::exception& e) {
     throw MetricsBindError("cannot serve metrics on " + address +
-                           " (is the port in use or the address invalid?): " + e.what());
+                           " (is the port in use or the address invalid?): " + e.what() +
+                           " (static TLS per thread: " + std::to_string(static_tls_bytes() / 1024) +
+                           " KiB)");
   }
   exposer_->RegisterCollectable(registry_);
 }

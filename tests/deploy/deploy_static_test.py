@@ -4,7 +4,8 @@ installer and build command as CI, and the Dockerfiles, Compose file, Prometheus
 provisioning and server configs agree with each other and with the server.
 
 Run by ctest (deploy_static_test, label unit) with /usr/bin/python3 and Debian's python3-yaml.
-Environment: KDESERVE_SERVER and KDESERVE_CLI (the built binaries), KDESERVE_BUILD_DIR."""
+Environment: KDESERVE_SERVER and KDESERVE_CLI (the built binaries), KDESERVE_BUILD_DIR,
+KDESERVE_VENV (the project venv with the torch wheel; ctest passes the build's)."""
 
 import fnmatch
 import json
@@ -22,6 +23,19 @@ SERVER = os.environ.get("KDESERVE_SERVER", "")
 CLI = os.environ.get("KDESERVE_CLI", "")
 BUILD_DIR = os.environ.get("KDESERVE_BUILD_DIR", os.path.join(ROOT, "build"))
 DOCKERFILES = ["Dockerfile", "Dockerfile.cuda"]
+VENV = os.environ.get("KDESERVE_VENV") or os.path.join(ROOT, ".venv")
+# What LibTorch loads with dlopen (not in any NEEDED), on the paths the server runs on a GPU:
+# cuDNN's sub-libraries (libcudnn.so.9 loads them), the CUDA linear algebra that ATen loads lazily,
+# NVRTC through libcaffe2_nvrtc (jiterator kernels) and the builtins NVRTC loads itself.
+CUDA_DLOPENED = ["libtorch_cuda_linalg.so", "libcaffe2_nvrtc.so", "libnvrtc-builtins.so.13.0",
+                 "libcudnn_graph.so.9", "libcudnn_engines_precompiled.so.9",
+                 "libcudnn_engines_runtime_compiled.so.9", "libcudnn_heuristic.so.9",
+                 "libcudnn_ops.so.9", "libcudnn_cnn.so.9", "libcudnn_adv.so.9"]
+# Libraries of the images' LibTorch that the host provides: glibc, GCC's runtime, Debian's zlib1g
+# (runtime_packages.sh lists its package) and the NVIDIA driver the container toolkit mounts.
+OUTSIDE_THE_WHEEL = {"libc.so.6", "libm.so.6", "libdl.so.2", "libpthread.so.0", "librt.so.1",
+                     "libutil.so.1", "ld-linux-x86-64.so.2", "libstdc++.so.6", "libgcc_s.so.1",
+                     "libz.so.1", "libcuda.so.1"}
 
 
 def read(rel):
@@ -62,7 +76,80 @@ def shell_commands(script_text):
 
 
 def cmake_options():
-    return set(re.findall(r"option\((\w+)", read("CMakeLists.txt")))
+    """option()s of the top-level CMakeLists and the KDESERVE_* cache variables of cmake/."""
+    text = read("CMakeLists.txt") + "".join(read(os.path.join("cmake", n))
+                                            for n in sorted(os.listdir(os.path.join(ROOT, "cmake"))))
+    return set(re.findall(r"option\((\w+)", text)) | set(
+        re.findall(r"set\((KDESERVE_\w+) [^)]*\bCACHE\b", text))
+
+
+def stage_env(stage):
+    """A stage's ENV as a dict (KEY=VALUE form, quotes removed)."""
+    env = {}
+    for instruction, args in stage[2]:
+        if instruction == "ENV":
+            for word in shlex.split(args):
+                key, _, value = word.partition("=")
+                env[key] = value
+    return env
+
+
+def site_packages(venv):
+    """venv/lib/python3.X/site-packages, or None."""
+    lib = os.path.join(venv, "lib")
+    for name in sorted(os.listdir(lib)) if os.path.isdir(lib) else []:
+        path = os.path.join(lib, name, "site-packages")
+        if name.startswith("python3") and os.path.isdir(path):
+            return path
+    return None
+
+
+def venv_copies(rel):
+    """The runtime stage's COPY --from=build of wheel files: [(path below the build stage's
+    site-packages, destination folder)], a copied folder expanded to its files in VENV."""
+    build, runtime = dockerfile_stages(rel)[:2]
+    venv = stage_env(build)["KDESERVE_VENV"]
+    site = site_packages(VENV)
+    out = []
+    for instruction, args in runtime[2]:
+        if instruction != "COPY" or not args.startswith("--from=build "):
+            continue
+        words = args.split()[1:]
+        for src in words[:-1]:
+            if not src.startswith(venv + "/"):
+                continue
+            below = re.sub(r"^lib/python3[.0-9]*/site-packages/", "", src[len(venv) + 1:])
+            host = os.path.join(site, below) if site else None
+            if host and os.path.isdir(host):
+                out += [(os.path.join(below, n), words[-1].rstrip("/")) for n in os.listdir(host)]
+            else:  # into a folder (DEST/) or to a file name
+                dest = words[-1]
+                out.append((below, dest.rstrip("/") if dest.endswith("/") else os.path.dirname(dest)))
+    return out
+
+
+def needed(path):
+    out = subprocess.run(["readelf", "-d", path], capture_output=True, text=True, check=True)
+    return re.findall(r"\(NEEDED\).*\[(.*)\]", out.stdout)
+
+
+def wheel_closure(site, roots):
+    """{soname: path below site} of `roots` and everything they NEED from the wheels' folders
+    (torch/lib, nvidia/*/lib); names found in none of them map to None."""
+    index = {}
+    for d in ["torch/lib"] + [f"nvidia/{n}/lib" for n in sorted(os.listdir(os.path.join(site, "nvidia")))]:
+        if os.path.isdir(os.path.join(site, d)):
+            for n in os.listdir(os.path.join(site, d)):
+                index.setdefault(n, f"{d}/{n}")
+    found, todo = {}, list(roots)
+    while todo:
+        name = todo.pop()
+        if name in found:
+            continue
+        found[name] = index.get(name)
+        if found[name]:
+            todo += needed(os.path.join(site, found[name]))
+    return found
 
 
 def load_config(rel):
@@ -119,9 +206,38 @@ class ImagesBuildLikeCi(unittest.TestCase):
             return set(out.split())
         full, build = listed(), listed("--build")
         self.assertTrue(build < full, build - full)
-        self.assertIn("libtorch-dev", build)
-        self.assertNotIn("libtorch-dev", listed("--build", "--external-torch"))
+        self.assertFalse([p for p in full if p.startswith(("libtorch", "libblis"))],
+                         "LibTorch comes from the PyPI wheel, not from Debian")
         self.assertNotIn("python3-torch", build)
+        self.assertIn("patchelf", build, "the Dockerfiles set the server's RUNPATH with it")
+        self.assertIn("python3-venv", build)
+        self.assertNotIn("python3-venv", listed("--build", "--torch", "none"))
+
+    def test_profiles_install_the_right_requirements(self):
+        def requirements(*args):
+            return subprocess.run(["bash", "scripts/install_deps.sh", "--list-requirements", *args],
+                                  cwd=ROOT, check=True, capture_output=True, text=True).stdout.split("\n")[:-1]
+        cpu = "requirements/torch.txt[torch nvidia-cuda-runtime nvidia-cuda-cupti]"
+        self.assertEqual(requirements(), ["requirements/torch.txt", "requirements/checks.txt"])
+        self.assertEqual(requirements("--build"), ["requirements/torch.txt"])
+        self.assertEqual(requirements("--build", "--torch", "cpu"), [cpu])
+        self.assertEqual(requirements("--build", "--torch", "none"), [])
+        self.assertEqual(requirements("--build", "--torch", "full", "--cuda-toolkit"),
+                         ["requirements/torch.txt", "requirements/cuda-toolkit.txt"])
+        for rel in ["requirements/torch.txt", "requirements/cuda-toolkit.txt"]:
+            self.assertIn("--hash=sha256:", read(rel), f"{rel} is hash-pinned")
+        # The images: the CPU one only the torch wheel's CPU subset, the CUDA one the full wheel
+        # and the compiler wheels; both install them into the venv their ENV names.
+        want = {"Dockerfile": [cpu],
+                "Dockerfile.cuda": ["requirements/torch.txt", "requirements/cuda-toolkit.txt"]}
+        for rel, reqs in want.items():
+            build = dockerfile_stages(rel)[0]
+            self.assertRegex(stage_env(build).get("KDESERVE_VENV", ""), r"^/", rel)
+            m = re.search(r"bash scripts/install_deps\.sh ((?:--[\w-]+(?: (?!-)\w+)? ?)*)",
+                          " && ".join(runs(build)))
+            self.assertEqual(requirements(*m.group(1).split()), reqs, rel)
+            copied = [args.split()[0] for i, args in build[2] if i == "COPY"]
+            self.assertIn("requirements/", copied, f"{rel}: the installer reads requirements/")
 
     def test_copied_paths_exist_and_are_not_docker_ignored(self):
         ignored = [line.strip().rstrip("/") for line in read(".dockerignore").splitlines()
@@ -163,18 +279,93 @@ class ImagesBuildLikeCi(unittest.TestCase):
 
     @unittest.skipUnless(SERVER and CLI, "KDESERVE_SERVER / KDESERVE_CLI not set")
     def test_runtime_packages_cover_the_binaries(self):
-        out = subprocess.run(["bash", "scripts/runtime_packages.sh", SERVER, CLI], cwd=ROOT,
-                             capture_output=True, text=True)
-        self.assertEqual(out.returncode, 0, out.stderr)
-        packages = out.stdout.split()
-        for needed in ["libtorch1.13", "libgrpc++1.51", "libprometheus-cpp-pull1.0",
-                       "libopencv-imgcodecs406", "libyaml-cpp0.7"]:
-            self.assertIn(needed, packages)
-        # Runtime libraries only: no -dev package, no compiler.
-        self.assertFalse([p for p in packages if p.endswith("-dev") or p.startswith("g++")])
-        listed = subprocess.run(["bash", "scripts/install_deps.sh", "--list", "--runtime", "/dev/stdin"],
-                                cwd=ROOT, input=out.stdout, capture_output=True, text=True, check=True)
-        self.assertIn("libblis4-openmp", listed.stdout.split(), "runtime must select BLIS")
+        """As the Dockerfiles call it: the venv vendored (its wheel libraries are copied)."""
+        def packages(*extra):
+            out = subprocess.run(["bash", "scripts/runtime_packages.sh", "--vendored", VENV,
+                                  SERVER, CLI, *extra], cwd=ROOT, capture_output=True, text=True)
+            self.assertEqual(out.returncode, 0, out.stderr)
+            return out.stdout
+        listed = packages()
+        for want in ["libgrpc++1.51", "libprometheus-cpp-pull1.0", "libopencv-imgcodecs406",
+                     "libyaml-cpp0.7", "libprotobuf32"]:
+            self.assertIn(want, listed.split())
+        # Runtime libraries only: no -dev package, no compiler, no Debian LibTorch.
+        self.assertFalse([p for p in listed.split()
+                          if p.endswith("-dev") or p.startswith(("g++", "libtorch"))])
+        same = subprocess.run(["bash", "scripts/install_deps.sh", "--list", "--runtime", "/dev/stdin"],
+                              cwd=ROOT, input=listed, capture_output=True, text=True, check=True)
+        self.assertEqual(sorted(same.stdout.split()), sorted(listed.split()))
+        # Without --vendored the wheel's libraries belong to no package: an error, not a guess.
+        bare = subprocess.run(["bash", "scripts/runtime_packages.sh", SERVER], cwd=ROOT,
+                              capture_output=True, text=True)
+        self.assertEqual(bare.returncode, 1, bare.stdout)
+        self.assertIn("belongs to no package", bare.stderr)
+        # A vendored library's own dependencies: cuDNN (dlopened, named as the CUDA image does)
+        # needs Debian's zlib1g.
+        site = site_packages(VENV)
+        cudnn = os.path.join(site or "", "nvidia/cudnn/lib")
+        if os.path.isdir(cudnn):
+            libs = sorted(os.path.join(cudnn, n) for n in os.listdir(cudnn) if n.startswith("libcudnn_"))
+            self.assertIn("zlib1g", packages(*libs).split())
+
+
+@unittest.skipUnless(site_packages(VENV) and os.path.exists(
+    os.path.join(site_packages(VENV) or "", "torch/lib/libtorch_cpu.so")),
+    f"no torch wheel in {VENV} (KDESERVE_VENV)")
+class WheelLibrariesInTheImages(unittest.TestCase):
+    """The runtime stages copy from the build stage's venv only wheel libraries that exist there,
+    into the wheel's layout, exactly the ones LibTorch needs: the NEEDED closure of what the
+    server links, plus (CUDA image) what LibTorch dlopens on a GPU."""
+
+    def copies(self, rel):
+        site = site_packages(VENV)
+        out = venv_copies(rel)
+        for below, dest in out:
+            self.assertTrue(os.path.exists(os.path.join(site, below)), f"{rel}: {below} not in {site}")
+            self.assertTrue(dest.endswith("/" + os.path.dirname(below)),
+                            f"{rel}: {below} copied to {dest}: not the wheel's layout")
+        return {os.path.basename(b): b for b, _ in out}
+
+    def check_closure(self, rel, roots):
+        site = site_packages(VENV)
+        copied = self.copies(rel)
+        closure = wheel_closure(site, roots)
+        missing = sorted(n for n, p in closure.items() if p and n not in copied)
+        self.assertFalse(missing, f"{rel} lacks libraries LibTorch needs: {missing}")
+        extra = sorted(set(copied) - {n for n, p in closure.items() if p})
+        self.assertFalse(extra, f"{rel} copies libraries nothing needs: {extra}")
+        self.assertFalse(sorted(n for n, p in closure.items() if not p and n not in OUTSIDE_THE_WHEEL),
+                         f"{rel}: libraries found neither in the wheel nor on the host")
+        return copied
+
+    def check_runpath(self, rel, copied):
+        """patchelf --set-rpath names the folders of what the server links directly."""
+        build = dockerfile_stages(rel)[0]
+        m = re.search(r"patchelf --set-rpath (\S+) build/server/kdeserve-server", " ".join(runs(build)))
+        self.assertTrue(m, f"{rel}: the server's RUNPATH is not set")
+        dests = {d for _, d in venv_copies(rel)}
+        for d in m.group(1).split(":"):
+            self.assertIn(d, dests, f"{rel}: RUNPATH {d} is no folder the image fills")
+        return m.group(1).split(":")
+
+    def test_cpu_image(self):
+        copied = self.check_closure("Dockerfile", ["libtorch_cpu.so", "libc10.so"])
+        self.assertFalse([n for n in copied if "cuda" in n and n != "libcudart.so.13"])
+        self.assertEqual(len(self.check_runpath("Dockerfile", copied)), 1)
+
+    def test_cuda_image(self):
+        site = site_packages(VENV)
+        if not os.path.exists(os.path.join(site, "torch/lib/libtorch_cuda.so")):
+            self.skipTest(f"{VENV} has the CPU subset of the torch wheel (--torch cpu)")
+        copied = self.check_closure("Dockerfile.cuda", ["libtorch_cpu.so", "libtorch_cuda.so",
+                                                        "libc10.so", "libc10_cuda.so",
+                                                        "libcudart.so.13"] + CUDA_DLOPENED)
+        for left_out in ["libtorch_python.so", "libtorch.so", "libshm.so", "libcudart_static.a",
+                         "libcudadevrt.a", "libnvrtc.alt.so.13"]:
+            self.assertNotIn(left_out, copied)
+        self.check_runpath("Dockerfile.cuda", copied)
+        # The cuDNN sub-libraries go into runtime_packages.sh (zlib1g).
+        self.assertIn("nvidia/cudnn/lib/libcudnn_*.so.9", " ".join(runs(dockerfile_stages("Dockerfile.cuda")[0])))
 
 
 class ImageContract(unittest.TestCase):

@@ -1,15 +1,24 @@
 #!/usr/bin/python3
-"""Executes the stages of the top-level Dockerfile in debootstrap'ed Debian 12 root filesystems.
+"""Executes the stages of Dockerfile or Dockerfile.cuda in debootstrap'ed Debian 12 root filesystems.
 
-Machines without a Docker engine cannot build the image; this checker runs the Dockerfile's
+Machines without a Docker engine cannot build the images; this checker runs a Dockerfile's
 instructions itself, in chroots, and then starts the image's ENTRYPOINT+CMD the way a container
 would, to prove that the runtime image really works:
+
+  * when the image's config (the file after --config in its CMD) puts models on a CUDA device
+    and this machine has no GPU (no /dev/nvidiaN; the CUDA image here), the image's own start
+    must refuse with the reason (a non-zero exit status naming the device, not a crash); the
+    checks below then run with that config's CPU version (device: cuda[:N] -> cpu) mounted
+    read-only over it, as `docker run -v cpu.yaml:/etc/kdeserve/server.yaml:ro` would;
 
   * the server starts as the Dockerfile's USER, as PID 1 of its own PID namespace (so SIGTERM
     handling is what it is in a container), on a read-only view of the image's root filesystem
     with a tmpfs on /tmp (`docker run --read-only --tmpfs /tmp`), on free loopback ports;
   * the HEALTHCHECK command (its address adapted to the port used) runs inside the chroot as the
     USER until it exits 0 (at most 180 s);
+  * it reports the libraries the serving process maps from outside Debian's folders (the
+    wheel's, under /opt), those copied under /opt it has not loaded, and checks that it maps
+    exactly one libgomp;
   * GET /metrics from the host must contain `kdeserve_model_ready`;
   * one Classify through the in-image CLI (`kdeserve-cli classify --model t2t_vit_t_24`) with
     $KDESERVE_SHARED_DIR/data/photos/t2t-vit/dog.png (default: ../shared next to the repo)
@@ -22,7 +31,7 @@ Usage (root; Debian with debootstrap, util-linux and network access to deb.debia
 another user it exits 77, ctest's skip code):
 
   /usr/bin/python3 tests/deploy/dockerfile_rootfs.py [--stage runtime|all] [--keep]
-                   [--build-dir DIR] [--workdir DIR] [--dockerfile FILE]
+                   [--build-dir DIR] [--venv DIR] [--workdir DIR] [--dockerfile FILE]
                    [--build-arg NAME=VALUE]...
 
   --stage runtime  (default; ~1 min, plus ~1 min of debootstrap on the first run) does not
@@ -32,16 +41,26 @@ another user it exits 77, ctest's skip code):
                    server/kdeserve-server and client/kdeserve-cli; build them first, e.g.
                    `bash scripts/build.sh kdeserve-server kdeserve-cli`); the commands that
                    follow scripts/build.sh in the build stage's RUN (runtime_packages.sh >
-                   build/runtime-packages.txt, strip) run on the host in that directory. Then
-                   the runtime stage runs for real.
+                   build/runtime-packages.txt, strip, patchelf) run on the host in that
+                   directory, and the wheel libraries the runtime stage copies from the build
+                   stage's venv come from the host venv (--venv). Then the runtime stage runs
+                   for real.
   --stage all      also runs the build stage in its own chroot: install_deps.sh --build and the
-                   full compile (~10 minutes on 2 cores; run it with nohup and a log).
-  --build-dir DIR  the host build tree for --stage runtime (default: <repo>/build).
+                   full compile (8-10 minutes on 2 cores, and 1.3 GB (CPU) or 4.6 GB (CUDA) of
+                   wheels; run it with nohup and a log).
+  --build-dir DIR  the host build tree for --stage runtime (default: <repo>/build): a CPU build
+                   for Dockerfile, a -DKDESERVE_WITH_CUDA=ON build for Dockerfile.cuda.
+  --venv DIR       for --stage runtime, the host venv that stands in for the build stage's
+                   $KDESERVE_VENV (the folder its ENV names, e.g. /opt/kdeserve/venv): the wheel
+                   libraries the runtime stage copies from below it come from DIR, and the host
+                   commands after scripts/build.sh run with KDESERVE_VENV=DIR. Default: the
+                   KDESERVE_VENV in --build-dir's CMakeCache.txt (the venv it was built against),
+                   else $KDESERVE_VENV, else <repo>/.venv.
   --keep           keep the stage root filesystems (printed at the end) instead of removing them.
   --workdir DIR    default /tmp/kdeserve-rootfs. It caches the pristine output of
                    `debootstrap --variant=minbase bookworm DIR http://deb.debian.org/debian` as
                    base-bookworm-minbase.tar (delete it to refresh); stages live in
-                   DIR/stages/<mode>-<stage>.
+                   DIR/stages/<Dockerfile>-<mode>-<stage>.
 
 FROM debian:12-slim / debian:12 (also bookworm[-slim]) is emulated by that tarball plus what the
 official images add: deb822 sources for bookworm, bookworm-updates and bookworm-security, the
@@ -49,7 +68,8 @@ docker-* apt settings, empty apt lists and, for -slim, the dpkg path excludes (d
 locales) with those files removed. RUN executes `/bin/sh -c` chrooted, with the stage's ENV,
 WORKDIR and USER, /proc, /dev (rbind, rslave) and /sys (read-only) mounted and the host's
 /etc/resolv.conf copied in for its duration (a policy-rc.d keeps maintainer scripts from starting
-daemons); COPY honours .dockerignore (moby's pattern rules). Instructions understood: FROM [AS],
+daemons) and, when the host sets PIP_CERT (a network that re-signs TLS), that CA bundle as the
+RUN's PIP_CERT, so that pip reaches PyPI from the chroot as it does on the host; COPY honours .dockerignore (moby's pattern rules). Instructions understood: FROM [AS],
 ARG, ENV, WORKDIR, COPY [--from] [--chown] [--chmod], RUN (shell or exec form), LABEL, USER,
 EXPOSE, VOLUME, HEALTHCHECK, ENTRYPOINT, CMD; anything else (SHELL, ADD, ONBUILD, RUN --mount, a
 base image other than Debian 12, ...) fails loudly. The code lives in the rootfs/ package next
@@ -87,12 +107,27 @@ def parse_args():
     ap.add_argument("--workdir", default="/tmp/kdeserve-rootfs")
     ap.add_argument("--dockerfile", default=os.path.join(REPO, "Dockerfile"))
     ap.add_argument("--build-arg", action="append", default=[])
+    ap.add_argument("--venv", default=None)
     opts = ap.parse_args()
     opts.workdir = os.path.abspath(opts.workdir)
     opts.build_dir = os.path.abspath(opts.build_dir)
+    opts.venv = os.path.abspath(opts.venv or cached_venv(opts.build_dir)
+                                or os.environ.get("KDESERVE_VENV") or os.path.join(REPO, ".venv"))
     opts.shared_dir = (os.environ.get("KDESERVE_SHARED_DIR")
                        or os.path.join(os.path.dirname(REPO), "shared"))
     return opts
+
+
+def cached_venv(build_dir):
+    """The KDESERVE_VENV a CMake build tree was configured with (its CMakeCache.txt), or None."""
+    try:
+        with open(os.path.join(build_dir, "CMakeCache.txt")) as f:
+            for line in f:
+                if line.startswith("KDESERVE_VENV:"):
+                    return line.split("=", 1)[1].strip() or None
+    except OSError:
+        pass
+    return None
 
 
 def consumed_paths(target):

@@ -5,11 +5,14 @@
 #include <prometheus/text_serializer.h>
 #include <spdlog/spdlog.h>
 
+#include <pthread.h>
+
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "server/logging.h"
+#include "server/thread_stacks.h"
 
 namespace ks = kdeserve::server;
 
@@ -112,4 +115,20 @@ TEST(ServerLogging, JsonLinesCarryTheAccessFields) {
   EXPECT_EQ(second["code"], "OK");
   EXPECT_THROW(ks::setup_logging("loud", "text"), std::invalid_argument);
   EXPECT_THROW(ks::setup_logging("info", "xml"), std::invalid_argument);
+}
+
+// civetweb's threads (the metrics Exposer) ask for 100 KiB stacks; the static TLS of the loaded
+// libraries (~190 KiB in the CUDA build) must come on top (server/thread_stacks.cpp).
+TEST(ThreadStacks, RequestedStackSizeGetsTheStaticTlsOnTop) {
+  EXPECT_GT(kdeserve::server::static_tls_bytes(), 0u);
+  pthread_attr_t attr;
+  ASSERT_EQ(pthread_attr_init(&attr), 0);
+  ASSERT_EQ(pthread_attr_setstacksize(&attr, 102400), 0);
+  std::size_t size = 0;
+  ASSERT_EQ(pthread_attr_getstacksize(&attr, &size), 0);
+  EXPECT_EQ(size, 102400 + kdeserve::server::static_tls_bytes());
+  pthread_t thread;
+  ASSERT_EQ(pthread_create(&thread, &attr, [](void*) -> void* { return nullptr; }, nullptr), 0);
+  pthread_join(thread, nullptr);
+  pthread_attr_destroy(&attr);
 }

@@ -2,6 +2,7 @@
 build context (honouring .dockerignore) or an earlier stage; and, for --stage runtime, a
 directory that stands in for the build stage, filled from the host's build outputs."""
 
+import contextlib
 import os
 import re
 import shlex
@@ -37,8 +38,8 @@ class StageState:
 
 
 class Builder:
-    """Runs stages under WORKDIR/stages/<mode>-<stage>; `timings` collects (what, seconds) and
-    `roots` the root filesystems created (for removal)."""
+    """Runs stages under WORKDIR/stages/<Dockerfile>-<mode>-<stage>; `timings` collects (what,
+    seconds) and `roots` the root filesystems created (for removal)."""
 
     def __init__(self, opts, global_args, stages):
         self.opts = opts
@@ -52,6 +53,9 @@ class Builder:
         self.states = {}       # stage label -> StageState
         self.timings = []
         self.roots = []
+        # --stage runtime: the host folders that stand in for paths a build stage names in its
+        # ENV (the venv scripts/install_deps.sh fills), by variable name.
+        self.stand_in_env = {"KDESERVE_VENV": opts.venv}
 
     def _declare_arg(self, ins, into, variables):
         for word in shlex.split(ins.rest):
@@ -74,7 +78,8 @@ class Builder:
 
     def _stage_root(self, stage, suffix=""):
         return os.path.join(self.opts.workdir, "stages",
-                            f"{self.opts.stage}-{stage.label}{suffix}")
+                            f"{os.path.basename(self.opts.dockerfile)}-{self.opts.stage}-"
+                            f"{stage.label}{suffix}")
 
     def run_stage(self, stage):
         """Builds `stage` from its base image or an earlier stage; returns its StageState."""
@@ -177,7 +182,7 @@ class Builder:
         uid, gid, home = lookup_user(st.root, st.user)
         env.setdefault("HOME", home if uid else "/root")
         log(f"stage {st.stage.label}: RUN (line {ins.lineno}) {' '.join(argv)[-300:]}")
-        with chroot_mounts(st.root):
+        with chroot_mounts(st.root), _host_pip_cert(st.root, env):
             r = subprocess.run(argv, env=env,
                                preexec_fn=chroot_preexec(st.root, st.workdir, uid, gid))
         if r.returncode != 0:
@@ -240,7 +245,10 @@ class Builder:
     def fake_stage(self, stage, consumers):
         """A directory standing in for `stage`: its context COPYs, the host's build outputs that
         later stages copy from it (`consumers`, absolute paths in the stage) and the commands
-        after scripts/build.sh in its last RUN, run on the host."""
+        after scripts/build.sh in its last RUN, run on the host. A consumed path below the folder
+        an ENV variable of `stand_in_env` names in the stage (ENV KDESERVE_VENV=/opt/...: the
+        venv its installer fills) comes from the host folder given for that variable, and the
+        host commands see the variable set to that folder."""
         t0 = time.monotonic()
         root = self._stage_root(stage, "-standin")
         log(f"stage {stage.label}: stand-in (not built) -> {root}")
@@ -272,17 +280,38 @@ class Builder:
             return os.path.join(self.opts.build_dir, below)
         return os.path.join(self.context, rel)
 
+    def _stand_in_map(self, st):
+        """{folder named by the stage's ENV: host folder} for the variables of stand_in_env."""
+        mapped = {}
+        for var, host in self.stand_in_env.items():
+            if var in st.env and st.env[var].startswith("/"):
+                mapped[os.path.normpath(st.env[var])] = host
+                log(f"  stand-in: the build stage's {var}={st.env[var]} is the host's {host}")
+        return mapped
+
     def _host_post_build(self, st, ins, consumers):
         segments = re.split(r"\s&&\s", ins.rest)
         idx = max(i for i, s in enumerate(segments) if "scripts/build.sh" in s)
         after = [s.strip() for s in segments[idx + 1:]]
+        mapped = self._stand_in_map(st)
         outputs = []  # (target in the stand-in, host file)
         for path in consumers:
             rel = os.path.relpath(path, st.workdir)
+            target = in_root(st.root, path)
+            below = [(d, h) for d, h in mapped.items() if path.startswith(d + "/")]
+            if below:
+                d, h = below[0]
+                host = os.path.join(h, os.path.relpath(path, d))
+                if not os.path.exists(host):
+                    raise Failure(f"stage {st.stage.label}: a later stage copies {path}, but the "
+                                  f"host folder standing in for {d} lacks it: {host}")
+                if not os.path.lexists(target):
+                    os.makedirs(os.path.dirname(target), exist_ok=True)
+                    _link_or_copy_tree(host, target)
+                continue
             if rel.startswith(".."):
                 continue
             host = self._host_output(rel)
-            target = in_root(st.root, path)
             outputs.append((target, host))
             if os.path.lexists(target) or not os.path.exists(host):
                 continue
@@ -290,12 +319,19 @@ class Builder:
             shutil.copy2(host, target)
             built = time.strftime("%Y-%m-%d %H:%M", time.localtime(os.stat(host).st_mtime))
             log(f"  stand-in {path} <- {host} (built {built})")
+        n_mapped = sum(1 for p in consumers if any(p.startswith(d + "/") for d in mapped))
+        if n_mapped:
+            log(f"  stand-in: {n_mapped} paths from the host folders of "
+                f"{', '.join(sorted(mapped))} (hard links where possible)")
         if not after:
             return
         cmd = " && ".join(after)
         cwd = in_root(st.root, st.workdir)
         env = dict(os.environ)
         env.update(st.env)
+        for var, host in self.stand_in_env.items():
+            if var in st.env:
+                env[var] = host
         log(f"  on the host, in {cwd}: {cmd}")
         r = subprocess.run(["/bin/sh", "-c", cmd], cwd=cwd, env=env)
         if r.returncode != 0:
@@ -305,6 +341,46 @@ class Builder:
                           f"host with exit status {r.returncode}"
                           + (f"; --build-dir {self.opts.build_dir} lacks {', '.join(missing)}"
                              if missing else ""))
+
+
+PIP_CERT_IN_ROOT = "/tmp/.dockerfile-rootfs-pip-cert.pem"
+
+
+@contextlib.contextmanager
+def _host_pip_cert(root, env):
+    """A machine whose network re-signs TLS (its CA in the host's $PIP_CERT bundle, not in
+    Debian's) gives RUN that bundle as PIP_CERT, copied in for the command's duration, as it
+    gives RUN its resolv.conf: pip in the build stage reaches PyPI as pip on the host does. A
+    Docker build on such a network needs the same (a build secret). Nothing stays in the image."""
+    cert = os.environ.get("PIP_CERT")
+    if not cert or not os.path.isfile(cert) or "PIP_CERT" in env:
+        yield
+        return
+    target = in_root(root, PIP_CERT_IN_ROOT)
+    shutil.copyfile(cert, target)
+    os.chmod(target, 0o644)
+    env["PIP_CERT"] = PIP_CERT_IN_ROOT
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(target)
+
+
+def _link_or_copy(src, dst):
+    """A hard link to the host's read-only input (the venv's libraries: gigabytes for the CUDA
+    image), or a copy across file systems."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _link_or_copy_tree(src, dst):
+    if os.path.isdir(src):
+        shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy)
+    else:
+        _link_or_copy(src, dst)
 
 
 def _mkdirs(root, path):

@@ -11,9 +11,11 @@ import time
 import urllib.request
 
 from . import T0, log
-from .chroot import lookup_user, readonly_view, run
+from .chroot import in_root, lookup_user, readonly_view, run
 
 HEALTH_TIMEOUT_S = 180
+# A model config line that puts a model on a CUDA device (deploy/config/server-gpu.yaml).
+_CUDA_DEVICE = re.compile(r"^(\s*(?:-\s*)?device:\s*)([\"']?)cuda(?::\d+)?\2\s*$", re.M)
 
 
 class Report:
@@ -120,9 +122,58 @@ def _measure_image(report, root):
     log(f"runtime rootfs: {report.size}, {report.packages} packages; biggest: {report.biggest}")
 
 
+def gpu_visible():
+    """Whether this machine has an NVIDIA device node (a container would get it with --gpus)."""
+    return any(re.fullmatch(r"nvidia\d+", n) for n in os.listdir("/dev"))
+
+
+def _config_path(entry):
+    """The file after --config in the image's ENTRYPOINT+CMD, or None."""
+    for i, a in enumerate(entry[:-1]):
+        if a == "--config":
+            return entry[i + 1]
+    return None
+
+
+@contextlib.contextmanager
+def _bind_file(src, dst):
+    """`docker run -v SRC:DST:ro` for one file: a read-only bind mount over DST."""
+    run(["mount", "--bind", src, dst])
+    try:
+        run(["mount", "-o", "remount,bind,ro", dst])
+        yield
+    finally:
+        if subprocess.run(["umount", dst]).returncode != 0:
+            subprocess.run(["umount", "-l", dst])
+
+
+def _check_cuda_refusal(report, ctr, entry):
+    """The image's own config asks for a CUDA device this machine does not have: the server must
+    refuse at start with the reason and a non-zero exit status, never a crash."""
+    t = time.monotonic()
+    try:
+        r = ctr.run(entry, timeout=120)
+    except subprocess.TimeoutExpired:
+        report.add("default config (CUDA device) refused without a GPU", False,
+                   "still running after 120 s")
+        return
+    report.durations["CUDA config: start -> refusal"] = time.monotonic() - t
+    out = (r.stdout + r.stderr).strip()
+    crashed = any(m in out for m in ("Segmentation", "terminate called", "core dumped", "Aborted"))
+    reason = [line.strip() for line in out.splitlines() if "requested, but" in line]
+    ok = r.returncode > 0 and not crashed and reason and all("or use device: cpu" in line
+                                                              for line in reason)
+    report.add("default config (CUDA device) refused without a GPU", ok,
+               f"exit {r.returncode} after {report.durations['CUDA config: start -> refusal']:.1f}s"
+               f"; {reason[0] if reason else out[-600:]}")
+
+
 def check_runtime(report, st, opts):
     """Starts the image built in `st` as its USER, PID 1 of a new PID namespace, on a read-only
-    root with a tmpfs /tmp, and runs the HEALTHCHECK, /metrics, classify and SIGTERM checks."""
+    root with a tmpfs /tmp, and runs the HEALTHCHECK, /metrics, classify and SIGTERM checks.
+    When the image's config puts models on a CUDA device and this machine has no GPU, the
+    image's own start must refuse with the reason, and the checks run with that config's CPU
+    version mounted over it (device: cuda[:N] -> cpu), as a user would run it on CPU."""
     root = st.root
     uid, gid, home = lookup_user(root, st.user)
     report.add("USER is not root", uid != 0, f"USER {st.user} -> uid {uid} gid {gid}")
@@ -134,12 +185,32 @@ def check_runtime(report, st, opts):
     os.makedirs(logs, exist_ok=True)
     _measure_image(report, root)  # before anything runs in it
 
+    config = _config_path(entry)
+    config_text = ""
+    if config and os.path.isfile(in_root(root, config)):
+        with open(in_root(root, config)) as f:
+            config_text = f.read()
+    cpu_config = None
+    if _CUDA_DEVICE.search(config_text) and not gpu_visible():
+        cpu_config = os.path.join(logs, f"{opts.stage}-{os.path.basename(opts.dockerfile)}"
+                                        "-cpu-config.yaml")
+        with open(cpu_config, "w") as f:
+            f.write(_CUDA_DEVICE.sub(r"\1cpu", config_text))
+        os.chmod(cpu_config, 0o644)
+
     port, mport = free_port(), free_port()
     while mport == port:
         mport = free_port()
     view = root + "-ro"
-    with readonly_view(root, view):
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(readonly_view(root, view))
         ctr = Container(view, st, uid, gid, home)
+        if cpu_config:
+            _check_cuda_refusal(report, ctr, entry)
+            stack.enter_context(_bind_file(cpu_config, in_root(view, config)))
+            report.add(f"CPU config mounted over {config}", True,
+                       f"its device: cuda lines -> cpu ({cpu_config}), as `docker run -v "
+                       f"cpu.yaml:{config}:ro`")
         # The effective configuration tells which port the HEALTHCHECK address refers to.
         pc = ctr.run(entry + ["--print-config"], timeout=60)
         m = re.search(r"^\s+listen:\s*(\S+):(\d+)\s*$", pc.stdout, re.M)
@@ -150,7 +221,8 @@ def check_runtime(report, st, opts):
         grpc_default = m.group(2)
         argv = entry + ["--listen", f"127.0.0.1:{port}", "--metrics-listen",
                         f"127.0.0.1:{mport}"]
-        server_log = os.path.join(logs, f"{opts.stage}-server.log")
+        server_log = os.path.join(logs, f"{opts.stage}-{os.path.basename(opts.dockerfile)}"
+                                        "-server.log")
         log(f"start (PID 1 of a new PID namespace, read-only root, uid {uid}, log "
             f"{server_log}): {' '.join(argv)}")
         with open(server_log, "w") as logf:
@@ -227,6 +299,41 @@ def _wait_healthy(report, ctr, server, hc, argv):
     return True
 
 
+_DEBIAN_LIB_DIRS = ("/usr/lib/", "/lib/", "/usr/lib64/", "/lib64/")
+
+
+def _report_mapped_libraries(report, ctr, server):
+    """The shared libraries the serving process has mapped that no Debian package put there (the
+    wheel's, under /opt), the ones the image copied under /opt that it has not loaded (those a
+    GPU run loads, for the CUDA image on CPU), and its OpenMP runtime: exactly one libgomp."""
+    pid = server.pid()
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            paths = {line.split(None, 5)[5].strip() for line in f if len(line.split(None, 5)) == 6}
+    except (OSError, TypeError):
+        report.add("libraries the server maps", False, f"cannot read /proc/{pid}/maps")
+        return
+    libs = set()
+    for p in paths:
+        if p.startswith(ctr.root + "/"):
+            p = p[len(ctr.root):]
+        if re.search(r"\.so(\.[0-9.]+)?$", os.path.basename(p)):
+            libs.add(p)
+    vendored = sorted(p for p in libs if not p.startswith(_DEBIAN_LIB_DIRS))
+    shipped = set()
+    for dirpath, _, filenames in os.walk(os.path.join(ctr.root, "opt")):
+        for n in filenames:
+            if re.search(r"\.so(\.[0-9.]+)?$", n):
+                shipped.add(os.path.join(dirpath, n)[len(ctr.root):])
+    unused = sorted(os.path.basename(p) for p in shipped - set(vendored))
+    report.add("libraries the server maps from outside Debian's folders", bool(vendored),
+               f"{len(vendored)}: " + ", ".join(vendored)
+               + (f"; copied but not loaded here ({len(unused)}): " + ", ".join(unused)
+                  if unused else "; every library copied under /opt is loaded"))
+    gomp = sorted(p for p in libs if os.path.basename(p).startswith("libgomp"))
+    report.add("one OpenMP runtime (libgomp) mapped", len(gomp) == 1, ", ".join(gomp) or "none")
+
+
 def _serve_checks(report, ctr, server, grpc_default, shared_dir):
     # HEALTHCHECK, with its address pointed at our port.
     hc = ctr.st.healthcheck
@@ -241,6 +348,7 @@ def _serve_checks(report, ctr, server, grpc_default, shared_dir):
         return
     if not _wait_healthy(report, ctr, server, hc, argv):
         return
+    _report_mapped_libraries(report, ctr, server)
 
     # /metrics from the host.
     try:
