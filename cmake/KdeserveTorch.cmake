@@ -71,11 +71,8 @@ if(NOT KDESERVE_WITH_CUDA)
   target_link_options(kdeserve_torch INTERFACE "LINKER:-rpath,${KDESERVE_TORCH_PREFIX}/lib")
 else()
   # The wheel's Caffe2Config makes protobuf::libprotobuf an empty alias when no such target exists
-  # yet (its protobuf is inside libtorch_cpu), and FindProtobuf then keeps that name: proto/ and
-  # gRPC's CMake package would link no libprotobuf at all. Find Debian's first.
-  if(KDESERVE_BUILD_SERVER)
-    find_package(Protobuf REQUIRED)
-  endif()
+  # yet (its protobuf is inside libtorch_cpu); proto/ links Debian's libprotobuf by path, so the
+  # LibTorch targets keep linking no protobuf at all.
   # CUDA builds go through the package's TorchConfig. It searches the default paths before its
   # own folder for Caffe2Config and for its libraries, so another LibTorch installed in /usr
   # (Debian's libtorch-dev) would be mixed in: pin them.

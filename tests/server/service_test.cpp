@@ -6,7 +6,9 @@
 #include <gtest/gtest.h>
 #include <prometheus/text_serializer.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 
@@ -288,19 +290,31 @@ TEST_F(ServiceTest, DeadlinePassedWhileQueuedIsNotComputed) {
   small.set_attention(v1::ATTENTION_MODE_EXACT);  // another key: never joins big's batch
   *small.add_images()->mutable_raw() = gray_image(99);
 
+  auto s = stub();
+  // Timings relative to one big batch, measured here, so they hold on fast and slow machines:
+  // small arrives at 30% of big's run with a deadline of another 30%, so it expires queued.
+  auto batch = std::chrono::steady_clock::duration::max();
+  for (int i = 0; i < 3; ++i) {  // the fastest of three: later calls run warm
+    const auto t0 = std::chrono::steady_clock::now();
+    grpc::ClientContext ctx;
+    v1::ClassifyResponse resp;
+    ASSERT_TRUE(s->Classify(&ctx, big, &resp).ok());
+    batch = std::min(batch, std::chrono::steady_clock::now() - t0);
+  }
   const std::string before = metrics_text();
   Calls calls;
   grpc::ClientContext big_ctx, small_ctx;
   v1::ClassifyResponse big_resp, small_resp;
   grpc::Status big_status, small_status;
-  auto s = stub();
   calls.start();
   s->async()->Classify(&big_ctx, &big, &big_resp, [&](grpc::Status st) {
     big_status = st;
     calls.done();
   });
-  std::this_thread::sleep_for(std::chrono::milliseconds(60));  // big is running
-  small_ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(100));
+  std::this_thread::sleep_for(batch * 3 / 10);  // big is running
+  small_ctx.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                             batch * 3 / 10));
   calls.start();
   s->async()->Classify(&small_ctx, &small, &small_resp, [&](grpc::Status st) {
     small_status = st;
