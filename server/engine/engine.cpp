@@ -18,19 +18,7 @@ std::vector<std::string> registered_model_names() {
 }
 
 ModelSpec registered_model_spec(const std::string& name) {
-  return translating([&] {
-    const km::ModelSpec s = km::model_spec(name);
-    ModelSpec spec;
-    spec.name = s.name;
-    spec.kind =
-        s.kind == km::ModelKind::kClassifier ? ModelKind::kClassifier : ModelKind::kGenerator;
-    spec.image_size = s.image_size;
-    spec.num_classes = s.num_classes;
-    spec.z_dim = s.z_dim;
-    spec.input = s.input;
-    spec.output = s.output;
-    return spec;
-  });
+  return translating([&] { return km::model_spec(name); });
 }
 
 // KDESERVE_TORCH_VERSION comes from CMake; when it could not read one, use the header's numbers.

@@ -12,27 +12,13 @@
 #include <string>
 #include <vector>
 
+#include "models/model_spec.h"
+
 namespace kdeserve::server {
 
-/// What a hosted model does (models::ModelKind).
-enum class ModelKind {
-  kClassifier,  ///< images → ImageNet classes (T2T-ViT)
-  kGenerator,   ///< (z, class weights, truncation) → images (BigGAN-deep)
-};
-
-/// A registered model, without building it (models::ModelSpec).
-struct ModelSpec {
-  std::string name;
-  ModelKind kind = ModelKind::kClassifier;
-  /// Classifier: square input side (224 or 384). Generator: output side (128, 256, 512).
-  int64_t image_size = 0;
-  /// Classes of the classifier head / the generator's class space.
-  int64_t num_classes = 1000;
-  /// Generator only: width of z.
-  int64_t z_dim = 0;
-  /// Human-readable input and output descriptions (shapes, dtypes, ranges).
-  std::string input, output;
-};
+/// What a hosted model does and is (models/model_spec.h: torch-free, shared with the models).
+using ModelKind = models::ModelKind;
+using ModelSpec = models::ModelSpec;
 
 /// Every registered model name (models::model_names()).
 std::vector<std::string> registered_model_names();
