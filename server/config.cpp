@@ -76,7 +76,7 @@ ModelConfig parse_model(const YAML::Node& node, const std::string& path) {
   if (const auto& b = node["batching"]) {
     const std::string bp = path + ".batching";
     check_keys(b, bp,
-               {"max_batch_size", "max_queue_delay_ms", "max_queue_length",
+               {"max_batch_size", "max_queue_delay_ms", "max_queue_length", "max_queue_bytes",
                 "max_items_per_request"});
     if (b["max_batch_size"]) {
       m.batching.max_batch_size = get<int64_t>(b["max_batch_size"], bp + ".max_batch_size");
@@ -87,6 +87,9 @@ ModelConfig parse_model(const YAML::Node& node, const std::string& path) {
     }
     if (b["max_queue_length"]) {
       m.batching.max_queue_length = get<int64_t>(b["max_queue_length"], bp + ".max_queue_length");
+    }
+    if (b["max_queue_bytes"]) {
+      m.batching.max_queue_bytes = get<int64_t>(b["max_queue_bytes"], bp + ".max_queue_bytes");
     }
     if (b["max_items_per_request"]) {
       m.batching.max_items_per_request =
@@ -142,13 +145,16 @@ ServerConfig parse_config_yaml(const std::string& yaml, const std::string& origi
   if (const auto& s = root["server"]) {
     const std::string p = origin + ": server";
     check_keys(s, p,
-               {"listen", "metrics_listen", "threads", "max_message_bytes",
+               {"listen", "metrics_listen", "threads", "decode_threads", "max_message_bytes",
                 "drain_delay_seconds", "shutdown_grace_seconds", "tls"});
     if (s["listen"]) c.listen = get<std::string>(s["listen"], p + ".listen");
     if (s["metrics_listen"]) {
       c.metrics_listen = get<std::string>(s["metrics_listen"], p + ".metrics_listen");
     }
     if (s["threads"]) c.threads = get<int64_t>(s["threads"], p + ".threads");
+    if (s["decode_threads"]) {
+      c.decode_threads = get<int64_t>(s["decode_threads"], p + ".decode_threads");
+    }
     if (s["max_message_bytes"]) {
       c.max_message_bytes = get<int64_t>(s["max_message_bytes"], p + ".max_message_bytes");
     }
@@ -276,6 +282,9 @@ void validate(const ServerConfig& c) {
     fail("server.metrics_listen: expected HOST:PORT, got '" + c.metrics_listen + "'");
   }
   if (c.threads < 0 || c.threads > 1024) fail("server.threads: must be in [0, 1024] (0 = all cores)");
+  if (c.decode_threads < 1 || c.decode_threads > 256) {
+    fail("server.decode_threads: must be in [1, 256]");
+  }
   if (c.max_message_bytes < 1024 * 1024 || c.max_message_bytes > INT32_MAX) {
     fail("server.max_message_bytes: must be in [1 MiB, 2^31 - 1]");
   }
@@ -347,6 +356,11 @@ void validate(const ServerConfig& c) {
     if (b.max_queue_length < 1 || b.max_queue_length > 1'000'000) {
       fail(p + ".batching.max_queue_length: must be in [1, 1000000]");
     }
+    // An empty queue must admit the largest message a client may send.
+    if (b.max_queue_bytes < c.max_message_bytes || b.max_queue_bytes > (int64_t{1} << 40)) {
+      fail(p + ".batching.max_queue_bytes: must be in [server.max_message_bytes = " +
+           std::to_string(c.max_message_bytes) + ", 2^40]");
+    }
     if (b.max_items_per_request < 1 || b.max_items_per_request > b.max_batch_size) {
       fail(p + ".batching.max_items_per_request: must be in [1, max_batch_size = " +
            std::to_string(b.max_batch_size) + "]");
@@ -369,6 +383,7 @@ std::string to_yaml(const ServerConfig& c) {
   out << YAML::Key << "listen" << YAML::Value << c.listen;
   out << YAML::Key << "metrics_listen" << YAML::Value << c.metrics_listen;
   out << YAML::Key << "threads" << YAML::Value << c.threads;
+  out << YAML::Key << "decode_threads" << YAML::Value << c.decode_threads;
   out << YAML::Key << "max_message_bytes" << YAML::Value << c.max_message_bytes;
   out << YAML::Key << "drain_delay_seconds" << YAML::Value << c.drain_delay_seconds;
   out << YAML::Key << "shutdown_grace_seconds" << YAML::Value << c.shutdown_grace_seconds;
@@ -397,6 +412,7 @@ std::string to_yaml(const ServerConfig& c) {
     out << YAML::Key << "max_batch_size" << YAML::Value << m.batching.max_batch_size;
     out << YAML::Key << "max_queue_delay_ms" << YAML::Value << m.batching.max_queue_delay_ms;
     out << YAML::Key << "max_queue_length" << YAML::Value << m.batching.max_queue_length;
+    out << YAML::Key << "max_queue_bytes" << YAML::Value << m.batching.max_queue_bytes;
     out << YAML::Key << "max_items_per_request" << YAML::Value
         << m.batching.max_items_per_request;
     out << YAML::EndMap;

@@ -30,8 +30,13 @@ struct BatchingConfig {
   int64_t max_batch_size = 8;
   /// How long the oldest queued request may wait for the batch to fill.
   int64_t max_queue_delay_ms = 5;
-  /// Requests waiting in the queue; a request beyond it gets RESOURCE_EXHAUSTED.
+  /// Requests admitted and not yet computed (being decoded or queued); a request beyond it gets
+  /// RESOURCE_EXHAUSTED.
   int64_t max_queue_length = 64;
+  /// Bytes those requests may hold: a Classify holds its message until its images are decoded,
+  /// then only the model's input crops. At least server.max_message_bytes. A request that
+  /// would exceed it gets RESOURCE_EXHAUSTED.
+  int64_t max_queue_bytes = 256LL * 1024 * 1024;
   /// Items one request may carry; ≤ max_batch_size.
   int64_t max_items_per_request = 8;
 };
@@ -63,6 +68,9 @@ struct ServerConfig {
   std::string metrics_listen = "0.0.0.0:8502";
   /// LibTorch intra-op threads; 0 → all hardware threads.
   int64_t threads = 0;
+  /// Threads decoding admitted Classify images (off gRPC's threads, so health checks and
+  /// admission stay fast under any decode load).
+  int64_t decode_threads = 2;
   /// Largest gRPC message received or sent, bytes.
   int64_t max_message_bytes = 64LL * 1024 * 1024;
   /// After SIGTERM: seconds to keep serving with readiness NOT_SERVING (endpoints update).

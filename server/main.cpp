@@ -5,12 +5,17 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <csignal>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <mutex>
 #include <pthread.h>
 #include <thread>
+#include <vector>
 
+#include "server/call_accounting.h"
 #include "server/config.h"
 #include "server/engine/engine.h"
 #include "server/logging.h"
@@ -78,6 +83,9 @@ int run(int argc, char** argv) {
   builder.SetMaxReceiveMessageSize(static_cast<int>(config.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(config.max_message_bytes));
   builder.RegisterService(&service);
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(ks::make_call_accounting(metrics));
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || bound_port == 0) {
     spdlog::critical("cannot listen on {} (is the port in use or the address invalid?)",
@@ -109,11 +117,37 @@ int run(int argc, char** argv) {
   if (config.drain_delay_seconds > 0) {
     std::this_thread::sleep_for(std::chrono::duration<double>(config.drain_delay_seconds));
   }
-  const auto grace = std::chrono::duration_cast<std::chrono::system_clock::duration>(
+  // The grace period is a promise to the orchestrator: calls still running at its end are
+  // cancelled, and a batch that is still computing then is abandoned (the process exits
+  // without waiting for it) rather than overrunning it.
+  const auto grace = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
       std::chrono::duration<double>(config.shutdown_grace_seconds));
-  server->Shutdown(std::chrono::system_clock::now() + grace);
-  service.shutdown();
+  const auto grace_end = std::chrono::steady_clock::now() + grace;
+  std::mutex stop_mutex;
+  std::condition_variable stop_cv;
+  bool stopped = false;
+  std::thread watchdog([&] {
+    std::unique_lock<std::mutex> lock(stop_mutex);
+    // 200 ms for the cancelled calls' statuses to reach their clients.
+    if (!stop_cv.wait_until(lock, grace_end + std::chrono::milliseconds(200),
+                            [&] { return stopped; })) {
+      spdlog::warn("shutdown grace period of {} s is over with work still running (a batch or "
+                   "image decoding): exiting without waiting for it",
+                   config.shutdown_grace_seconds);
+      spdlog::default_logger()->flush();
+      std::_Exit(0);
+    }
+  });
+  server->Shutdown(std::chrono::system_clock::now() +
+                   std::chrono::duration_cast<std::chrono::system_clock::duration>(grace));
+  service.shutdown(grace_end);
   server->Wait();
+  {
+    std::lock_guard<std::mutex> lock(stop_mutex);
+    stopped = true;
+  }
+  stop_cv.notify_all();
+  watchdog.join();
   spdlog::info("stopped");
   return 0;
 }

@@ -58,12 +58,21 @@ Metrics::Metrics(const std::string& version, const std::string& torch_version)
                    .Register(*registry_)),
       queue_depth_(prometheus::BuildGauge()
                        .Name("kdeserve_queue_depth")
-                       .Help("Requests waiting in the batching queue")
+                       .Help("Requests admitted and waiting (being decoded or queued for a batch)")
                        .Register(*registry_)),
       queue_capacity_(prometheus::BuildGauge()
                           .Name("kdeserve_queue_capacity")
                           .Help("Configured batching-queue length (max_queue_length)")
                           .Register(*registry_)),
+      queue_bytes_(prometheus::BuildGauge()
+                       .Name("kdeserve_queue_bytes")
+                       .Help("Bytes held by admitted requests not yet computed (messages until "
+                             "decoded, then model inputs)")
+                       .Register(*registry_)),
+      queue_bytes_capacity_(prometheus::BuildGauge()
+                                .Name("kdeserve_queue_bytes_capacity")
+                                .Help("Configured batching-queue memory (max_queue_bytes)")
+                                .Register(*registry_)),
       inflight_family_(prometheus::BuildGauge()
                            .Name("kdeserve_inflight_requests")
                            .Help("Inference RPCs being handled")
@@ -133,8 +142,9 @@ void Metrics::rejected(const std::string& model, const std::string& reason) {
   rejected_.Add({{"model", model}, {"reason", reason}}).Increment();
 }
 
-void Metrics::set_queue_depth(const std::string& model, double depth) {
+void Metrics::set_queue_depth(const std::string& model, double depth, double bytes) {
   queue_depth_.Add({{"model", model}}).Set(depth);
+  queue_bytes_.Add({{"model", model}}).Set(bytes);
 }
 
 void Metrics::declare_model(const std::string& model, const std::string& rpc,
@@ -142,13 +152,14 @@ void Metrics::declare_model(const std::string& model, const std::string& rpc,
   for (const std::string& code : codes) {
     requests_.Add({{"model", model}, {"rpc", rpc}, {"code", code}});
   }
-  for (const char* reason : {"queue_full", "deadline", "cancelled"}) {
+  for (const char* reason : {"queue_full", "queue_bytes_full", "deadline", "cancelled"}) {
     rejected_.Add({{"model", model}, {"reason", reason}});
   }
 }
 
-void Metrics::set_queue_capacity(const std::string& model, double capacity) {
-  queue_capacity_.Add({{"model", model}}).Set(capacity);
+void Metrics::set_queue_capacity(const std::string& model, double length, double bytes) {
+  queue_capacity_.Add({{"model", model}}).Set(length);
+  queue_bytes_capacity_.Add({{"model", model}}).Set(bytes);
 }
 
 void Metrics::set_model_ready(const std::string& model, bool ready) {

@@ -46,16 +46,19 @@ class Metrics {
   /// A model forward of `items` items.
   void batch_done(const std::string& model, const std::string& attention, int64_t items,
                   double compute_seconds);
-  /// rejected_total{model,reason} (queue_full, deadline, cancelled, invalid, unavailable).
+  /// rejected_total{model,reason} (queue_full, queue_bytes_full, deadline, cancelled, invalid,
+  /// unavailable).
   void rejected(const std::string& model, const std::string& reason);
-  void set_queue_depth(const std::string& model, double depth);
+  /// queue_depth (admitted requests not yet computed) and queue_bytes (what they hold).
+  void set_queue_depth(const std::string& model, double depth, double bytes);
   /// Creates a model's request and rejection series at 0, so that the first error of each
   /// kind already counts in rate() (a series born at 1 shows no increase) and dashboards plot
   /// 0 rather than nothing. codes: gRPC code names (e.g. "DEADLINE_EXCEEDED").
   void declare_model(const std::string& model, const std::string& rpc,
                      const std::vector<std::string>& codes);
-  /// The configured max_queue_length (alerts and dashboards divide the depth by it).
-  void set_queue_capacity(const std::string& model, double capacity);
+  /// The configured max_queue_length and max_queue_bytes (alerts and dashboards divide the
+  /// depth and the bytes by them).
+  void set_queue_capacity(const std::string& model, double length, double bytes);
   void set_model_ready(const std::string& model, bool ready);
   void set_load_seconds(const std::string& model, double load, double warmup);
   /// inflight_requests += delta.
@@ -73,6 +76,8 @@ class Metrics {
   prometheus::Family<prometheus::Counter>& batches_;
   prometheus::Family<prometheus::Gauge>& queue_depth_;
   prometheus::Family<prometheus::Gauge>& queue_capacity_;
+  prometheus::Family<prometheus::Gauge>& queue_bytes_;
+  prometheus::Family<prometheus::Gauge>& queue_bytes_capacity_;
   prometheus::Family<prometheus::Gauge>& inflight_family_;
   prometheus::Gauge& inflight_;
   prometheus::Family<prometheus::Counter>& rejected_;

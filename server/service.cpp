@@ -3,23 +3,28 @@
 
 #include <algorithm>
 #include <cmath>
-#include <set>
 
 #include "server/engine/images.h"
 #include "server/engine/model_engine.h"
+#include "server/request_validation.h"
 #include "server/service_internal.h"
 
 namespace kdeserve::server {
 
 InferenceService::InferenceService(const ServerConfig& config, Metrics& metrics)
-    : config_(config), metrics_(metrics) {
+    : config_(config),
+      metrics_(metrics),
+      decode_pool_(static_cast<int>(config.decode_threads), "kdeserve-decode") {
+  SetMessageAllocatorFor_Classify(&classify_allocator_);
+  SetMessageAllocatorFor_Generate(&generate_allocator_);
   for (const ModelConfig& m : config_.models) {
     auto h = std::make_unique<Hosted>();
     h->config = m;
     h->spec = registered_model_spec(m.name);
     metrics_.set_model_ready(m.name, false);
-    metrics_.set_queue_depth(m.name, 0);
-    metrics_.set_queue_capacity(m.name, static_cast<double>(m.batching.max_queue_length));
+    metrics_.set_queue_depth(m.name, 0, 0);
+    metrics_.set_queue_capacity(m.name, static_cast<double>(m.batching.max_queue_length),
+                                static_cast<double>(m.batching.max_queue_bytes));
     std::vector<std::string> codes;
     for (grpc::StatusCode code :
          {grpc::StatusCode::OK, grpc::StatusCode::INVALID_ARGUMENT,
@@ -44,33 +49,66 @@ InferenceService::Hosted& InferenceService::find(const std::string& name) {
   throw_not_found("unknown model '" + name + "' (hosted: " + list + ")");
 }
 
-void InferenceService::submit(Hosted& h, const std::shared_ptr<Job>& job) {
+bool InferenceService::admit(Hosted& h, const std::shared_ptr<Job>& job, int64_t slots,
+                             int64_t bytes) {
+  if (stopping_.load()) throw_unavailable("the server is shutting down");
   if (!h.ready.load() || !h.batcher) throw_unavailable("model " + h.config.name + " is not ready");
-  Batcher<std::shared_ptr<Job>>::Task task;
-  task.payload = job;
-  task.items = job->items;
-  task.key = to_string(job->mode);
-  if (h.spec.kind == ModelKind::kGenerator) {
-    char buf[40];
-    std::snprintf(buf, sizeof buf, "|t=%.17g", job->truncation);
-    task.key += buf;
-  }
-  task.deadline = steady_deadline(job->context);
-  grpc::CallbackServerContext* ctx = job->context;
-  task.cancelled = [ctx] { return ctx->IsCancelled(); };
-  switch (h.batcher->submit(std::move(task))) {
+  SubmitResult result;
+  job->reservation = h.batcher->admit(slots, bytes, &result);
+  switch (result) {
     case SubmitResult::kAccepted:
-      return;
+      return true;
     case SubmitResult::kQueueFull:
       metrics_.rejected(h.config.name, "queue_full");
       job->finish(to_status(ErrorKind::kResourceExhausted,
                             "queue of model " + h.config.name + " is full (" +
                                 std::to_string(h.config.batching.max_queue_length) +
                                 " requests); retry later"));
-      return;
+      return false;
+    case SubmitResult::kQueueBytesFull:
+      metrics_.rejected(h.config.name, "queue_bytes_full");
+      job->finish(to_status(ErrorKind::kResourceExhausted,
+                            "queue of model " + h.config.name + " holds too many bytes (" +
+                                std::to_string(bytes) + " more would exceed max_queue_bytes " +
+                                std::to_string(h.config.batching.max_queue_bytes) +
+                                "); retry later"));
+      return false;
     case SubmitResult::kShutdown:
-      throw_unavailable("the server is shutting down");
+      break;
   }
+  throw_unavailable("the server is shutting down");
+}
+
+void InferenceService::enqueue(Hosted& h, const std::shared_ptr<Job>& job,
+                               std::vector<std::shared_ptr<Job>> parts) {
+  using TaskT = Batcher<std::shared_ptr<Job>>::Task;
+  std::vector<TaskT> tasks;
+  Job* root = job.get();
+  for (auto& part : parts) {
+    TaskT task;
+    task.items = part->items;
+    task.key = to_string(part->mode);
+    if (h.spec.kind == ModelKind::kGenerator) {
+      char buf[40];
+      std::snprintf(buf, sizeof buf, "|t=%.17g", part->truncation);
+      task.key += buf;
+    }
+    task.deadline = root->deadline;
+    task.cancelled = [root] { return root->cancelled.load(); };
+    task.bytes = static_cast<int64_t>(part->z.size() * sizeof(float) +
+                                      part->classes.size() * 2 * sizeof(double) +
+                                      part->seeds.size() * sizeof(uint64_t));
+    for (const RgbImage& img : part->images) task.bytes += static_cast<int64_t>(img.pixels.size());
+    task.payload = std::move(part);
+    tasks.push_back(std::move(task));
+  }
+  if (h.batcher->enqueue(job->reservation, std::move(tasks)) != SubmitResult::kAccepted) {
+    metrics_.rejected(h.config.name, "unavailable");
+    job->finish(to_status(ErrorKind::kUnavailable, "the server is shutting down"));
+    return;
+  }
+  // Cancelled while it was being prepared: its slot is freed now, not when a batch forms.
+  if (job->cancelled.load()) h.batcher->reap();
 }
 
 grpc::ServerUnaryReactor* InferenceService::Classify(grpc::CallbackServerContext* context,
@@ -81,54 +119,44 @@ grpc::ServerUnaryReactor* InferenceService::Classify(grpc::CallbackServerContext
   try {
     Hosted& h = find(request->model());
     job->model_label = h.config.name;
+    job->hosted = &h;
     job->items = request->images_size();
-    if (h.spec.kind != ModelKind::kClassifier) {
-      throw_invalid("model " + h.config.name + " is a generator: call Generate");
-    }
-    const int64_t max_items = h.config.batching.max_items_per_request;
-    if (request->images_size() == 0) throw_invalid("images: at least one image is required");
-    if (request->images_size() > max_items) {
-      throw_invalid("images: " + std::to_string(request->images_size()) + " images, at most " +
-                    std::to_string(max_items) + " per request for model " + h.config.name);
-    }
-    job->top_k = request->top_k() == 0 ? kDefaultTopK : request->top_k();
-    if (job->top_k > h.spec.num_classes) {
-      throw_invalid("top_k: " + std::to_string(job->top_k) + " exceeds the " +
-                    std::to_string(h.spec.num_classes) + " classes");
-    }
+    const ClassifyRequestCheck check = check_classify_request(*request, h.config, h.spec);
+    job->top_k = check.top_k;
     job->mode = h.resolve(request->attention());
     job->mode_known = true;
     if (!h.ready.load()) throw_unavailable("model " + h.config.name + " is not ready (loading)");
-    const int64_t max_pixels = h.config.max_image_pixels;
-    for (int i = 0; i < request->images_size(); ++i) {
-      const auto& img = request->images(i);
-      const std::string where = "images[" + std::to_string(i) + "]";
-      if (img.source_case() == v1::ImageInput::kEncoded) {
-        if (img.encoded().empty()) throw_invalid(where + ": empty encoded image");
-      } else if (img.source_case() == v1::ImageInput::kRaw) {
-        const auto& raw = img.raw();
-        if (raw.height() == 0 || raw.width() == 0) throw_invalid(where + ": zero height or width");
-        if (raw.channels() != 1 && raw.channels() != 3 && raw.channels() != 4) {
-          throw_invalid(where + ": channels must be 1, 3 or 4, got " +
-                        std::to_string(raw.channels()));
-        }
-        const uint64_t pixels = uint64_t{raw.height()} * raw.width();
-        if (pixels > static_cast<uint64_t>(max_pixels)) {
-          throw_invalid(where + ": " + std::to_string(pixels) + " pixels, more than the " +
-                        std::to_string(max_pixels) + " allowed");
-        }
-        if (raw.data().size() != pixels * raw.channels()) {
-          throw_invalid(where + ": data has " + std::to_string(raw.data().size()) +
-                        " bytes, expected height*width*channels = " +
-                        std::to_string(pixels * raw.channels()));
-        }
-      } else {
-        throw_invalid(where + ": neither encoded nor raw is set");
-      }
+    // Admission before any decoding: the request holds its whole message until it is decoded.
+    if (!admit(h, job, 1, static_cast<int64_t>(request->ByteSizeLong()))) return reactor;
+    job->classify_request = request;
+    job->classify_response = response;
+    if (!decode_pool_.post([this, &h, job] { decode_and_enqueue(h, job); })) {
+      throw_unavailable("the server is shutting down");
     }
+  } catch (...) {
+    job->finish(status_from_exception(std::current_exception(), "Classify"));
+  }
+  return reactor;
+}
+
+void InferenceService::decode_and_enqueue(Hosted& h, const std::shared_ptr<Job>& job) {
+  try {
+    const v1::ClassifyRequest& request = *job->classify_request;
     const int64_t crop = h.spec.image_size;
-    for (int i = 0; i < request->images_size(); ++i) {
-      const auto& img = request->images(i);
+    const int64_t max_pixels = h.config.max_image_pixels;
+    for (int i = 0; i < request.images_size(); ++i) {
+      // Stops at the first image after the client gave up (cancelled, deadline passed).
+      if (job->dead()) {
+        const DropReason reason = job->death();
+        metrics_.rejected(h.config.name, to_string(reason));
+        job->finish(to_status(reason == DropReason::kDeadline ? ErrorKind::kDeadlineExceeded
+                                                              : ErrorKind::kCancelled,
+                              reason == DropReason::kDeadline
+                                  ? "the deadline passed before the images were decoded"
+                                  : "cancelled before the images were decoded"));
+        return;
+      }
+      const auto& img = request.images(i);
       try {
         if (img.source_case() == v1::ImageInput::kEncoded) {
           job->images.push_back(prepare_encoded_image(img.encoded(), crop, max_pixels));
@@ -146,12 +174,13 @@ grpc::ServerUnaryReactor* InferenceService::Classify(grpc::CallbackServerContext
         throw_invalid("images[" + std::to_string(i) + "]: " + e.brief());
       }
     }
-    job->classify_response = response;
-    submit(h, job);
+    // Only the crops stay: the message (encoded images, padding, unknown fields) is freed.
+    job->classify_request = nullptr;
+    job->context->GetRpcAllocatorState()->FreeRequest();
+    enqueue(h, job, {job});
   } catch (...) {
     job->finish(status_from_exception(std::current_exception(), "Classify"));
   }
-  return reactor;
 }
 
 grpc::ServerUnaryReactor* InferenceService::Generate(grpc::CallbackServerContext* context,
@@ -162,124 +191,51 @@ grpc::ServerUnaryReactor* InferenceService::Generate(grpc::CallbackServerContext
   try {
     Hosted& h = find(request->model());
     job->model_label = h.config.name;
+    job->hosted = &h;
     job->items = request->items_size();
-    if (h.spec.kind != ModelKind::kGenerator) {
-      throw_invalid("model " + h.config.name + " is a classifier: call Classify");
-    }
-    const int64_t max_items = h.config.batching.max_items_per_request;
-    if (request->items_size() == 0) throw_invalid("items: at least one item is required");
-    if (request->items_size() > max_items) {
-      throw_invalid("items: " + std::to_string(request->items_size()) + " items, at most " +
-                    std::to_string(max_items) + " per request for model " + h.config.name);
-    }
-    switch (request->format()) {
-      case v1::IMAGE_FORMAT_UNSPECIFIED:
-      case v1::IMAGE_FORMAT_PNG:
-        job->format = v1::IMAGE_FORMAT_PNG;
-        break;
-      case v1::IMAGE_FORMAT_RAW_RGB8:
-        job->format = v1::IMAGE_FORMAT_RAW_RGB8;
-        break;
-      default:
-        throw_invalid("format: unknown image format " + std::to_string(request->format()));
-    }
+    GenerateRequestCheck check = check_generate_request(*request, h.config, h.spec);
+    job->format = check.format;
     job->mode = h.resolve(request->attention());
     job->mode_known = true;
-    const int64_t num_classes = h.spec.num_classes;
-    const int64_t z_dim = h.spec.z_dim;
-    std::vector<ClassWeights> class_rows;
-    std::vector<std::optional<uint64_t>> seeds;
-    std::vector<double> truncations;
-    for (int i = 0; i < request->items_size(); ++i) {
-      const auto& item = request->items(i);
-      const std::string where = "items[" + std::to_string(i) + "]";
-      double t = item.truncation() == 0 ? kDefaultTruncation : item.truncation();
-      if (!std::isfinite(t) || t <= 0 || t > 1) {
-        throw_invalid(where + ".truncation: must be in (0, 1], got " + std::to_string(t));
-      }
-      truncations.push_back(t);
-      ClassWeights row;
-      if (item.class_spec_case() == v1::GenerateItem::kClassId) {
-        if (item.class_id() >= num_classes) {
-          throw_invalid(where + ".class_id: " + std::to_string(item.class_id()) + " outside [0, " +
-                        std::to_string(num_classes) + ")");
-        }
-        row.emplace_back(item.class_id(), 1.0);
-      } else if (item.class_spec_case() == v1::GenerateItem::kClassWeights) {
-        std::set<uint32_t> seen;
-        double sum = 0;
-        if (item.class_weights().weights_size() == 0)
-          throw_invalid(where + ".class_weights: empty");
-        for (const auto& w : item.class_weights().weights()) {
-          if (w.class_id() >= num_classes) {
-            throw_invalid(where + ".class_weights: class " + std::to_string(w.class_id()) +
-                          " outside [0, " + std::to_string(num_classes) + ")");
-          }
-          if (!seen.insert(w.class_id()).second) {
-            throw_invalid(where + ".class_weights: class " + std::to_string(w.class_id()) +
-                          " repeated");
-          }
-          if (!std::isfinite(w.weight()) || w.weight() < 0) {
-            throw_invalid(where + ".class_weights: weights must be finite and >= 0");
-          }
-          sum += w.weight();
-          row.emplace_back(w.class_id(), w.weight());
-        }
-        if (!(sum > 0)) throw_invalid(where + ".class_weights: the weights sum to 0");
-      } else {
-        throw_invalid(where + ": set class_id or class_weights");
-      }
-      class_rows.push_back(std::move(row));
-      if (item.noise_case() == v1::GenerateItem::kZ) {
-        if (item.z().values_size() != z_dim) {
-          throw_invalid(where + ".z: " + std::to_string(item.z().values_size()) +
-                        " values, the model's z_dim is " + std::to_string(z_dim));
-        }
-        for (float v : item.z().values()) {
-          if (!std::isfinite(v)) throw_invalid(where + ".z: values must be finite");
-        }
-      }
-      seeds.push_back(item.noise_case() == v1::GenerateItem::kSeed
-                          ? std::optional<uint64_t>(item.seed())
-                          : std::nullopt);
-    }
     if (!h.ready.load()) throw_unavailable("model " + h.config.name + " is not ready (loading)");
-    job->z.reserve(static_cast<size_t>(request->items_size() * z_dim));
-    for (int i = 0; i < request->items_size(); ++i) {
-      const auto& item = request->items(i);
-      const uint64_t seed = seeds[i] ? *seeds[i] : draw_seed();
+    const int n = request->items_size();
+    // Everything the model needs is in `check`: the message is freed before admission.
+    context->GetRpcAllocatorState()->FreeRequest();
+    request = nullptr;
+    const int64_t z_dim = h.spec.z_dim;
+    job->z.reserve(static_cast<size_t>(n * z_dim));
+    for (int i = 0; i < n; ++i) {
+      const uint64_t seed = check.seeds[i] ? *check.seeds[i] : draw_seed();
       job->seeds.push_back(seed);
-      if (item.noise_case() == v1::GenerateItem::kZ) {
-        job->z.insert(job->z.end(), item.z().values().begin(), item.z().values().end());
-      } else {
-        const std::vector<float> z = truncated_noise(seed, truncations[i], z_dim);
-        job->z.insert(job->z.end(), z.begin(), z.end());
-      }
+      const std::vector<float> z =
+          check.z[i] ? *check.z[i] : truncated_noise(seed, check.truncations[i], z_dim);
+      job->z.insert(job->z.end(), z.begin(), z.end());
     }
-    job->classes = std::move(class_rows);
+    job->classes = std::move(check.classes);
     job->generate_response = response;
     // Items grouped by truncation, in order of first appearance.
     std::vector<std::pair<double, std::vector<int>>> groups;
-    for (int i = 0; i < request->items_size(); ++i) {
+    for (int i = 0; i < n; ++i) {
       auto it = std::find_if(groups.begin(), groups.end(),
-                             [&](const auto& g) { return g.first == truncations[i]; });
+                             [&](const auto& g) { return g.first == check.truncations[i]; });
       if (it == groups.end()) {
-        groups.push_back({truncations[i], {i}});
+        groups.push_back({check.truncations[i], {i}});
       } else {
         it->second.push_back(i);
       }
     }
     job->truncation = groups.front().first;
+    std::vector<std::shared_ptr<Job>> parts;
     if (groups.size() == 1) {
-      submit(h, job);
+      parts.push_back(job);
     } else {
       job->parts_remaining = static_cast<int>(groups.size());
-      job->part_images.resize(static_cast<size_t>(request->items_size()));
-      std::vector<std::shared_ptr<Job>> parts;
+      job->part_images.resize(static_cast<size_t>(n));
       for (const auto& [t, indices] : groups) {
         auto part = std::make_shared<Job>();
         part->metrics = &metrics_;
         part->context = context;
+        part->hosted = &h;
         part->rpc = job->rpc;
         part->model_label = job->model_label;
         part->request_id = job->request_id;
@@ -299,14 +255,16 @@ grpc::ServerUnaryReactor* InferenceService::Generate(grpc::CallbackServerContext
         part->generate_response = &part->own_response;
         parts.push_back(std::move(part));
       }
-      for (auto& part : parts) {
-        try {
-          submit(h, part);
-        } catch (...) {
-          part->finish(status_from_exception(std::current_exception(), "Generate"));
-        }
-      }
     }
+    int64_t bytes = 0;
+    for (const auto& part : parts) {
+      bytes += static_cast<int64_t>(part->z.size() * sizeof(float) +
+                                    part->classes.size() * 2 * sizeof(double) +
+                                    part->seeds.size() * sizeof(uint64_t));
+    }
+    // The whole request or nothing: every part's slot at once.
+    if (!admit(h, job, static_cast<int64_t>(parts.size()), bytes)) return reactor;
+    enqueue(h, job, std::move(parts));
   } catch (...) {
     job->finish(status_from_exception(std::current_exception(), "Generate"));
   }

@@ -15,15 +15,13 @@
 #include "server/batcher.h"
 #include "server/engine/model_engine.h"
 #include "server/logging.h"
+#include "server/request_validation.h"
 #include "server/service.h"
 #include "server/status.h"
 
 namespace kdeserve::server {
 namespace v1 = kdeserve::v1;
 using Clock = std::chrono::steady_clock;
-
-constexpr double kDefaultTruncation = 0.4;
-constexpr uint32_t kDefaultTopK = 5;
 
 inline double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
@@ -71,17 +69,37 @@ struct InferenceService::Hosted {
   }
 };
 
+/// One call's reactor: forwards cancellation to its job (so a queued or decoding request stops
+/// and frees its slot at once) and accounts the call when gRPC is done with it.
+class CallReactor final : public grpc::ServerUnaryReactor {
+ public:
+  explicit CallReactor(std::shared_ptr<InferenceService::Job> job) : job_(std::move(job)) {}
+  void OnCancel() override;
+  void OnDone() override;
+
+ private:
+  std::shared_ptr<InferenceService::Job> job_;
+};
+
 struct InferenceService::Job {
+  using Reservation = Batcher<std::shared_ptr<Job>>::Reservation;
+
   Metrics* metrics = nullptr;
   grpc::CallbackServerContext* context = nullptr;
-  grpc::ServerUnaryReactor* reactor = nullptr;
+  CallReactor* reactor = nullptr;  // null on a part; valid until finish()
+  Hosted* hosted = nullptr;        // set once the model is known
   std::string rpc, model_label, request_id;
   AttentionMode mode = AttentionMode::kExact;
   bool mode_known = false;
   int64_t items = 0;
   Clock::time_point start = Clock::now();
+  Clock::time_point deadline = Clock::time_point::max();
+  std::atomic<bool> cancelled{false};  // OnCancel ran (client cancel or deadline)
   std::atomic<bool> finished{false};
+  grpc::Status sent;       // what finish() answered (for the access log and metrics)
+  Reservation reservation;  // queue slots and bytes, from admission until enqueued
   // Classify
+  const v1::ClassifyRequest* classify_request = nullptr;  // until decoded, then freed
   std::vector<RgbImage> images;  // uint8 [S, S, 3] each, resized and cropped
   std::vector<uint64_t> seeds;   // one per item: attention entry seeds
   int64_t top_k = kDefaultTopK;
@@ -93,7 +111,8 @@ struct InferenceService::Job {
   v1::ImageFormat format = v1::IMAGE_FORMAT_PNG;
   v1::GenerateResponse* generate_response = nullptr;
   // A Generate request whose items use different truncations runs as one part per truncation
-  // (the model takes one truncation per batch); each part is batched on its own.
+  // (the model takes one truncation per batch); each part is batched on its own, and the
+  // request is admitted whole (all parts' slots at once) or not at all.
   std::shared_ptr<Job> parent;     // set on a part
   std::vector<int> item_index;     // part: positions of its items in the request
   v1::GenerateResponse own_response;  // part: its results
@@ -105,73 +124,22 @@ struct InferenceService::Job {
   uint32_t parts_batch = 0;
   std::string parts_plan;
 
-  /// Answers the call exactly once; counts and logs it. A part reports to its parent instead.
-  void finish(const grpc::Status& status) noexcept {
-    if (finished.exchange(true)) return;
-    if (parent) {
-      parent->part_done(*this, status);
-      return;
-    }
-    try {
-      const double latency = seconds_since(start);
-      const std::string code = code_name(status.error_code());
-      const std::string attention = mode_known ? to_string(mode) : "";
-      // Unknown model names share one label value: clients must not create series.
-      const std::string label = !model_label.empty() ? model_label
-                                : rpc == "ListModels" ? ""
-                                                      : "unknown";
-      metrics->request_done(label, rpc, code, attention, latency);
-      if (status.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
-        metrics->rejected(label, "invalid");
-      } else if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
-        metrics->rejected(label, "unavailable");
-      }
-      metrics->add_inflight(-1);
-      log_access({request_id, rpc, model_label, items, attention, code, latency, context->peer(),
-                  status.ok() ? "" : status.error_message()});
-    } catch (...) {
-    }
-    reactor->Finish(status);
-  }
+  /// The job whose call this is (itself, or a part's parent).
+  Job& root() { return parent ? *parent : *this; }
+  /// The client cancelled or the deadline passed: no more work is worth doing.
+  bool dead() { return root().cancelled.load() || Clock::now() >= root().deadline; }
+  /// Why a dead job is not answered: its deadline or its cancellation.
+  DropReason death() { return Clock::now() >= root().deadline ? DropReason::kDeadline
+                                                              : DropReason::kCancelled; }
 
+  /// Answers the call exactly once and gives back what admission reserved. A part reports to
+  /// its parent instead. The call is counted and logged in on_done(), when gRPC says what the
+  /// client received.
+  void finish(const grpc::Status& status) noexcept;
   /// A part finished: keep its images; the last part answers the request.
-  void part_done(Job& part, const grpc::Status& status) noexcept {
-    bool last = false;
-    {
-      std::lock_guard<std::mutex> lock(parts_mutex);
-      if (!status.ok() && parts_error.ok()) parts_error = status;
-      if (status.ok()) {
-        for (size_t k = 0; k < part.item_index.size(); ++k) {
-          part_images[static_cast<size_t>(part.item_index[k])] =
-              part.own_response.images(static_cast<int>(k));
-        }
-        parts_queue = std::max(parts_queue, part.own_response.timing().queue_seconds());
-        parts_compute += part.own_response.timing().compute_seconds();
-        parts_batch = std::max(parts_batch, part.own_response.timing().batch_size());
-        parts_plan = part.own_response.attention_plan();
-      }
-      last = --parts_remaining == 0;
-    }
-    if (!last) return;
-    if (!parts_error.ok()) {
-      finish(parts_error);
-      return;
-    }
-    try {
-      v1::GenerateResponse* r = generate_response;
-      r->set_model(model_label);
-      for (auto& img : part_images) *r->add_images() = std::move(img);
-      r->set_attention(to_proto(mode));
-      r->set_attention_plan(parts_plan);
-      r->mutable_timing()->set_queue_seconds(parts_queue);
-      r->mutable_timing()->set_compute_seconds(parts_compute);
-      r->mutable_timing()->set_batch_size(parts_batch);
-      r->set_request_id(request_id);
-      finish(grpc::Status::OK);
-    } catch (...) {
-      finish(status_from_exception(std::current_exception(), "Generate response"));
-    }
-  }
+  void part_done(Job& part, const grpc::Status& status) noexcept;
+  /// gRPC is done with the call: counts it once, with the code the client received.
+  void on_done() noexcept;
 };
 
 /// A job for a new call (counts it in flight; its reactor is the context's default one).

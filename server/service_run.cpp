@@ -4,6 +4,7 @@
 
 #include <random>
 
+#include "server/call_accounting.h"
 #include "server/engine/images.h"
 #include "server/engine/model_engine.h"
 #include "server/service_internal.h"
@@ -64,11 +65,105 @@ std::shared_ptr<InferenceService::Job> make_job(Metrics& metrics,
   auto job = std::make_shared<InferenceService::Job>();
   job->metrics = &metrics;
   job->context = context;
-  job->reactor = context->DefaultReactor();
+  job->reactor = new CallReactor(job);  // deletes itself in OnDone
   job->rpc = rpc;
   job->request_id = request_id_of(context);
+  job->deadline = steady_deadline(context);
   metrics.add_inflight(1);
   return job;
+}
+
+void CallReactor::OnCancel() {
+  InferenceService::Job& job = *job_;
+  job.cancelled = true;
+  // A queued request leaves the queue now; one being decoded stops at its next image.
+  if (job.hosted != nullptr && job.hosted->batcher) job.hosted->batcher->reap();
+}
+
+void CallReactor::OnDone() {
+  job_->on_done();
+  delete this;
+}
+
+void InferenceService::Job::finish(const grpc::Status& status) noexcept {
+  if (finished.exchange(true)) return;
+  reservation.release();
+  if (parent) {
+    parent->part_done(*this, status);
+    return;
+  }
+  sent = status;
+  reactor->Finish(status);
+}
+
+void InferenceService::Job::on_done() noexcept {
+  try {
+    const double latency = seconds_since(start);
+    // What the client received: after a cancellation (by the client, or by gRPC at the
+    // deadline) the status the server sent, if any, never reached it.
+    grpc::StatusCode code = sent.error_code();
+    if (context->IsCancelled()) code = cancelled_call_code(context->deadline());
+    const std::string name = code_name(code);
+    const std::string attention = mode_known ? to_string(mode) : "";
+    // Unknown model names share one label value: clients must not create series.
+    const std::string label = !model_label.empty() ? model_label
+                              : rpc == "ListModels" ? ""
+                                                    : "unknown";
+    metrics->request_done(label, rpc, name, attention, latency);
+    if (code == grpc::StatusCode::INVALID_ARGUMENT) {
+      metrics->rejected(label, "invalid");
+    } else if (code == grpc::StatusCode::UNAVAILABLE) {
+      metrics->rejected(label, "unavailable");
+    }
+    metrics->add_inflight(-1);
+    std::string message = code == sent.error_code() ? sent.error_message() : "";
+    if (code != sent.error_code()) {
+      message = std::string(code == grpc::StatusCode::DEADLINE_EXCEEDED ? "deadline passed"
+                                                                        : "cancelled by the client") +
+                " (the server answered " + code_name(sent.error_code()) + ")";
+    }
+    log_access({request_id, rpc, model_label, items, attention, name, latency, context->peer(),
+                code == grpc::StatusCode::OK ? "" : message});
+  } catch (...) {
+  }
+}
+
+void InferenceService::Job::part_done(Job& part, const grpc::Status& status) noexcept {
+  bool last = false;
+  {
+    std::lock_guard<std::mutex> lock(parts_mutex);
+    if (!status.ok() && parts_error.ok()) parts_error = status;
+    if (status.ok()) {
+      for (size_t k = 0; k < part.item_index.size(); ++k) {
+        part_images[static_cast<size_t>(part.item_index[k])] =
+            part.own_response.images(static_cast<int>(k));
+      }
+      parts_queue = std::max(parts_queue, part.own_response.timing().queue_seconds());
+      parts_compute += part.own_response.timing().compute_seconds();
+      parts_batch = std::max(parts_batch, part.own_response.timing().batch_size());
+      parts_plan = part.own_response.attention_plan();
+    }
+    last = --parts_remaining == 0;
+  }
+  if (!last) return;
+  if (!parts_error.ok()) {
+    finish(parts_error);
+    return;
+  }
+  try {
+    v1::GenerateResponse* r = generate_response;
+    r->set_model(model_label);
+    for (auto& img : part_images) *r->add_images() = std::move(img);
+    r->set_attention(to_proto(mode));
+    r->set_attention_plan(parts_plan);
+    r->mutable_timing()->set_queue_seconds(parts_queue);
+    r->mutable_timing()->set_compute_seconds(parts_compute);
+    r->mutable_timing()->set_batch_size(parts_batch);
+    r->set_request_id(request_id);
+    finish(grpc::Status::OK);
+  } catch (...) {
+    finish(status_from_exception(std::current_exception(), "Generate response"));
+  }
 }
 
 void InferenceService::load_models() {
@@ -100,15 +195,21 @@ void InferenceService::load_models() {
     bo.max_batch_size = h.config.batching.max_batch_size;
     bo.max_queue_delay = std::chrono::milliseconds(h.config.batching.max_queue_delay_ms);
     bo.max_queue_length = h.config.batching.max_queue_length;
+    bo.max_queue_bytes = h.config.batching.max_queue_bytes;
     using TaskT = Batcher<std::shared_ptr<Job>>::Task;
     Batcher<std::shared_ptr<Job>>::Hooks hooks;
     Hosted* hosted = &h;
     auto drop = [this, hosted](TaskT& t, DropReason reason) {
-      metrics_.rejected(hosted->config.name, to_string(reason));
-      t.payload->finish(reason == DropReason::kDeadline
-                            ? to_status(ErrorKind::kDeadlineExceeded,
-                                        "the deadline passed while the request was queued")
-                            : to_status(ErrorKind::kCancelled, "cancelled while queued"));
+      metrics_.rejected(hosted->config.name,
+                        reason == DropReason::kShutdown ? "unavailable" : to_string(reason));
+      t.payload->finish(
+          reason == DropReason::kDeadline
+              ? to_status(ErrorKind::kDeadlineExceeded,
+                          "the deadline passed while the request was queued")
+          : reason == DropReason::kCancelled
+              ? to_status(ErrorKind::kCancelled, "cancelled while queued")
+              : to_status(ErrorKind::kUnavailable,
+                          "the server shut down before the request could run"));
     };
     hooks.run = [this, hosted, drop](std::vector<TaskT>& batch) {
       compute_.run([&] {
@@ -138,11 +239,7 @@ void InferenceService::load_models() {
           timing->set_queue_seconds(queued);
           jobs.push_back(t.payload);
         }
-        if (hosted->spec.kind == ModelKind::kClassifier) {
-          run_classify(*hosted, jobs);
-        } else {
-          run_generate(*hosted, jobs);
-        }
+        run_isolated(*hosted, jobs);
       });
     };
     hooks.drop = drop;
@@ -150,8 +247,9 @@ void InferenceService::load_models() {
       const grpc::Status status = status_from_exception(error, hosted->config.name + " forward");
       for (TaskT& t : batch) t.payload->finish(status);
     };
-    hooks.depth_changed = [this, hosted](size_t depth) {
-      metrics_.set_queue_depth(hosted->config.name, static_cast<double>(depth));
+    hooks.depth_changed = [this, hosted](size_t depth, int64_t bytes) {
+      metrics_.set_queue_depth(hosted->config.name, static_cast<double>(depth),
+                               static_cast<double>(bytes));
     };
     h.batcher = std::make_unique<Batcher<std::shared_ptr<Job>>>(bo, std::move(hooks));
     h.ready = true;
@@ -164,12 +262,42 @@ void InferenceService::load_models() {
   ready_ = true;
 }
 
-void InferenceService::shutdown() {
+void InferenceService::shutdown(Clock::time_point deadline) {
   ready_ = false;
+  stopping_ = true;
+  // Admitted requests still decoding are queued (or answered) before the batchers stop.
+  decode_pool_.stop();
   for (auto& h : hosted_) {
-    if (h->batcher) h->batcher->shutdown();
+    if (h->batcher) h->batcher->shutdown(deadline);
     if (h->ready.exchange(false)) metrics_.set_model_ready(h->config.name, false);
   }
+}
+
+void InferenceService::run_isolated(Hosted& h, std::vector<std::shared_ptr<Job>>& jobs) {
+  try {
+    if (h.spec.kind == ModelKind::kClassifier) {
+      run_classify(h, jobs);
+    } else {
+      run_generate(h, jobs);
+    }
+    return;
+  } catch (...) {
+    const grpc::Status status =
+        status_from_exception(std::current_exception(), h.config.name + " forward");
+    if (jobs.size() == 1) {
+      jobs.front()->finish(status);
+      return;
+    }
+    spdlog::warn("{}: a batch of {} requests failed ({}); recomputing it in halves so that only "
+                 "the failing request fails",
+                 h.config.name, jobs.size(), status.error_message());
+  }
+  // Every item's output depends only on its own inputs and seeds, so the halves give the
+  // innocent requests exactly the results the whole batch would have.
+  const auto mid = jobs.begin() + static_cast<std::ptrdiff_t>(jobs.size() / 2);
+  std::vector<std::shared_ptr<Job>> first(jobs.begin(), mid), second(mid, jobs.end());
+  run_isolated(h, first);
+  run_isolated(h, second);
 }
 
 // The fields every Classify/Generate response carries about how it was computed.

@@ -45,7 +45,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def model_yaml(name, allowed, default, max_batch, delay_ms, queue, items):
+def model_yaml(name, allowed, default, max_batch, delay_ms, queue, items, extra=""):
     return f"""  - name: {name}
     init_seed: 0
     device: cpu
@@ -56,14 +56,15 @@ def model_yaml(name, allowed, default, max_batch, delay_ms, queue, items):
       max_queue_delay_ms: {delay_ms}
       max_queue_length: {queue}
       max_items_per_request: {items}
-"""
+""" + extra
 
 
 class Server:
     """A kdeserve-server process with its own config, ports and log file."""
 
-    def __init__(self, models, grace=10, tls=None):
-        """tls: (cert_file, key_file) to serve TLS; the test channel then trusts cert_file."""
+    def __init__(self, models, grace=10, tls=None, server_yaml=""):
+        """tls: (cert_file, key_file) to serve TLS; the test channel then trusts cert_file.
+        server_yaml: more lines of the config's `server:` block (indented by two spaces)."""
         self.dir = tempfile.mkdtemp(prefix="kdeserve-it-")
         self.port, self.metrics_port = free_port(), free_port()
         self.address = f"127.0.0.1:{self.port}"
@@ -72,7 +73,7 @@ class Server:
         with open(config, "w") as f:
             f.write(f"server:\n  listen: {self.address}\n"
                     f"  metrics_listen: 127.0.0.1:{self.metrics_port}\n"
-                    f"  threads: 2\n  shutdown_grace_seconds: {grace}\n" + tls_line +
+                    f"  threads: 2\n  shutdown_grace_seconds: {grace}\n" + server_yaml + tls_line +
                     "logging:\n  level: info\n  format: json\nmodels:\n" + "".join(models))
         self.log_path = os.path.join(self.dir, "server.log")
         self.log = open(self.log_path, "w")

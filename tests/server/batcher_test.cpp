@@ -222,3 +222,147 @@ TEST(Batcher, ThrowingRunReachesFailHook) {
   b.shutdown();
   EXPECT_EQ(failed.load(), 2);
 }
+
+// Finding 5 of issue 10: a cancelled or expired task must give its slot back while the worker
+// is busy with another batch, not when the next batch forms.
+TEST(Batcher, ReapFreesDeadSlotsWhileTheWorkerIsBusy) {
+  Recorder rec;
+  std::promise<void> gate;
+  rec.release = gate.get_future().share();
+  ks::BatcherOptions o;
+  o.max_batch_size = 1;
+  o.max_queue_delay = 0ms;
+  o.max_queue_length = 2;
+  B b(o, rec.hooks());
+  ASSERT_EQ(b.submit(task(0)), ks::SubmitResult::kAccepted);  // taken by the worker, blocks
+  while (b.depth() != 0) std::this_thread::sleep_for(1ms);
+  auto cancelled = std::make_shared<std::atomic<bool>>(false);
+  auto t1 = task(1);
+  t1.cancelled = [cancelled] { return cancelled->load(); };
+  ASSERT_EQ(b.submit(std::move(t1)), ks::SubmitResult::kAccepted);
+  auto t2 = task(2);
+  t2.deadline = std::chrono::steady_clock::now() + 10ms;
+  ASSERT_EQ(b.submit(std::move(t2)), ks::SubmitResult::kAccepted);
+  EXPECT_EQ(b.submit(task(3)), ks::SubmitResult::kQueueFull);
+  cancelled->store(true);
+  b.reap();
+  EXPECT_EQ(rec.dropped.at(1), ks::DropReason::kCancelled);
+  EXPECT_EQ(b.depth(), 1u);
+  std::this_thread::sleep_for(20ms);
+  // admit() reaps the expired task itself: both new tasks fit.
+  EXPECT_EQ(b.submit(task(4)), ks::SubmitResult::kAccepted);
+  EXPECT_EQ(b.submit(task(5)), ks::SubmitResult::kAccepted);
+  EXPECT_EQ(rec.dropped.at(2), ks::DropReason::kDeadline);
+  gate.set_value();
+  ASSERT_TRUE(rec.wait_for(5));
+  EXPECT_EQ(rec.batches.size(), 3u);
+}
+
+// The worker frees an expired slot at its deadline even when nobody calls reap().
+TEST(Batcher, WorkerDropsATaskAtItsDeadlineWhileWaitingForABatch) {
+  Recorder rec;
+  ks::BatcherOptions o;
+  o.max_batch_size = 8;
+  o.max_queue_delay = 2s;
+  B b(o, rec.hooks());
+  auto t = task(0);
+  t.deadline = std::chrono::steady_clock::now() + 30ms;
+  b.submit(std::move(t));
+  ASSERT_TRUE(rec.wait_for(1, 1000ms));
+  EXPECT_EQ(rec.dropped.at(0), ks::DropReason::kDeadline);
+  EXPECT_EQ(b.depth(), 0u);
+}
+
+// Finding 8: a request of several tasks is admitted whole or not at all.
+TEST(Batcher, AdmissionIsAllOrNothing) {
+  Recorder rec;
+  std::promise<void> gate;
+  rec.release = gate.get_future().share();
+  ks::BatcherOptions o;
+  o.max_batch_size = 1;
+  o.max_queue_delay = 0ms;
+  o.max_queue_length = 3;
+  B b(o, rec.hooks());
+  ASSERT_EQ(b.submit(task(0)), ks::SubmitResult::kAccepted);
+  while (b.depth() != 0) std::this_thread::sleep_for(1ms);
+  ASSERT_EQ(b.submit(task(1)), ks::SubmitResult::kAccepted);
+  ks::SubmitResult result;
+  B::Reservation too_big = b.admit(3, 0, &result);
+  EXPECT_EQ(result, ks::SubmitResult::kQueueFull);
+  EXPECT_FALSE(too_big);
+  EXPECT_EQ(b.depth(), 1u);  // nothing of the refused request holds a slot
+  B::Reservation r = b.admit(2, 0, &result);
+  ASSERT_EQ(result, ks::SubmitResult::kAccepted);
+  EXPECT_EQ(b.depth(), 3u);  // reserved slots count before anything is queued
+  std::vector<B::Task> parts;
+  parts.push_back(task(2));
+  parts.push_back(task(3));
+  EXPECT_EQ(b.enqueue(r, std::move(parts)), ks::SubmitResult::kAccepted);
+  {
+    B::Reservation refused = b.admit(1, 0, &result);  // 3 of 3 slots are taken
+    EXPECT_EQ(result, ks::SubmitResult::kQueueFull);
+  }
+  gate.set_value();
+  ASSERT_TRUE(rec.wait_for(4));
+  EXPECT_EQ(rec.batches.size(), 4u);
+}
+
+// Finding 6: queued bytes are bounded; a reservation gives its bytes back when dropped, and the
+// queued tasks' own bytes replace the reservation's.
+TEST(Batcher, QueueBytesAreBoundedAndReservationsGiveThemBack) {
+  Recorder rec;
+  std::promise<void> gate;
+  rec.release = gate.get_future().share();
+  ks::BatcherOptions o;
+  o.max_batch_size = 1;
+  o.max_queue_delay = 0ms;
+  o.max_queue_bytes = 1000;
+  B b(o, rec.hooks());
+  ASSERT_EQ(b.submit(task(0)), ks::SubmitResult::kAccepted);
+  while (b.depth() != 0) std::this_thread::sleep_for(1ms);
+  ks::SubmitResult result;
+  {
+    B::Reservation r = b.admit(1, 900, &result);
+    ASSERT_EQ(result, ks::SubmitResult::kAccepted);
+    EXPECT_EQ(b.bytes(), 900);
+    B::Reservation refused = b.admit(1, 200, &result);
+    EXPECT_EQ(result, ks::SubmitResult::kQueueBytesFull);
+  }  // released unused
+  EXPECT_EQ(b.bytes(), 0);
+  B::Reservation r = b.admit(1, 900, &result);
+  ASSERT_EQ(result, ks::SubmitResult::kAccepted);
+  auto t = task(1);
+  t.bytes = 100;  // decoded: only what the model needs stays
+  std::vector<B::Task> tasks;
+  tasks.push_back(std::move(t));
+  ASSERT_EQ(b.enqueue(r, std::move(tasks)), ks::SubmitResult::kAccepted);
+  EXPECT_EQ(b.bytes(), 100);
+  EXPECT_EQ(b.admit(1, 900, &result).bytes(), 900);
+  EXPECT_EQ(result, ks::SubmitResult::kAccepted);
+  gate.set_value();
+  ASSERT_TRUE(rec.wait_for(2));
+  while (b.bytes() != 0) std::this_thread::sleep_for(1ms);
+}
+
+// Finding 9: after the shutdown deadline what is still queued is dropped, not run.
+TEST(Batcher, ShutdownDeadlineDropsWhatIsStillQueued) {
+  Recorder rec;
+  std::promise<void> gate;
+  rec.release = gate.get_future().share();
+  ks::BatcherOptions o;
+  o.max_batch_size = 1;
+  o.max_queue_delay = 0ms;
+  B b(o, rec.hooks());
+  b.submit(task(0));  // running, blocked
+  while (b.depth() != 0) std::this_thread::sleep_for(1ms);
+  for (int i = 1; i <= 3; ++i) b.submit(task(i));
+  std::thread release([&] {
+    std::this_thread::sleep_for(50ms);
+    gate.set_value();
+  });
+  b.shutdown(std::chrono::steady_clock::now() + 20ms);
+  release.join();
+  ASSERT_EQ(rec.batches.size(), 1u);
+  EXPECT_EQ(rec.dropped.size(), 3u);
+  for (int i = 1; i <= 3; ++i) EXPECT_EQ(rec.dropped.at(i), ks::DropReason::kShutdown);
+}

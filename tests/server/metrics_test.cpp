@@ -30,8 +30,8 @@ ks::Metrics& filled() {
     m.queued("t2t_vit_t_24", 0.004);
     m.batch_done("t2t_vit_t_24", "kdeformer", 3, 0.19);
     m.rejected("t2t_vit_t_24", "queue_full");
-    m.set_queue_depth("t2t_vit_t_24", 2);
-    m.set_queue_capacity("t2t_vit_t_24", 64);
+    m.set_queue_depth("t2t_vit_t_24", 2, 1024);
+    m.set_queue_capacity("t2t_vit_t_24", 64, 1 << 20);
     m.declare_model("biggan-deep-128", "Generate", {"OK", "INTERNAL"});
     m.set_model_ready("t2t_vit_t_24", true);
     m.set_load_seconds("t2t_vit_t_24", 1.5, 2.5);

@@ -1,0 +1,112 @@
+#include "server/call_accounting.h"
+
+#include <grpcpp/server_context.h>
+
+#include <chrono>
+#include <cstring>
+#include <string>
+
+#include "server/logging.h"
+#include "server/status.h"
+
+namespace kdeserve::server {
+
+namespace {
+
+constexpr const char* kServicePrefix = "/kdeserve.v1.Inference/";
+
+class UnhandledCallCounter final : public grpc::experimental::Interceptor {
+ public:
+  UnhandledCallCounter(grpc::experimental::ServerRpcInfo* info, Metrics& metrics, std::string rpc)
+      : info_(info), metrics_(metrics), rpc_(std::move(rpc)) {}
+
+  ~UnhandledCallCounter() override {
+    if (handled_ || !closed_) return;  // the handler's job counted it
+    try {
+      // gRPC's own answers: an unparseable message gets the status sent below; a call without a
+      // message ended by its deadline, by the message-size limit or by the client.
+      const grpc::StatusCode code = cancelled_ ? cancelled_code_ : sent_code_;
+      const std::string name = code_name(code);
+      const double latency =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+      metrics_.request_done("unknown", rpc_, name, "", latency);
+      if (code == grpc::StatusCode::INVALID_ARGUMENT) metrics_.rejected("unknown", "invalid");
+      log_access({"", rpc_, "", 0, "", name, latency, peer_,
+                  !received_ ? "no request message (deadline or cancellation)"
+                             : "the request is not a valid protobuf message"});
+    } catch (...) {
+    }
+  }
+
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    using grpc::experimental::InterceptionHookPoints;
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_INITIAL_METADATA)) {
+      peer_ = info_->server_context()->peer();
+    }
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_MESSAGE)) {
+      // Non-null: the message parsed and the handler runs (and counts the call).
+      handled_ = methods->GetRecvMessage() != nullptr;
+      received_ = true;
+    }
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS) && !handled_) {
+      grpc::Status status = methods->GetSendStatus();
+      if (received_ && status.error_code() == grpc::StatusCode::UNIMPLEMENTED) {
+        status = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                              "the request is not a valid " + rpc_ + "Request protobuf message");
+        methods->ModifySendStatus(status);
+      }
+      sent_code_ = status.error_code();
+    }
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_CLOSE)) {
+      closed_ = true;
+      cancelled_ = info_->server_context()->IsCancelled();
+      if (cancelled_) cancelled_code_ = cancelled_call_code(info_->server_context()->deadline());
+    }
+    methods->Proceed();
+  }
+
+ private:
+  grpc::experimental::ServerRpcInfo* info_;
+  Metrics& metrics_;
+  const std::string rpc_;
+  const std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+  std::string peer_;
+  bool handled_ = false, received_ = false, closed_ = false, cancelled_ = false;
+  grpc::StatusCode sent_code_ = grpc::StatusCode::UNKNOWN;
+  grpc::StatusCode cancelled_code_ = grpc::StatusCode::CANCELLED;
+};
+
+class Factory final : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  explicit Factory(Metrics& metrics) : metrics_(metrics) {}
+  grpc::experimental::Interceptor* CreateServerInterceptor(
+      grpc::experimental::ServerRpcInfo* info) override {
+    const char* method = info->method();
+    if (method == nullptr || std::strncmp(method, kServicePrefix, std::strlen(kServicePrefix))) {
+      return nullptr;  // health, reflection: not Inference calls
+    }
+    return new UnhandledCallCounter(info, metrics_, method + std::strlen(kServicePrefix));
+  }
+
+ private:
+  Metrics& metrics_;
+};
+
+}  // namespace
+
+grpc::StatusCode cancelled_call_code(std::chrono::system_clock::time_point deadline) {
+  // A client whose deadline passes cancels the call itself (RST_STREAM), and that can reach
+  // the server shortly before the server's copy of the deadline (taken when the headers
+  // arrived) has passed too.
+  constexpr auto kDeadlineSlack = std::chrono::milliseconds(100);
+  return std::chrono::system_clock::now() + kDeadlineSlack >= deadline
+             ? grpc::StatusCode::DEADLINE_EXCEEDED
+             : grpc::StatusCode::CANCELLED;
+}
+
+std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> make_call_accounting(
+    Metrics& metrics) {
+  return std::make_unique<Factory>(metrics);
+}
+
+}  // namespace kdeserve::server
