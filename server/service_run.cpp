@@ -7,6 +7,7 @@
 #include "server/call_accounting.h"
 #include "server/engine/images.h"
 #include "server/engine/model_engine.h"
+#include "server/isolation.h"
 #include "server/service_internal.h"
 
 namespace kdeserve::server {
@@ -274,30 +275,24 @@ void InferenceService::shutdown(Clock::time_point deadline) {
 }
 
 void InferenceService::run_isolated(Hosted& h, std::vector<std::shared_ptr<Job>>& jobs) {
-  try {
-    if (h.spec.kind == ModelKind::kClassifier) {
-      run_classify(h, jobs);
-    } else {
-      run_generate(h, jobs);
-    }
-    return;
-  } catch (...) {
-    const grpc::Status status =
-        status_from_exception(std::current_exception(), h.config.name + " forward");
-    if (jobs.size() == 1) {
-      jobs.front()->finish(status);
-      return;
-    }
-    spdlog::warn("{}: a batch of {} requests failed ({}); recomputing it in halves so that only "
-                 "the failing request fails",
-                 h.config.name, jobs.size(), status.error_message());
-  }
-  // Every item's output depends only on its own inputs and seeds, so the halves give the
-  // innocent requests exactly the results the whole batch would have.
-  const auto mid = jobs.begin() + static_cast<std::ptrdiff_t>(jobs.size() / 2);
-  std::vector<std::shared_ptr<Job>> first(jobs.begin(), mid), second(mid, jobs.end());
-  run_isolated(h, first);
-  run_isolated(h, second);
+  run_isolating(
+      jobs,
+      [&](std::vector<std::shared_ptr<Job>>& batch) {
+        if (h.spec.kind == ModelKind::kClassifier) {
+          run_classify(h, batch);
+        } else {
+          run_generate(h, batch);
+        }
+      },
+      [&](const std::shared_ptr<Job>& job, std::exception_ptr error) {
+        job->finish(status_from_exception(error, h.config.name + " forward"));
+      },
+      [&](const std::vector<std::shared_ptr<Job>>& batch, std::exception_ptr error) {
+        spdlog::warn("{}: a batch of {} requests failed ({}); recomputing it in halves so that "
+                     "only the failing request fails",
+                     h.config.name, batch.size(),
+                     status_from_exception(error, h.config.name + " forward").error_message());
+      });
 }
 
 // The fields every Classify/Generate response carries about how it was computed.
