@@ -92,13 +92,18 @@ int main(int argc, char** argv) {
   std::string model = "t2t_vit_t_24";
   int threads = ks::hardware_threads();
   int requests = 8;  // per caller at concurrency 1; scaled down for more callers
+  // Another build's server (e.g. the previous commit's) to compare against in the same session.
+  std::string server = KDESERVE_SERVER_BINARY;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--model" && i + 1 < argc) model = argv[++i];
     else if (a == "--threads" && i + 1 < argc) threads = std::stoi(argv[++i]);
     else if (a == "--requests" && i + 1 < argc) requests = std::stoi(argv[++i]);
+    else if (a == "--server" && i + 1 < argc) server = argv[++i];
     else {
-      std::fprintf(stderr, "usage: load_bench [--model NAME] [--threads N] [--requests N]\n");
+      std::fprintf(stderr,
+                   "usage: load_bench [--model NAME] [--threads N] [--requests N] "
+                   "[--server BINARY]\n");
       return 2;
     }
   }
@@ -121,7 +126,6 @@ int main(int argc, char** argv) {
                         << "\n    allowed_attention: [exact, kdeformer]\n    batching:\n"
                            "      max_batch_size: 8\n      max_queue_delay_ms: 0\n"
                            "      max_queue_length: 256\n";
-  const std::string server = KDESERVE_SERVER_BINARY;
   std::vector<char*> args = {const_cast<char*>(server.c_str()), const_cast<char*>("--config"),
                              const_cast<char*>(config.c_str()), nullptr};
   pid_t pid = 0;
