@@ -55,12 +55,14 @@ int run(int argc, char** argv) {
 
   ks::Metrics metrics(KDESERVE_VERSION, ks::torch_version());
   try {
-    metrics.expose(config.metrics_listen);
+    metrics.expose(config.metrics_listen, config.metrics);
   } catch (const ks::MetricsBindError& e) {
     spdlog::critical("{}", e.what());
     return 3;
   }
-  spdlog::info("metrics listening on http://{}/metrics", config.metrics_listen);
+  spdlog::info("metrics listening on http://{}/metrics ({} HTTP workers, request timeout {} ms)",
+               config.metrics_listen, config.metrics.http_threads,
+               config.metrics.request_timeout_ms);
 
   ks::InferenceService service(config, metrics);
   grpc::EnableDefaultHealthCheckService(true);

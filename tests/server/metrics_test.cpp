@@ -80,9 +80,13 @@ TEST(ServerMetrics, ExpositionPassesPromtool) {
 }
 
 TEST(ServerMetrics, BindFailureIsAClearError) {
-  ks::Metrics a("0", "0"), b("0", "0");
+  ks::Metrics a("0", "0"), b("0", "0"), c("0", "0");
   a.expose("127.0.0.1:0");  // any free port
   EXPECT_THROW(b.expose("256.0.0.1:99999"), ks::MetricsBindError);
+  ks::MetricsConfig http;
+  http.http_threads = 3;
+  http.request_timeout_ms = 250;
+  c.expose("127.0.0.1:0", http);  // civetweb takes the options (it throws on a bad one)
 }
 
 TEST(ServerLogging, AccessLineFormats) {
