@@ -21,6 +21,14 @@ namespace ks = kdeserve::server;
 
 namespace {
 
+// Largest header block (request metadata) a call may carry, bytes; gRPC's default is 8 KiB.
+// Why larger: gRPC 1.51 treats a header block over the limit as an error of the whole HTTP/2
+// connection, failing every call on it. Behind a proxy that multiplexes many clients on one
+// connection (Envoy accepts 60 KiB by default), one client's big header would fail the others'
+// calls; 64 KiB accepts whatever such a proxy forwards. The server itself reads only
+// x-request-id (≤ 128 bytes used).
+constexpr int kMaxMetadataBytes = 64 * 1024;
+
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw ks::ConfigError("cannot read " + path);
@@ -79,6 +87,7 @@ int run(int argc, char** argv) {
   builder.AddListeningPort(config.listen, credentials, &bound_port);
   builder.SetMaxReceiveMessageSize(static_cast<int>(config.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(config.max_message_bytes));
+  builder.AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE, kMaxMetadataBytes);
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || bound_port == 0) {
