@@ -141,7 +141,7 @@ ServerConfig parse_config_yaml(const std::string& yaml, const std::string& origi
   }
   ServerConfig c;
   if (root.IsNull()) throw ConfigError(origin + ": empty configuration");
-  check_keys(root, origin, {"server", "logging", "models"});
+  check_keys(root, origin, {"server", "logging", "models", "metrics"});
   if (const auto& s = root["server"]) {
     const std::string p = origin + ": server";
     check_keys(s, p,
@@ -178,6 +178,17 @@ ServerConfig parse_config_yaml(const std::string& yaml, const std::string& origi
     check_keys(l, p, {"level", "format"});
     if (l["level"]) c.log_level = get<std::string>(l["level"], p + ".level");
     if (l["format"]) c.log_format = get<std::string>(l["format"], p + ".format");
+  }
+  if (const auto& m = root["metrics"]) {
+    const std::string p = origin + ": metrics";
+    check_keys(m, p, {"http_threads", "request_timeout_ms"});
+    if (m["http_threads"]) {
+      c.metrics.http_threads = get<int64_t>(m["http_threads"], p + ".http_threads");
+    }
+    if (m["request_timeout_ms"]) {
+      c.metrics.request_timeout_ms =
+          get<int64_t>(m["request_timeout_ms"], p + ".request_timeout_ms");
+    }
   }
   if (const auto& ms = root["models"]) {
     if (!ms.IsSequence()) throw ConfigError(origin + ": models: expected a list");
@@ -310,6 +321,12 @@ void validate(const ServerConfig& c) {
   if (c.log_format != "text" && c.log_format != "json") {
     fail("logging.format: '" + c.log_format + "' is not text or json");
   }
+  if (c.metrics.http_threads < 1 || c.metrics.http_threads > 256) {
+    fail("metrics.http_threads: must be in [1, 256]");
+  }
+  if (c.metrics.request_timeout_ms < 100 || c.metrics.request_timeout_ms > 60'000) {
+    fail("metrics.request_timeout_ms: must be in [100, 60000]");
+  }
   if (c.models.empty()) fail("models: at least one model is required");
   const auto names = registered_model_names();
   std::set<std::string> seen;
@@ -397,6 +414,10 @@ std::string to_yaml(const ServerConfig& c) {
   out << YAML::Key << "logging" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "level" << YAML::Value << c.log_level;
   out << YAML::Key << "format" << YAML::Value << c.log_format << YAML::EndMap;
+  out << YAML::Key << "metrics" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "http_threads" << YAML::Value << c.metrics.http_threads;
+  out << YAML::Key << "request_timeout_ms" << YAML::Value << c.metrics.request_timeout_ms;
+  out << YAML::EndMap;
   out << YAML::Key << "models" << YAML::Value << YAML::BeginSeq;
   for (const auto& m : c.models) {
     out << YAML::BeginMap;

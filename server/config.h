@@ -60,6 +60,21 @@ struct ModelConfig {
   int64_t max_image_pixels = 40'000'000;
 };
 
+/// The /metrics HTTP server (prometheus-cpp's Exposer over civetweb): the `metrics:` block.
+/// civetweb serves one connection per worker thread, and a worker waits up to
+/// request_timeout_ms for a request's headers: a connection that sends nothing (or half a
+/// request) holds a worker that long. Keep-alive is off, so a worker is free after each scrape.
+struct MetricsConfig {
+  /// Worker threads: concurrent connections served; further ones wait in civetweb's queue.
+  /// Why 16: Prometheus (an HA pair) and a person with curl need 1–3; the rest absorbs stray
+  /// or slow connections. Each costs ~100 KiB of stack plus the process's static TLS.
+  int64_t http_threads = 16;
+  /// How long a connection may take to deliver its request headers (and a response write may
+  /// block) before civetweb closes it, ms. A scrape sends its request at once; 2 s is ample
+  /// even across a congested network, and bounds how long a stale connection holds a worker.
+  int64_t request_timeout_ms = 2000;
+};
+
 /// The whole server.
 struct ServerConfig {
   /// gRPC listen address, host:port.
@@ -84,6 +99,8 @@ struct ServerConfig {
   /// "text" or "json".
   std::string log_format = "text";
   std::vector<ModelConfig> models;
+  /// The /metrics HTTP server's workers and timeout (its address is metrics_listen).
+  MetricsConfig metrics;
 
   /// The model named `name`, or nullptr.
   const ModelConfig* find_model(const std::string& name) const;

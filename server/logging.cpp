@@ -1,14 +1,19 @@
 #include "server/logging.h"
 
+#include <google/protobuf/stubs/logging.h>
+#include <grpc/support/log.h>
 #include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <ctime>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
+
+#include "server/errors.h"
 
 namespace kdeserve::server {
 namespace {
@@ -57,6 +62,26 @@ class JsonFormatter : public spdlog::formatter {
   }
 };
 
+// libprotobuf and gRPC write their own lines to stderr (protobuf's on a request it cannot
+// parse, e.g. a string that is not UTF-8): routed into the logger, they keep its format, so a
+// json log stays one JSON object per line.
+void log_protobuf(google::protobuf::LogLevel level, const char* file, int line,
+                  const std::string& message) {
+  using google::protobuf::LogLevel;
+  const auto lvl = level == LogLevel::LOGLEVEL_INFO      ? spdlog::level::info
+                   : level == LogLevel::LOGLEVEL_WARNING ? spdlog::level::warn
+                   : level == LogLevel::LOGLEVEL_ERROR   ? spdlog::level::err
+                                                         : spdlog::level::critical;
+  spdlog::log(lvl, "libprotobuf {}:{}: {}", file, line, bound_message(message));
+}
+
+void log_grpc(gpr_log_func_args* args) {
+  const auto lvl = args->severity == GPR_LOG_SEVERITY_DEBUG  ? spdlog::level::debug
+                   : args->severity == GPR_LOG_SEVERITY_INFO ? spdlog::level::info
+                                                             : spdlog::level::err;
+  spdlog::log(lvl, "grpc {}:{}: {}", args->file, args->line, bound_message(args->message));
+}
+
 }  // namespace
 
 void setup_logging(const std::string& level, const std::string& format) {
@@ -78,26 +103,45 @@ void setup_logging(const std::string& level, const std::string& format) {
     spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %^%l%$ %v", spdlog::pattern_time_type::utc);
   }
   spdlog::flush_on(spdlog::level::info);
+  google::protobuf::SetLogHandler(log_protobuf);
+  gpr_set_log_function(log_grpc);
 }
 
 std::string format_access(const AccessRecord& r, bool json) {
+  // Fields can carry what a client sent (the request id, the status message with its echo):
+  // each is bounded, and in text lines quoted and escaped unless it is a plain token, so no
+  // client can lengthen a line without bound, start a new line or forge a field.
   if (json) {
-    nlohmann::json j = {{"msg", "access"},          {"request_id", r.request_id},
-                        {"rpc", r.rpc},             {"model", r.model},
-                        {"items", r.items},         {"attention", r.attention},
-                        {"code", r.code},           {"latency_seconds", r.latency_seconds},
-                        {"peer", r.peer}};
-    if (!r.message.empty()) j["error"] = r.message;
+    const auto field = [](const std::string& v) { return bound_message(v, kMaxEchoBytes); };
+    nlohmann::json j = {{"msg", "access"},
+                        {"request_id", field(r.request_id)},
+                        {"rpc", field(r.rpc)},
+                        {"model", field(r.model)},
+                        {"items", r.items},
+                        {"attention", field(r.attention)},
+                        {"code", field(r.code)},
+                        {"latency_seconds", r.latency_seconds},
+                        {"peer", field(r.peer)}};
+    if (!r.message.empty()) j["error"] = bound_message(r.message);
     return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   }
+  const auto token = [](const std::string& v) -> std::string {
+    if (v.empty()) return "-";
+    const bool plain = v.size() <= kMaxEchoBytes && std::all_of(v.begin(), v.end(), [](char c) {
+                         return c > ' ' && c < 127 && c != '\'' && c != '"' && c != '\\';
+                       });
+    return plain ? v : quote_client_string(v);
+  };
   char latency[32];
   std::snprintf(latency, sizeof latency, "%.4f", r.latency_seconds);
-  std::string line = "access request_id=" + r.request_id + " rpc=" + r.rpc +
-                     " model=" + (r.model.empty() ? "-" : r.model) +
-                     " items=" + std::to_string(r.items) +
-                     " attention=" + (r.attention.empty() ? "-" : r.attention) +
-                     " code=" + r.code + " latency_s=" + latency + " peer=" + r.peer;
-  if (!r.message.empty()) line += " error=" + nlohmann::json(r.message).dump();
+  std::string line = "access request_id=" + token(r.request_id) + " rpc=" + token(r.rpc) +
+                     " model=" + token(r.model) + " items=" + std::to_string(r.items) +
+                     " attention=" + token(r.attention) + " code=" + token(r.code) +
+                     " latency_s=" + latency + " peer=" + token(r.peer);
+  if (!r.message.empty()) {
+    line += " error=" + nlohmann::json(bound_message(r.message))
+                            .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  }
   return line;
 }
 

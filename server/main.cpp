@@ -26,6 +26,14 @@ namespace ks = kdeserve::server;
 
 namespace {
 
+// Largest header block (request metadata) a call may carry, bytes; gRPC's default is 8 KiB.
+// Why larger: gRPC 1.51 treats a header block over the limit as an error of the whole HTTP/2
+// connection, failing every call on it. Behind a proxy that multiplexes many clients on one
+// connection (Envoy accepts 60 KiB by default), one client's big header would fail the others'
+// calls; 64 KiB accepts whatever such a proxy forwards. The server itself reads only
+// x-request-id (≤ 128 bytes used).
+constexpr int kMaxMetadataBytes = 64 * 1024;
+
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw ks::ConfigError("cannot read " + path);
@@ -60,12 +68,14 @@ int run(int argc, char** argv) {
 
   ks::Metrics metrics(KDESERVE_VERSION, ks::torch_version());
   try {
-    metrics.expose(config.metrics_listen);
+    metrics.expose(config.metrics_listen, config.metrics);
   } catch (const ks::MetricsBindError& e) {
     spdlog::critical("{}", e.what());
     return 3;
   }
-  spdlog::info("metrics listening on http://{}/metrics", config.metrics_listen);
+  spdlog::info("metrics listening on http://{}/metrics ({} HTTP workers, request timeout {} ms)",
+               config.metrics_listen, config.metrics.http_threads,
+               config.metrics.request_timeout_ms);
 
   ks::InferenceService service(config, metrics);
   grpc::EnableDefaultHealthCheckService(true);
@@ -82,6 +92,7 @@ int run(int argc, char** argv) {
   builder.AddListeningPort(config.listen, credentials, &bound_port);
   builder.SetMaxReceiveMessageSize(static_cast<int>(config.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(config.max_message_bytes));
+  builder.AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE, kMaxMetadataBytes);
   builder.RegisterService(&service);
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(ks::make_call_accounting(metrics));

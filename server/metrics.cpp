@@ -2,7 +2,9 @@
 
 #include <prometheus/exposer.h>
 
+#include <algorithm>
 #include <string>
+#include <utility>
 
 #include "server/thread_stacks.h"
 
@@ -103,9 +105,19 @@ Metrics::Metrics(const std::string& version, const std::string& torch_version)
 
 Metrics::~Metrics() = default;
 
-void Metrics::expose(const std::string& address) {
+void Metrics::expose(const std::string& address, const MetricsConfig& http) {
+  // civetweb options. Keep-alive stays off: a scrape every 15 s would otherwise pin a worker
+  // between scrapes, and a keep-alive timeout short enough to be harmless never sees the next
+  // one; the short keep_alive_timeout_ms is there should keep-alive ever be turned on. No
+  // linger_timeout_ms: without SO_LINGER, closing never blocks a worker on an unread response.
+  std::vector<std::string> options = {
+      "listening_ports",       address,
+      "num_threads",           std::to_string(http.http_threads),
+      "request_timeout_ms",    std::to_string(http.request_timeout_ms),
+      "enable_keep_alive",     "no",
+      "keep_alive_timeout_ms", std::to_string(std::min<int64_t>(http.request_timeout_ms, 500))};
   try {
-    exposer_ = std::make_unique<prometheus::Exposer>(address);
+    exposer_ = std::make_unique<prometheus::Exposer>(std::move(options));
   } catch (const std::exception& e) {
     throw MetricsBindError("cannot serve metrics on " + address +
                            " (is the port in use or the address invalid?): " + e.what() +

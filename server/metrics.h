@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "server/config.h"
+
 namespace prometheus {
 class Exposer;
 }
@@ -31,8 +33,9 @@ class Metrics {
   Metrics(const std::string& version, const std::string& torch_version);
   ~Metrics();
 
-  /// Serves /metrics on host:port. Throws MetricsBindError when it cannot bind.
-  void expose(const std::string& address);
+  /// Serves /metrics on host:port with `http`'s workers and timeout (keep-alive off). Throws
+  /// MetricsBindError when it cannot bind.
+  void expose(const std::string& address, const MetricsConfig& http = {});
 
   /// The registry (for tests: render with prometheus::TextSerializer).
   std::shared_ptr<prometheus::Registry> registry() const { return registry_; }

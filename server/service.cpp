@@ -46,7 +46,7 @@ InferenceService::Hosted& InferenceService::find(const std::string& name) {
   }
   std::string list;
   for (auto& h : hosted_) list += (list.empty() ? "" : ", ") + h->config.name;
-  throw_not_found("unknown model '" + name + "' (hosted: " + list + ")");
+  throw_not_found("unknown model " + quote_client_string(name) + " (hosted: " + list + ")");
 }
 
 bool InferenceService::admit(Hosted& h, const std::shared_ptr<Job>& job, int64_t slots,

@@ -5,6 +5,12 @@
 #include <spdlog/spdlog.h>
 
 namespace kdeserve::server {
+namespace {
+
+// Longest error text logged: LibTorch's with its backtrace fits, a runaway one is cut.
+constexpr std::size_t kMaxLoggedErrorBytes = 16 * 1024;
+
+}  // namespace
 
 grpc::StatusCode to_grpc_code(ErrorKind kind) {
   switch (kind) {
@@ -19,8 +25,12 @@ grpc::StatusCode to_grpc_code(ErrorKind kind) {
   return grpc::StatusCode::INTERNAL;
 }
 
+grpc::Status make_status(grpc::StatusCode code, const std::string& message) {
+  return grpc::Status(code, bound_message(message));
+}
+
 grpc::Status to_status(ErrorKind kind, const std::string& message) {
-  return grpc::Status(to_grpc_code(kind), message);
+  return make_status(to_grpc_code(kind), message);
 }
 
 grpc::Status status_from_exception(std::exception_ptr error, const std::string& where) noexcept {
@@ -30,14 +40,16 @@ grpc::Status status_from_exception(std::exception_ptr error, const std::string& 
     } catch (const RequestError& e) {
       return to_status(e.kind(), e.what());
     } catch (const LibTorchError& e) {
-      spdlog::error("{}: LibTorch error: {}", where, e.what());
-      return grpc::Status(grpc::StatusCode::INTERNAL, where + ": model error: " + e.brief());
+      spdlog::error("{}: LibTorch error: {}", where,
+                    bound_message(e.what(), kMaxLoggedErrorBytes));
+      return make_status(grpc::StatusCode::INTERNAL, where + ": model error: " + e.brief());
     } catch (const std::exception& e) {
-      spdlog::error("{}: internal error: {}", where, e.what());
-      return grpc::Status(grpc::StatusCode::INTERNAL, where + ": internal error: " + e.what());
+      spdlog::error("{}: internal error: {}", where,
+                    bound_message(e.what(), kMaxLoggedErrorBytes));
+      return make_status(grpc::StatusCode::INTERNAL, where + ": internal error: " + e.what());
     } catch (...) {
       spdlog::error("{}: unknown internal error", where);
-      return grpc::Status(grpc::StatusCode::INTERNAL, where + ": unknown internal error");
+      return make_status(grpc::StatusCode::INTERNAL, where + ": unknown internal error");
     }
   } catch (...) {
     return grpc::Status(grpc::StatusCode::INTERNAL, "internal error");

@@ -13,7 +13,12 @@ namespace kdeserve::server {
 /// The gRPC code of a kind.
 grpc::StatusCode to_grpc_code(ErrorKind kind);
 
-/// The status of a kind with a human-readable message.
+/// A status with `message` bounded for the grpc-message trailer (bound_message: at most
+/// kMaxStatusMessageBytes, valid UTF-8, no control characters). Every non-OK status the server
+/// sends is made here.
+grpc::Status make_status(grpc::StatusCode code, const std::string& message);
+
+/// The status of a kind with a human-readable message (bounded as make_status does).
 grpc::Status to_status(ErrorKind kind, const std::string& message);
 
 /// Maps a caught exception: RequestError → its kind; anything else (LibTorchError from the

@@ -140,3 +140,35 @@ TEST(ServerConfig, PrintedYamlRoundTrips) {
   ks::validate(back);
   EXPECT_EQ(ks::to_yaml(back), ks::to_yaml(c));
 }
+
+// The /metrics HTTP server's block: defaults, values, ranges, unknown keys, printing.
+TEST(ServerConfig, MetricsBlock) {
+  const ks::ServerConfig defaults = ks::parse_config_yaml(kMinimal, "t");
+  EXPECT_EQ(defaults.metrics.http_threads, 16);
+  EXPECT_EQ(defaults.metrics.request_timeout_ms, 2000);
+  const ks::ServerConfig c = ks::parse_config_yaml(
+      "metrics: {http_threads: 4, request_timeout_ms: 750}\nmodels: [{name: t2t_vit_t_14}]", "t");
+  ks::validate(c);
+  EXPECT_EQ(c.metrics.http_threads, 4);
+  EXPECT_EQ(c.metrics.request_timeout_ms, 750);
+  EXPECT_NE(ks::to_yaml(c).find("metrics:\n  http_threads: 4\n  request_timeout_ms: 750"),
+            std::string::npos)
+      << ks::to_yaml(c);
+  EXPECT_NE(error_of("metrics: {http_threads: 0}\nmodels: [{name: t2t_vit_t_14}]")
+                .find("metrics.http_threads: must be in [1, 256]"),
+            std::string::npos);
+  EXPECT_NE(error_of("metrics: {http_threads: 257}\nmodels: [{name: t2t_vit_t_14}]")
+                .find("metrics.http_threads"),
+            std::string::npos);
+  EXPECT_NE(error_of("metrics: {request_timeout_ms: 99}\nmodels: [{name: t2t_vit_t_14}]")
+                .find("metrics.request_timeout_ms: must be in [100, 60000]"),
+            std::string::npos);
+  EXPECT_NE(error_of("metrics: {request_timeout_ms: 60001}\nmodels: [{name: t2t_vit_t_14}]")
+                .find("metrics.request_timeout_ms"),
+            std::string::npos);
+  EXPECT_THROW(ks::parse_config_yaml("metrics: {keep_alive: yes}\nmodels: [{name: t2t_vit_t_14}]",
+                                     "t"),
+               ks::ConfigError);
+  EXPECT_THROW(ks::parse_config_yaml("metrics: {http_threads: many}\nmodels: [{name: x}]", "t"),
+               ks::ConfigError);
+}

@@ -1,6 +1,9 @@
 // Metric names and exposition: the text passes `promtool check metrics`.
 #include "server/metrics.h"
 
+#include <google/protobuf/stubs/logging.h>
+#include <grpc/grpc.h>
+#include <grpc/support/log.h>
 #include <gtest/gtest.h>
 #include <prometheus/text_serializer.h>
 #include <spdlog/spdlog.h>
@@ -11,6 +14,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "server/errors.h"
 #include "server/logging.h"
 #include "server/thread_stacks.h"
 
@@ -80,9 +84,13 @@ TEST(ServerMetrics, ExpositionPassesPromtool) {
 }
 
 TEST(ServerMetrics, BindFailureIsAClearError) {
-  ks::Metrics a("0", "0"), b("0", "0");
+  ks::Metrics a("0", "0"), b("0", "0"), c("0", "0");
   a.expose("127.0.0.1:0");  // any free port
   EXPECT_THROW(b.expose("256.0.0.1:99999"), ks::MetricsBindError);
+  ks::MetricsConfig http;
+  http.http_threads = 3;
+  http.request_timeout_ms = 250;
+  c.expose("127.0.0.1:0", http);  // civetweb takes the options (it throws on a bad one)
 }
 
 TEST(ServerLogging, AccessLineFormats) {
@@ -115,6 +123,55 @@ TEST(ServerLogging, JsonLinesCarryTheAccessFields) {
   EXPECT_EQ(second["code"], "OK");
   EXPECT_THROW(ks::setup_logging("loud", "text"), std::invalid_argument);
   EXPECT_THROW(ks::setup_logging("info", "xml"), std::invalid_argument);
+}
+
+// Fields a client can fill (request id, the status message and its echo, odd peers) keep an
+// access line one bounded line, and valid JSON in the json format.
+TEST(ServerLogging, AccessFieldsAreBoundedAndEscaped) {
+  const std::string odd = "id with space\n\"q\"\\ \x01\xff";
+  const std::string message = "unknown model " + std::string(1 << 20, 'm') + "\n\xc3(\x1b[2J";
+  ks::AccessRecord r{odd, "GetModelInfo", "", 0, "", "NOT_FOUND", 0.001, std::string(300, 'p'),
+                     message};
+  const std::string text = ks::format_access(r, false);
+  EXPECT_EQ(text.find('\n'), std::string::npos) << text.substr(0, 300);
+  EXPECT_LE(text.size(), ks::kMaxStatusMessageBytes + 512) << text.size();
+  for (char c : text) ASSERT_TRUE(c >= 32 && c < 127) << text.substr(0, 300);
+  EXPECT_NE(text.find("request_id='id with space\\n\"q\"\\\\ \\x01\\xff' rpc=GetModelInfo"),
+            std::string::npos)
+      << text.substr(0, 300);
+  EXPECT_NE(text.find(" model=- "), std::string::npos);
+  EXPECT_NE(text.find(" peer='ppp"), std::string::npos);
+  const auto json = nlohmann::json::parse(ks::format_access(r, true));
+  EXPECT_LE(json["error"].get<std::string>().size(), ks::kMaxStatusMessageBytes);
+  EXPECT_LE(json["peer"].get<std::string>().size(), ks::kMaxEchoBytes);
+  EXPECT_EQ(json["request_id"], "id with space\n\"q\"\\ \\x01\\xff");
+  // A message that is not UTF-8 once threw in the text format (and the line was lost).
+  r.message = "bad \xff byte";
+  EXPECT_NE(ks::format_access(r, false).find("error=\"bad \\\\xff byte\""), std::string::npos)
+      << ks::format_access(r, false);
+}
+
+// libprotobuf's and gRPC's own lines go through the logger: a json log stays JSON lines.
+TEST(ServerLogging, LibraryLinesKeepTheJsonFormat) {
+  ks::setup_logging("info", "json");
+  testing::internal::CaptureStderr();
+  GOOGLE_LOG(ERROR) << "String field 'm' contains invalid UTF-8 data \xff";
+  grpc_init();  // gRPC prints nothing before
+  gpr_log(GPR_ERROR, "a gRPC line with \"quotes\"\nand a newline");
+  grpc_shutdown();
+  spdlog::default_logger()->flush();
+  const std::string out = testing::internal::GetCapturedStderr();
+  ks::setup_logging("info", "text");
+  std::size_t lines = 0;
+  for (std::size_t at = 0, nl; (nl = out.find('\n', at)) != std::string::npos; at = nl + 1) {
+    const auto line = nlohmann::json::parse(out.substr(at, nl - at), nullptr, false);
+    ASSERT_FALSE(line.is_discarded()) << out;
+    EXPECT_EQ(line["level"], "error");
+    ++lines;
+  }
+  EXPECT_EQ(lines, 2u) << out;
+  EXPECT_NE(out.find("libprotobuf "), std::string::npos) << out;
+  EXPECT_NE(out.find("grpc "), std::string::npos) << out;
 }
 
 // civetweb's threads (the metrics Exposer) ask for 100 KiB stacks; the static TLS of the loaded
