@@ -1,10 +1,11 @@
 """The soak's traffic: hostile payloads and the client workers (valid, hostile, prober).
 
 Every worker runs in its own process (spawned by soak_test.py, so no gRPC state crosses a fork)
-with several threads, one channel each. A thread counts each call it makes in its own Counter
-under (group, kind, label, rpc, code), where code is the gRPC code the client library reported
-and label is expected_label() of the request; the counters are merged only after the threads
-have joined, so the accounting has no races."""
+with several threads and channels: each valid thread on a connection of its own, the hostile
+threads on one shared connection plus a quiet one each (hostile_ops). A thread counts each call
+it makes in its own Counter under (group, kind, label, rpc, code), where code is the gRPC code
+the client library reported and label is expected_label() of the request; the counters are
+merged only after the threads have joined, so the accounting has no races."""
 
 import collections
 import glob
@@ -33,11 +34,13 @@ CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 << 20),
                    ("grpc.max_send_message_length", -1)]
 VALID_TIMEOUT = 120    # s: a valid call never meets its deadline, even behind Generate batches
 HOSTILE_TIMEOUT = 60   # s: hostile calls that should be refused quickly
+# The hostile images (Payloads.hostile_images), each sent alone in a Classify.
+HOSTILE_IMAGE_KINDS = ("truncated_jpeg", "png_header_100000x100000", "png_6000x6000_tiny_idat",
+                       "jpeg_sof_6000x6000", "bmp_rle8_6000x6000_no_data",
+                       "jpeg_plus_4MB_padding")
 # Request bytes that are not a message of any kdeserve.v1 request type: a length-delimited field
 # longer than the buffer, an invalid wire type (7), an 11-byte varint, and a proto3 string field
 # (model) holding invalid UTF-8. check_payloads() proves that protobuf refuses each of them.
-HOSTILE_IMAGE_KINDS = ("truncated_jpeg", "png_header_100000x100000",
-                       "png_6000x6000_tiny_idat", "jpeg_sof_6000x6000", "bmp_rle8_6000x6000_no_data", "jpeg_plus_4MB_padding")
 NOT_PROTOBUF = (b"\x0a\xff\xff\x03abc", b"\x0f\x00\x01", b"\x08" + b"\xff" * 10 + b"\x01",
                 b"\x0a\x02\xff\xfe")
 
