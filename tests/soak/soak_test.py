@@ -235,7 +235,7 @@ def warm_up(address):
     s["ListModels"](pb.ListModelsRequest(), timeout=30)
     s["GetModelInfo"](pb.GetModelInfoRequest(model=traffic.GENERATOR), timeout=30)
     channel.close()
-    return fastest
+    return {rpc: round(t, 4) for rpc, t in fastest.items()}
 
 
 def percentile(values, q):
