@@ -2,8 +2,9 @@
 """Soak test: the real kdeserve-server under valid and hostile traffic from several client
 processes at once for KDESERVE_SOAK_SECONDS (default 180, at most 540), then these checks:
 
-  server_alive         never exited during the soak; exits 0 on SIGTERM afterwards; no sanitizer
-                       report, "terminate called" or fatal signal in its stdout/stderr
+  server_alive         never exited during the soak; exits 0 on SIGTERM afterwards (a fatal
+                       signal shows there); no sanitizer report, "terminate called" or glibc
+                       heap/fortify abort message in its stdout/stderr
   health_latency       every grpc.health.v1 Check ("" and "readiness", every ~100 ms on a
                        channel of its own) answered SERVING in under 1 s
   metrics_latency      every /metrics GET (every second) answered in under 1 s
