@@ -48,14 +48,17 @@ NOT_PROTOBUF = (b"\x0a\xff\xff\x03abc", b"\x0f\x00\x01", b"\x08" + b"\xff" * 10 
 def expected_label(rpc, model, parsed=True):
     """The `model` label a call must be counted under in kdeserve_requests_total.
 
-    - A request the server cannot read as its message (bytes that are not protobuf, or a
-      message above max_message_bytes, refused before parsing) names no model the server can
-      know: "unknown", the label unknown model names share (service_internal.h), so no client
-      can create series.
+    - A request the server cannot read as its message (bytes that are not protobuf) names no
+      model the server can know: "unknown", the label unknown model names share
+      (service_internal.h), so no client can create series.
+    - A message above max_message_bytes (parsed=None) is refused by gRPC's core before any
+      server code sees it (server/call_accounting.h): None, not counted at all.
     - ListModels is about no model: "" (as the server counts it).
     - A hosted model's name is its label; any other name (unknown, 10 kB long) is "unknown".
     Calls that end before a handler runs (1 ms deadlines, cancelled calls) were complete,
     readable requests: they keep their model's label; only the code says how they ended."""
+    if parsed is None:
+        return None  # above max_message_bytes: gRPC's core refuses it unseen, nothing counts it
     if not parsed:
         return "unknown"
     if rpc == "ListModels":
@@ -374,7 +377,7 @@ def hostile_ops(p, s, quiet, rng, tally, limits):
 
     def oversized():
         rpc = rng.choice(["Classify", "Generate"])
-        hostile("above_max_message_bytes", expected_label(rpc, None, parsed=False), rpc,
+        hostile("above_max_message_bytes", expected_label(rpc, None, parsed=None), rpc,
                 lambda: s["raw:" + rpc](p.oversized[rpc], timeout=HOSTILE_TIMEOUT))
 
     ops = {"garbage_image": (garbage_image, 2), "burst8_jpeg_sof_6000x6000": (burst, 1),
