@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "server/batcher.h"
+#include "server/call_accounting.h"
 #include "server/engine/model_engine.h"
 #include "server/logging.h"
 #include "server/request_validation.h"
@@ -128,9 +129,14 @@ struct InferenceService::Job {
   Job& root() { return parent ? *parent : *this; }
   /// The client cancelled or the deadline passed: no more work is worth doing.
   bool dead() { return root().cancelled.load() || Clock::now() >= root().deadline; }
-  /// Why a dead job is not answered: its deadline or its cancellation.
-  DropReason death() { return Clock::now() >= root().deadline ? DropReason::kDeadline
-                                                              : DropReason::kCancelled; }
+  /// Why a dead job is not answered, as its client sees it: the deadline (also when the
+  /// client's own expiry cancelled the call just before the server's copy passed, see
+  /// cancelled_call_code()) or a cancellation.
+  DropReason death() {
+    return cancelled_call_code(context->deadline()) == grpc::StatusCode::DEADLINE_EXCEEDED
+               ? DropReason::kDeadline
+               : DropReason::kCancelled;
+  }
 
   /// Answers the call exactly once and gives back what admission reserved. A part reports to
   /// its parent instead. The call is counted and logged in on_done(), when gRPC says what the

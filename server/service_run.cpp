@@ -201,6 +201,8 @@ void InferenceService::load_models() {
     Batcher<std::shared_ptr<Job>>::Hooks hooks;
     Hosted* hosted = &h;
     auto drop = [this, hosted](TaskT& t, DropReason reason) {
+      // The batcher sees "cancelled" where the client's own deadline cancelled the call.
+      if (reason == DropReason::kCancelled) reason = t.payload->death();
       metrics_.rejected(hosted->config.name,
                         reason == DropReason::kShutdown ? "unavailable" : to_string(reason));
       t.payload->finish(

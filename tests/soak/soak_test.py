@@ -424,7 +424,12 @@ def run_soak(workdir):
 
     rows = compare_requests(calls, before, after) if "valid" in results else []
     report["requests_total"] = [list(r) for r in rows]
-    bad = [r for r in rows if r[3] != r[4]]
+    # gRPC's core drops a call whose deadline passes before it has read the message without
+    # publishing it to any server code (server/call_accounting.h): such 1 ms calls cannot be
+    # counted, so DEADLINE_EXCEEDED may only fall short, by the figure reported.
+    bad = [r for r in rows if not (r[3] == r[4] or (r[2] == "DEADLINE_EXCEEDED" and r[4] <= r[3]))]
+    report["deadline_calls_unseen_by_the_server"] = sum(
+        r[3] - r[4] for r in rows if r[2] == "DEADLINE_EXCEEDED")
     checks["requests_match"] = (bool(rows) and not bad and scraped,
                                 f"{len(bad)} of {len(rows)} series differ (model, rpc, code, "
                                 f"client, server): {bad}")
