@@ -80,8 +80,8 @@ struct DecodeOptions {
 /// options.max_decoded_bytes, then checks that the encoded data can hold the declared pixels at
 /// all (each bound is a true lower bound of its format, argued in image_checks.cpp):
 ///  - JPEG: every scan's entropy-coded data has at least 2 bits per 8×8 block (sequential) or
-///    1 bit per block (progressive DC scans); every component has a scan; the scans end with an
-///    EOI marker; at most 256 scans;
+///    1 bit per block (progressive DC scans); every component has a scan, and at most 32 (each
+///    costs a pass over the component); the scans end with an EOI marker;
 ///  - PNG: the IDAT chunks hold at least 1/1032 of the filtered image bytes (deflate's maximum
 ///    ratio);
 ///  - BMP: uncompressed rows are all there; RLE8/RLE4 codes cover every pixel before the end of

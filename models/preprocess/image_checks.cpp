@@ -39,11 +39,14 @@ namespace {
 
 using image_detail::ByteReader;
 
-// Progressive JPEG scans each cost a pass over the image's coefficients, and a scan header
-// takes a dozen bytes: a limit keeps a many-scan file from costing seconds. 256 is
-// nvImageCodec's default (NVIMGCODEC_MAX_JPEG_SCANS, after the cure53 libjpeg-turbo report);
-// libjpeg's own progressive script has 10 scans, 1 per component for a sequential file.
-constexpr int kMaxJpegScans = 256;
+// Every scan costs libjpeg a pass over its components' coefficients, however little data it
+// has (an AC scan can skip 32,767 blocks per EOBRUN code), so a 14-byte scan repeated makes
+// seconds of work (bench/RESULTS.md: 3.2 ms per luma scan of a 4-megapixel image). Each
+// component may appear in 32 scans, which bounds the input passes to 32 per block. Encoders
+// stay far below it: libjpeg's progression uses 6 scans for luma and 4 for each chroma, and
+// mozjpeg's scan search picks among 23 luma candidates; nvImageCodec refuses more than 256
+// scans in all (NVIMGCODEC_MAX_JPEG_SCANS, after the cure53 libjpeg-turbo report).
+constexpr int kMaxJpegScansPerComponent = 32;
 
 // JPEG (ITU-T T.81). Bounds per scan, on the bytes between its SOS header and the next marker
 // other than RSTn (stuffed zero bytes and restart markers included, so the count is never below
@@ -62,6 +65,7 @@ void check_jpeg_data(const ByteReader& r) {
   const image_detail::JpegFrame frame = image_detail::parse_jpeg_frame(r);
   const size_t count = frame.components.size();
   std::vector<bool> covered(count, false);
+  std::vector<int> scans_of(count, 0);
   int scans = 0;
   size_t pos = frame.end;
   while (true) {
@@ -85,7 +89,6 @@ void check_jpeg_data(const ByteReader& r) {
       continue;
     }
     ++scans;
-    TORCH_CHECK(scans <= kMaxJpegScans, "JPEG has more than ", kMaxJpegScans, " scans");
     const size_t in_scan = length >= 3 ? r.u8(pos + 2) : 0;
     TORCH_CHECK(in_scan >= 1 && in_scan <= count && length >= 6 + 2 * in_scan, "JPEG scan header ",
                 scans, " is malformed");
@@ -98,6 +101,8 @@ void check_jpeg_data(const ByteReader& r) {
       while (c < count && frame.components[c].id != id) ++c;
       TORCH_CHECK(c < count, "JPEG scan ", scans, " refers to component ", int{id},
                   ", which the frame header does not declare");
+      TORCH_CHECK(++scans_of[c] <= kMaxJpegScansPerComponent, "JPEG component ", c + 1,
+                  " is in more than ", kMaxJpegScansPerComponent, " scans");
       blocks += frame.blocks_across(c) * frame.blocks_down(c);
       if (!frame.progressive() || (spectral_start == 0 && refinement == 0)) covered[c] = true;
     }
