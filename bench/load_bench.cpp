@@ -181,7 +181,7 @@ int main(int argc, char** argv) {
     for (int i = 0; i < pairs + 1; ++i) {
       auto t0 = Clock::now();
       std::vector<ks::RgbImage> images;
-      images.push_back(ks::prepare_encoded_image(image, crop, 40'000'000));
+      images.push_back(ks::prepare_encoded_image(image, crop, {40'000'000, 364'000'000}));
       direct.classify({{&images, &seeds, 1}}, mode);
       const double d = std::chrono::duration<double>(Clock::now() - t0).count();
       t0 = Clock::now();

@@ -31,7 +31,7 @@ cd "$(dirname "$0")/.."
 
 build_packages=(
   build-essential cmake ninja-build ccache pkg-config git patchelf
-  libopencv-dev
+  libopencv-dev libjpeg62-turbo-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libspdlog-dev prometheus-cpp-dev libyaml-cpp-dev nlohmann-json3-dev
 )

@@ -48,7 +48,7 @@ AttentionMode parse_mode(const YAML::Node& node, const std::string& path) {
 ModelConfig parse_model(const YAML::Node& node, const std::string& path) {
   check_keys(node, path,
              {"name", "weights", "init_seed", "device", "default_attention", "allowed_attention",
-              "batching", "max_image_pixels"});
+              "batching", "max_image_pixels", "max_image_decoded_bytes"});
   ModelConfig m;
   if (!node["name"]) throw ConfigError(path + ".name: required");
   m.name = get<std::string>(node["name"], path + ".name");
@@ -72,6 +72,10 @@ ModelConfig parse_model(const YAML::Node& node, const std::string& path) {
   }
   if (node["max_image_pixels"]) {
     m.max_image_pixels = get<int64_t>(node["max_image_pixels"], path + ".max_image_pixels");
+  }
+  if (node["max_image_decoded_bytes"]) {
+    m.max_image_decoded_bytes =
+        get<int64_t>(node["max_image_decoded_bytes"], path + ".max_image_decoded_bytes");
   }
   if (const auto& b = node["batching"]) {
     const std::string bp = path + ".batching";
@@ -385,6 +389,10 @@ void validate(const ServerConfig& c) {
     if (m.max_image_pixels < 1 || m.max_image_pixels > 400'000'000) {
       fail(p + ".max_image_pixels: must be in [1, 400000000]");
     }
+    // 400 MP at 11 bytes per pixel (16-bit RGBA) is the most the pixel limit can ask for.
+    if (m.max_image_decoded_bytes < 1 || m.max_image_decoded_bytes > 4'400'000'000) {
+      fail(p + ".max_image_decoded_bytes: must be in [1, 4400000000]");
+    }
   }
   if (!errors.empty()) {
     std::string msg = "invalid configuration:";
@@ -438,6 +446,7 @@ std::string to_yaml(const ServerConfig& c) {
         << m.batching.max_items_per_request;
     out << YAML::EndMap;
     out << YAML::Key << "max_image_pixels" << YAML::Value << m.max_image_pixels;
+    out << YAML::Key << "max_image_decoded_bytes" << YAML::Value << m.max_image_decoded_bytes;
     out << YAML::EndMap;
   }
   out << YAML::EndSeq << YAML::EndMap;

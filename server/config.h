@@ -56,8 +56,16 @@ struct ModelConfig {
   std::vector<AttentionMode> allowed_attention = {AttentionMode::kExact,
                                                   AttentionMode::kKdeformer};
   BatchingConfig batching;
-  /// Largest width · height of an input image (classifiers), checked before decoding.
+  /// Largest width · height of an input image (classifiers), checked before decoding. 40 MP
+  /// covers 8K frames (33 MP) and the photos of most cameras and phones (12–24 MP by default);
+  /// a classifier sees a 224-pixel crop of it either way.
   int64_t max_image_pixels = 40'000'000;
+  /// Largest bytes of image buffers decoding one input image may hold at once (decoder output,
+  /// decoder work buffers, the RGB copy: models/preprocess/image.h ImageHeader::decoded_bytes),
+  /// checked before decoding. The default admits every 8-bit RGB layout at max_image_pixels'
+  /// default, the costliest being a progressive 4:4:4 JPEG (9 bytes per pixel); 16-bit RGBA
+  /// (11 bytes per pixel) fits up to 33 MP. Raise it with max_image_pixels.
+  int64_t max_image_decoded_bytes = 364'000'000;
 };
 
 /// The /metrics HTTP server (prometheus-cpp's Exposer over civetweb): the `metrics:` block.

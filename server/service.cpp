@@ -159,12 +159,14 @@ void InferenceService::decode_and_enqueue(Hosted& h, const std::shared_ptr<Job>&
       const auto& img = request.images(i);
       try {
         if (img.source_case() == v1::ImageInput::kEncoded) {
-          job->images.push_back(prepare_encoded_image(img.encoded(), crop, max_pixels));
+          job->images.push_back(prepare_encoded_image(
+              img.encoded(), crop, {max_pixels, h.config.max_image_decoded_bytes}));
           job->seeds.push_back(fnv1a(img.encoded()));
         } else {
           const auto& raw = img.raw();
           job->images.push_back(prepare_raw_image(raw.data(), raw.height(), raw.width(),
-                                                  raw.channels(), crop, max_pixels));
+                                                  raw.channels(), crop,
+                                                  {max_pixels, h.config.max_image_decoded_bytes}));
           const std::string dims = std::to_string(raw.height()) + "x" +
                                    std::to_string(raw.width()) + "x" +
                                    std::to_string(raw.channels());

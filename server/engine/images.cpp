@@ -27,26 +27,40 @@ RgbImage to_rgb_image(const at::Tensor& rgb) {
   return image;
 }
 
+km::DecodeOptions decode_options(const ImageLimits& limits) {
+  return km::DecodeOptions()
+      .max_pixels(limits.max_pixels)
+      .max_decoded_bytes(limits.max_decoded_bytes);
+}
+
 }  // namespace
 
-RgbImage prepare_encoded_image(std::string_view bytes, int64_t crop_size, int64_t max_pixels) {
+RgbImage prepare_encoded_image(std::string_view bytes, int64_t crop_size,
+                               const ImageLimits& limits) {
   return translating([&] {
     const auto preprocess = km::PreprocessOptions::for_crop(crop_size);
-    const auto decode = km::DecodeOptions().max_pixels(max_pixels);
-    return to_rgb_image(km::resize_and_center_crop(km::decode_image(bytes, decode), preprocess));
+    return to_rgb_image(
+        km::resize_and_center_crop(km::decode_image(bytes, decode_options(limits)), preprocess));
   });
 }
 
 RgbImage prepare_raw_image(std::string_view data, int64_t height, int64_t width, int64_t channels,
-                           int64_t crop_size, int64_t max_pixels) {
+                           int64_t crop_size, const ImageLimits& limits) {
   return translating([&] {
-    TORCH_CHECK(static_cast<int64_t>(data.size()) == height * width * channels,
+    TORCH_CHECK(height > 0 && width > 0 && channels > 0 &&
+                    static_cast<int64_t>(data.size()) == height * width * channels,
                 "raw image: ", data.size(), " bytes for ", height, "x", width, "x", channels);
     const auto preprocess = km::PreprocessOptions::for_crop(crop_size);
-    const auto decode = km::DecodeOptions().max_pixels(max_pixels);
+    TORCH_CHECK(height * width <= limits.max_pixels, "raw image: ", width, "x", height, " = ",
+                height * width, " pixels, above the limit of ", limits.max_pixels, " pixels");
+    const int64_t held = height * width * (channels + 3);
+    TORCH_CHECK(held <= limits.max_decoded_bytes, "raw image: ", width, "x", height, "x", channels,
+                " needs ", held, " bytes of image buffers, above the limit of ",
+                limits.max_decoded_bytes, " bytes (max_decoded_bytes)");
     const at::Tensor pixels =
         at::from_blob(const_cast<char*>(data.data()), {height, width, channels}, at::kByte).clone();
-    return to_rgb_image(km::resize_and_center_crop(km::to_rgb(pixels, decode), preprocess));
+    return to_rgb_image(
+        km::resize_and_center_crop(km::to_rgb(pixels, decode_options(limits)), preprocess));
   });
 }
 

@@ -19,17 +19,31 @@ struct RgbImage {
   std::vector<uint8_t> pixels;  ///< height · width · 3 bytes
 };
 
-/// Encoded JPEG, PNG, BMP or WebP bytes → the model input crop uint8 [crop, crop, 3]: decoded
-/// as Pillow's convert('RGB') does (at most max_pixels pixels, checked before decoding), shorter
-/// side resized to floor(crop / 0.9) (PIL bicubic), centre crop (models/preprocess/image.h).
-/// Throws LibTorchError saying what is wrong with undecodable, truncated or over-large images.
-RgbImage prepare_encoded_image(std::string_view bytes, int64_t crop_size, int64_t max_pixels);
+/// Limits on one request image, both checked before decoding: a model's
+/// ModelConfig::max_image_pixels and max_image_decoded_bytes (server/config.h has their
+/// defaults; models/preprocess/image.h's DecodeOptions, what they bound).
+struct ImageLimits {
+  /// Largest width · height.
+  int64_t max_pixels;
+  /// Largest bytes of image buffers the decode may hold at once (ImageHeader::decoded_bytes).
+  int64_t max_decoded_bytes;
+};
+
+/// Encoded JPEG, PNG, BMP or WebP bytes → the model input crop uint8 [crop, crop, 3]: checked
+/// against `limits` and for data too short for its declared size, then decoded as Pillow's
+/// convert('RGB') does, shorter side resized to floor(crop / 0.9) (PIL bicubic), centre crop
+/// (models/preprocess/image.h). Throws LibTorchError saying what is wrong with undecodable,
+/// truncated or over-large images.
+RgbImage prepare_encoded_image(std::string_view bytes, int64_t crop_size,
+                               const ImageLimits& limits);
 
 /// Raw pixels uint8 [height, width, channels] (channels 1: gray, 3: RGB, 4: RGBA, alpha dropped;
 /// data.size() must be height · width · channels) → the model input crop uint8 [crop, crop, 3],
-/// as prepare_encoded_image() after decoding. Throws LibTorchError for bad shapes or sizes.
+/// as prepare_encoded_image() after decoding. The copy of the pixels and their RGB form
+/// (height · width · (channels + 3) bytes) count against limits.max_decoded_bytes. Throws
+/// LibTorchError for bad shapes or sizes.
 RgbImage prepare_raw_image(std::string_view data, int64_t height, int64_t width, int64_t channels,
-                           int64_t crop_size, int64_t max_pixels);
+                           int64_t crop_size, const ImageLimits& limits);
 
 /// uint8 [H, W, 3] RGB → PNG file bytes (OpenCV). Throws std::runtime_error when encoding fails.
 std::string encode_png(const RgbImage& image);

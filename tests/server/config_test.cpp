@@ -40,6 +40,8 @@ TEST(ServerConfig, EmbeddedDefaultIsTheDeployFileAndValid) {
   EXPECT_EQ(c.models[0].name, "t2t_vit_t_24");
   EXPECT_EQ(c.models[1].name, "biggan-deep-128");
   EXPECT_FALSE(c.models[0].weights.has_value());
+  EXPECT_EQ(c.models[0].max_image_pixels, 40'000'000);
+  EXPECT_EQ(c.models[0].max_image_decoded_bytes, 364'000'000);
 }
 
 TEST(ServerConfig, DefaultsForOmittedKeys) {
@@ -50,6 +52,30 @@ TEST(ServerConfig, DefaultsForOmittedKeys) {
   EXPECT_EQ(c.models[0].device, "cpu");
   EXPECT_EQ(c.models[0].default_attention, ks::AttentionMode::kKdeformer);
   EXPECT_EQ(c.models[0].batching.max_batch_size, 8);
+  EXPECT_EQ(c.models[0].max_image_pixels, 40'000'000);
+  EXPECT_EQ(c.models[0].max_image_decoded_bytes, 364'000'000);
+}
+
+TEST(ServerConfig, ImageLimits) {
+  const ks::ServerConfig c = ks::parse_config_yaml(
+      "models: [{name: t2t_vit_t_14, max_image_pixels: 1000000, "
+      "max_image_decoded_bytes: 12000000}]",
+      "t");
+  ks::validate(c);
+  EXPECT_EQ(c.models[0].max_image_pixels, 1'000'000);
+  EXPECT_EQ(c.models[0].max_image_decoded_bytes, 12'000'000);
+  EXPECT_NE(ks::to_yaml(c).find("max_image_decoded_bytes: 12000000"), std::string::npos);
+  for (const char* bad : {"0", "-5", "4400000001"}) {
+    EXPECT_NE(error_of(std::string("models: [{name: t2t_vit_t_14, max_image_decoded_bytes: ") +
+                       bad + "}]")
+                  .find("(t2t_vit_t_14).max_image_decoded_bytes: must be in [1, 4400000000]"),
+              std::string::npos)
+        << bad;
+  }
+  EXPECT_NE(error_of("models: [{name: t2t_vit_t_14, max_image_decoded_bytes: lots}]")
+                .find("models[0].max_image_decoded_bytes: invalid value"),
+            std::string::npos);
+  EXPECT_EQ(error_of("models: [{name: t2t_vit_t_14, max_image_decoded_bytes: 4400000000}]"), "");
 }
 
 TEST(ServerConfig, RejectsUnknownKeysWithTheirPath) {

@@ -13,9 +13,13 @@
 
 namespace ks = kdeserve::server;
 
+namespace {
+const ks::ImageLimits kLimits{1'000'000, 1'000'000'000};
+}  // namespace
+
 TEST(ServerEngine, LibTorchErrorsAreTranslated) {
   try {
-    ks::prepare_encoded_image("GIF89a not supported", 224, 1'000'000);
+    ks::prepare_encoded_image("GIF89a not supported", 224, kLimits);
     FAIL() << "a GIF was decoded";
   } catch (const ks::LibTorchError& e) {
     EXPECT_FALSE(e.brief().empty());
@@ -24,13 +28,13 @@ TEST(ServerEngine, LibTorchErrorsAreTranslated) {
   }
   EXPECT_THROW(ks::registered_model_spec("no-such-model"), ks::LibTorchError);
   EXPECT_THROW(ks::truncated_noise(1, 0.0, 128), ks::LibTorchError);
-  EXPECT_THROW(ks::prepare_raw_image(std::string(10, '\0'), 4, 4, 3, 224, 1'000'000),
+  EXPECT_THROW(ks::prepare_raw_image(std::string(10, '\0'), 4, 4, 3, 224, kLimits),
                ks::LibTorchError);
 }
 
 TEST(ServerEngine, RawImagesBecomeTheModelCrop) {
   const std::string gray(40 * 30, '\x7f');
-  const ks::RgbImage crop = ks::prepare_raw_image(gray, 40, 30, 1, 224, 1'000'000);
+  const ks::RgbImage crop = ks::prepare_raw_image(gray, 40, 30, 1, 224, kLimits);
   EXPECT_EQ(crop.height, 224);
   EXPECT_EQ(crop.width, 224);
   ASSERT_EQ(crop.pixels.size(), 224u * 224 * 3);
@@ -40,9 +44,18 @@ TEST(ServerEngine, RawImagesBecomeTheModelCrop) {
   const std::string png = ks::encode_png(crop);
   ASSERT_GT(png.size(), 8u);
   EXPECT_EQ(png.substr(1, 3), "PNG");
-  EXPECT_EQ(ks::prepare_encoded_image(png, 224, 1'000'000).pixels, crop.pixels);
-  EXPECT_THROW(ks::prepare_raw_image(gray, 40, 30, 1, 224, 1000), ks::LibTorchError)
+  EXPECT_EQ(ks::prepare_encoded_image(png, 224, kLimits).pixels, crop.pixels);
+  EXPECT_THROW(ks::prepare_raw_image(gray, 40, 30, 1, 224, {1000, 1'000'000'000}),
+               ks::LibTorchError)
       << "max_pixels is enforced";
+  // max_decoded_bytes: the raw copy and its RGB form, 40 · 30 · (1 + 3) bytes; the PNG's
+  // decoded image and RGB result, 224 · 224 · (3 + 3).
+  EXPECT_NO_THROW(ks::prepare_raw_image(gray, 40, 30, 1, 224, {1'000'000, 40 * 30 * 4}));
+  EXPECT_THROW(ks::prepare_raw_image(gray, 40, 30, 1, 224, {1'000'000, 40 * 30 * 4 - 1}),
+               ks::LibTorchError);
+  EXPECT_NO_THROW(ks::prepare_encoded_image(png, 224, {1'000'000, 224 * 224 * 6}));
+  EXPECT_THROW(ks::prepare_encoded_image(png, 224, {1'000'000, 224 * 224 * 6 - 1}),
+               ks::LibTorchError);
 }
 
 TEST(ServerEngine, NoiseIsSeededAndSpecsMirrorTheRegistry) {
