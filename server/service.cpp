@@ -1,6 +1,8 @@
 // The Inference service's RPC handlers: validation, request building, submission, model info.
 #include "server/service.h"
 
+#include <malloc.h>
+
 #include <algorithm>
 #include <cmath>
 
@@ -10,6 +12,11 @@
 #include "server/service_internal.h"
 
 namespace kdeserve::server {
+
+namespace {
+// Freeing a message at least this large gives malloc's free pages back to the system.
+constexpr size_t kTrimAfterMessageBytes = 8 << 20;
+}  // namespace
 
 InferenceService::InferenceService(const ServerConfig& config, Metrics& metrics)
     : config_(config),
@@ -177,8 +184,12 @@ void InferenceService::decode_and_enqueue(Hosted& h, const std::shared_ptr<Job>&
       }
     }
     // Only the crops stay: the message (encoded images, padding, unknown fields) is freed.
+    const size_t message_bytes = request.ByteSizeLong();
     job->classify_request = nullptr;
     job->context->GetRpcAllocatorState()->FreeRequest();
+    // gRPC received a large message in many small slices; without a trim their freed pages
+    // stay in malloc's arenas (measured: up to 146 MiB after three 60 MB messages).
+    if (message_bytes >= kTrimAfterMessageBytes) malloc_trim(0);
     enqueue(h, job, {job});
   } catch (...) {
     job->finish(status_from_exception(std::current_exception(), "Classify"));

@@ -9,6 +9,7 @@ import io
 import os
 import signal
 import struct
+import sys
 import threading
 import time
 import unittest
@@ -189,6 +190,8 @@ class AdmissionTest(unittest.TestCase):
             first.result()
             stop.set()
             prober.join()
+            print(f"figures: 6 refusals in {refused_in * 1000:.0f} ms; health max "
+                  f"{max(latencies) * 1000:.1f} ms over {len(latencies)} checks", file=sys.stderr)
             self.assertEqual(refused, [grpc.StatusCode.RESOURCE_EXHAUSTED] * 6)
             # Refused at admission, before any decoding (each decode alone takes ~1 s).
             self.assertLess(refused_in, 1.0)
@@ -229,6 +232,8 @@ class AdmissionTest(unittest.TestCase):
             text = server.metrics()
             queue_bytes = metric_value(text, "kdeserve_queue_bytes", model=EXACT_ONLY)
             capacity = metric_value(text, "kdeserve_queue_bytes_capacity", model=EXACT_ONLY)
+            print(f"figures: RSS +{queued_rss / 2**20:.1f} MiB with 3 x 60 MB requests queued; "
+                  f"queue_bytes {queue_bytes:.0f}", file=sys.stderr)
             for f in futures:
                 self.assertEqual(len(f.result().results), 1)
             self.assertIsNotNone(queue_bytes)
@@ -281,6 +286,7 @@ class GraceTest(unittest.TestCase):
             rc = server.proc.wait(timeout=60)
             took = time.monotonic() - t0
             pool.shutdown(wait=True)
+            print(f"figures: exited {took:.2f} s after SIGTERM (grace 2 s)", file=sys.stderr)
             self.assertEqual(rc, 0, server.logs())
             self.assertLess(took, 2.0 + 0.6, f"exited {took:.2f} s after SIGTERM, grace 2 s")
         finally:
