@@ -215,8 +215,8 @@ def stubs(channel):
 
 def classify_request(rng, p, model=None, images=None):
     images = images if images is not None else rng.sample(p.photos, rng.randint(1, 3))
-    return pb.ClassifyRequest(model=model if model is not None else rng.choice(CLASSIFIERS), top_k=rng.choice([0, 1, 5]),
-                              attention=rng.choice(MODES),
+    return pb.ClassifyRequest(model=model if model is not None else rng.choice(CLASSIFIERS),
+                              top_k=rng.choice([0, 1, 5]), attention=rng.choice(MODES),
                               images=[pb.ImageInput(encoded=b) for b in images])
 
 
