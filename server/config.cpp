@@ -249,8 +249,10 @@ void apply_overrides(ServerConfig& c, const CommandLine& cl) {
   if (cl.log_level) c.log_level = *cl.log_level;
   if (cl.log_format) c.log_format = *cl.log_format;
   for (const auto& [name, file] : cl.model_weights) {
+    // A lambda cannot capture a structured binding before C++20 (clang refuses it).
+    const std::string& model = name;
     auto it = std::find_if(c.models.begin(), c.models.end(),
-                           [&](const ModelConfig& m) { return m.name == name; });
+                           [&](const ModelConfig& m) { return m.name == model; });
     if (it == c.models.end()) {
       throw ConfigError("--model-weights " + name + "=...: the configuration hosts no model '" +
                         name + "'");
