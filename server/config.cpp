@@ -19,6 +19,12 @@ void check_keys(const YAML::Node& node, const std::string& path,
                 const std::set<std::string>& allowed) {
   if (!node.IsMap()) throw ConfigError(path + ": expected a mapping");
   for (const auto& kv : node) {
+    // YAML allows lists and mappings as keys ("? [a, b]: 1"); as<std::string>() would throw
+    // YAML::BadConversion for them.
+    if (!kv.first.IsScalar() && !kv.first.IsNull()) {
+      throw ConfigError(path + ": a key must be a string, got " +
+                        (kv.first.IsSequence() ? "a list" : "a mapping"));
+    }
     const std::string key = kv.first.as<std::string>();
     if (!allowed.count(key)) {
       std::string list;
