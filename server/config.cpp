@@ -8,6 +8,7 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <system_error>
 
 #include "server/engine/engine.h"
 
@@ -108,6 +109,14 @@ bool valid_host_port(const std::string& address) {
   const std::string port = address.substr(colon + 1);
   if (!std::all_of(port.begin(), port.end(), ::isdigit) || port.size() > 5) return false;
   return std::stoi(port) <= 65535;
+}
+
+// The error_code overload: the throwing one raises std::filesystem::filesystem_error for a path
+// the OS refuses to look up (too long, a parent without search permission), which is just a file
+// the server cannot use.
+bool is_regular_file(const std::string& path) {
+  std::error_code error;
+  return std::filesystem::is_regular_file(path, error);
 }
 
 std::string read_text_file(const std::string& path) {
@@ -299,7 +308,7 @@ void validate(const ServerConfig& c) {
     fail("server.tls: give both cert_file and key_file, or neither");
   }
   for (const auto* f : {&c.tls_cert_file, &c.tls_key_file}) {
-    if (*f && !std::filesystem::is_regular_file(**f)) fail("server.tls: no such file " + **f);
+    if (*f && !is_regular_file(**f)) fail("server.tls: no such file " + **f);
   }
   static const std::set<std::string> levels = {"trace", "debug", "info", "warn",
                                                "error", "critical", "off"};
@@ -321,7 +330,7 @@ void validate(const ServerConfig& c) {
       fail(p + ".name: not a registered model (registered: " + list + ")");
     }
     if (!seen.insert(m.name).second) fail(p + ".name: hosted twice");
-    if (m.weights && !std::filesystem::is_regular_file(*m.weights)) {
+    if (m.weights && !is_regular_file(*m.weights)) {
       fail(p + ".weights: no such file " + *m.weights);
     }
     if (m.device != "cpu") {
