@@ -126,8 +126,8 @@ endfunction()
 # kdeserve_add_fuzzer(NAME name SOURCES ... LIBS ... [CORPUS dir...] [MAX_LEN bytes] [DICT file]
 #                     [FLAGS libfuzzer-flag...])
 #
-# A libFuzzer target (KDESERVE_FUZZ=ON; otherwise nothing) and its ctest of the same name
-# (labels slow and fuzz). SOURCES define LLVMFuzzerTestOneInput() and
+# A libFuzzer target (KDESERVE_FUZZ=ON; otherwise nothing), part of the target kdeserve_fuzzers,
+# and its ctest of the same name (labels slow and fuzz). SOURCES define LLVMFuzzerTestOneInput() and
 # kdeserve::fuzz::generated_seeds() (tests/fuzz/fuzz_support.h). The test
 # (tests/fuzz/run_fuzzer.sh) writes the generated seeds, adds the files of the CORPUS folders
 # that fit in MAX_LEN (default 4096; a missing folder, e.g. no ../shared, is reported and
@@ -154,6 +154,11 @@ function(kdeserve_add_fuzzer)
   target_include_directories(${F_NAME} PRIVATE ${PROJECT_SOURCE_DIR})
   target_link_options(${F_NAME} PRIVATE -fsanitize=fuzzer)
   kdeserve_set_warnings(${F_NAME})
+  # Every fuzz target, to build them all (scripts/fuzz.sh).
+  if(NOT TARGET kdeserve_fuzzers)
+    add_custom_target(kdeserve_fuzzers)
+  endif()
+  add_dependencies(kdeserve_fuzzers ${F_NAME})
   list(JOIN F_FLAGS " " _flags)
   add_test(NAME ${F_NAME}
            COMMAND bash ${PROJECT_SOURCE_DIR}/tests/fuzz/run_fuzzer.sh $<TARGET_FILE:${F_NAME}>
