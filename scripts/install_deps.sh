@@ -42,6 +42,7 @@ check_packages=(
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   python3 python3-numpy python3-matplotlib python3-torch python3-grpcio python3-yaml
   prometheus yamllint debootstrap
+  clang libclang-rt-14-dev llvm  # sanitizer and fuzz builds: ASan/UBSan/TSan/libFuzzer, llvm-symbolizer
 )
 
 profile=all torch=full cuda_toolkit=0 list=0 list_requirements=0 runtime_file=""

@@ -6,9 +6,15 @@
 #                against CUDA; its tests run their CPU parts here (the CUDA tests skip, saying
 #                why, without a GPU), the server refuses device: cuda:N without one, and the CUDA
 #                image is executed.
+# and, when asked for, the sanitizer builds (clang; DEVELOPERS.md "Sanitizer and fuzz builds"),
+# which build only what their tests run (target kdeserve_sanitizer_checks):
+#   build-asan/  ASan+UBSan with the libFuzzer targets: the server tests, the integration tests
+#                and every fuzz target for KDESERVE_FUZZ_SECONDS (default here 60) seconds each;
+#   build-tsan/  TSan: the server tests and the integration tests.
 # Extra arguments go to every ctest run (e.g. -L unit). Environment: KDESERVE_TEST_BUILDS
-# ("cpu cuda" by default; "cpu" or "cuda" for one), KDESERVE_BUILD_DIR / KDESERVE_CUDA_BUILD_DIR
-# (default build / build-cuda), KDESERVE_CMAKE_ARGS (extra -D options for both).
+# ("cpu cuda" by default; any of cpu, cuda, asan, tsan), KDESERVE_BUILD_DIR /
+# KDESERVE_CUDA_BUILD_DIR / KDESERVE_ASAN_BUILD_DIR / KDESERVE_TSAN_BUILD_DIR (default build /
+# build-cuda / build-asan / build-tsan), KDESERVE_CMAKE_ARGS (extra -D options for all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install_deps.sh
@@ -16,6 +22,9 @@ bash scripts/install_deps.sh
 extra_cmake_args=${KDESERVE_CMAKE_ARGS:-}
 cpu_dir=${KDESERVE_BUILD_DIR:-build}
 cuda_dir=${KDESERVE_CUDA_BUILD_DIR:-build-cuda}
+asan_dir=${KDESERVE_ASAN_BUILD_DIR:-build-asan}
+tsan_dir=${KDESERVE_TSAN_BUILD_DIR:-build-tsan}
+sanitizer_cmake_args="-DCMAKE_CXX_COMPILER=clang++ -DKDESERVE_BUILD_BENCHMARKS=OFF"
 failed=()
 for variant in ${KDESERVE_TEST_BUILDS:-cpu cuda}; do
   case "$variant" in
@@ -32,13 +41,36 @@ for variant in ${KDESERVE_TEST_BUILDS:-cpu cuda}; do
       export KDESERVE_BUILD_DIR=$cuda_dir
       export KDESERVE_CMAKE_ARGS="-DKDESERVE_WITH_CUDA=ON $extra_cmake_args"
       ;;
-    *) echo "test.sh: unknown build '$variant' in KDESERVE_TEST_BUILDS (cpu, cuda)" >&2; exit 2 ;;
+    asan)
+      export KDESERVE_BUILD_DIR=$asan_dir
+      export KDESERVE_CMAKE_ARGS="$sanitizer_cmake_args -DKDESERVE_SANITIZE=address,undefined"
+      KDESERVE_CMAKE_ARGS+=" -DKDESERVE_FUZZ=ON $extra_cmake_args"
+      ;;
+    tsan)
+      export KDESERVE_BUILD_DIR=$tsan_dir
+      export KDESERVE_CMAKE_ARGS="$sanitizer_cmake_args -DKDESERVE_SANITIZE=thread $extra_cmake_args"
+      ;;
+    *)
+      echo "test.sh: unknown build '$variant' in KDESERVE_TEST_BUILDS (cpu, cuda, asan, tsan)" >&2
+      exit 2
+      ;;
   esac
   echo "== test.sh: $variant build in $KDESERVE_BUILD_DIR"
-  bash scripts/build.sh
-  if ! (cd "$KDESERVE_BUILD_DIR" && ctest --output-on-failure -j "$(nproc)" "$@"); then
+  start=$SECONDS
+  targets=() tests=()
+  case "$variant" in
+    asan) targets=(kdeserve_sanitizer_checks) tests=(-L 'server|integration|fuzz') ;;
+    tsan) targets=(kdeserve_sanitizer_checks) tests=(-L 'server|integration') ;;
+  esac
+  bash scripts/build.sh "${targets[@]}"
+  built=$SECONDS
+  # A fuzz target's ctest runs 60 s here; scripts/fuzz.sh runs the full budget.
+  if ! (cd "$KDESERVE_BUILD_DIR" &&
+        KDESERVE_FUZZ_SECONDS=${KDESERVE_FUZZ_SECONDS:-60} \
+          ctest --output-on-failure -j "$(nproc)" "${tests[@]}" "$@"); then
     failed+=("$variant")
   fi
+  echo "== test.sh: $variant build: built in $((built - start)) s, tested in $((SECONDS - built)) s"
 done
 if ((${#failed[@]})); then
   echo "test.sh: tests failed in the ${failed[*]} build(s)" >&2

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <system_error>
 
 #include "server/engine/engine.h"
 
@@ -19,6 +20,12 @@ void check_keys(const YAML::Node& node, const std::string& path,
                 const std::set<std::string>& allowed) {
   if (!node.IsMap()) throw ConfigError(path + ": expected a mapping");
   for (const auto& kv : node) {
+    // YAML allows lists and mappings as keys ("? [a, b]: 1"); as<std::string>() would throw
+    // YAML::BadConversion for them.
+    if (!kv.first.IsScalar() && !kv.first.IsNull()) {
+      throw ConfigError(path + ": a key must be a string, got " +
+                        (kv.first.IsSequence() ? "a list" : "a mapping"));
+    }
     const std::string key = kv.first.as<std::string>();
     if (!allowed.count(key)) {
       std::string list;
@@ -109,6 +116,14 @@ bool valid_host_port(const std::string& address) {
   const std::string port = address.substr(colon + 1);
   if (!std::all_of(port.begin(), port.end(), ::isdigit) || port.size() > 5) return false;
   return std::stoi(port) <= 65535;
+}
+
+// The error_code overload: the throwing one raises std::filesystem::filesystem_error for a path
+// the OS refuses to look up (too long, a parent without search permission), which is just a file
+// the server cannot use.
+bool is_regular_file(const std::string& path) {
+  std::error_code error;
+  return std::filesystem::is_regular_file(path, error);
 }
 
 std::string read_text_file(const std::string& path) {
@@ -270,8 +285,10 @@ void apply_overrides(ServerConfig& c, const CommandLine& cl) {
   if (cl.log_level) c.log_level = *cl.log_level;
   if (cl.log_format) c.log_format = *cl.log_format;
   for (const auto& [name, file] : cl.model_weights) {
+    // A lambda cannot capture a structured binding before C++20 (clang refuses it).
+    const std::string& model = name;
     auto it = std::find_if(c.models.begin(), c.models.end(),
-                           [&](const ModelConfig& m) { return m.name == name; });
+                           [&](const ModelConfig& m) { return m.name == model; });
     if (it == c.models.end()) {
       throw ConfigError("--model-weights " + name + "=...: the configuration hosts no model '" +
                         name + "'");
@@ -315,7 +332,7 @@ void validate(const ServerConfig& c) {
     fail("server.tls: give both cert_file and key_file, or neither");
   }
   for (const auto* f : {&c.tls_cert_file, &c.tls_key_file}) {
-    if (*f && !std::filesystem::is_regular_file(**f)) fail("server.tls: no such file " + **f);
+    if (*f && !is_regular_file(**f)) fail("server.tls: no such file " + **f);
   }
   static const std::set<std::string> levels = {"trace", "debug", "info", "warn",
                                                "error", "critical", "off"};
@@ -343,7 +360,7 @@ void validate(const ServerConfig& c) {
       fail(p + ".name: not a registered model (registered: " + list + ")");
     }
     if (!seen.insert(m.name).second) fail(p + ".name: hosted twice");
-    if (m.weights && !std::filesystem::is_regular_file(*m.weights)) {
+    if (m.weights && !is_regular_file(*m.weights)) {
       fail(p + ".weights: no such file " + *m.weights);
     }
     if (m.device != "cpu") {

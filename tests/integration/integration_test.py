@@ -114,6 +114,9 @@ class Server:
             return r.read().decode()
 
     def stop(self):
+        """SIGTERM, then the exit status must be 0: in a sanitizer build a report (ASan, UBSan,
+        TSan, LeakSanitizer at exit) makes it non-zero, and the test fails with the report."""
+        killed = False
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -121,9 +124,18 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+                killed = True
+        self.log.flush()
+        with open(self.log_path) as f:
+            log = f.read()
         self.channel.close()
         self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+        if killed or self.proc.returncode != 0:
+            report = log.find("Sanitizer")
+            log = log[max(0, log.rfind("\n", 0, report)):][:8000] if report >= 0 else log[-4000:]
+            raise AssertionError(f"server exited with {self.proc.returncode}"
+                                 f"{' (killed: no exit 60 s after SIGTERM)' if killed else ''}:\n{log}")
 
 
 def metric_value(text, name, **labels):

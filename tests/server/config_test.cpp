@@ -88,6 +88,30 @@ TEST(ServerConfig, RejectsUnknownKeysWithTheirPath) {
   EXPECT_NE(error_of("modles: []").find("unknown key 'modles'"), std::string::npos);
 }
 
+// Found by fuzz_config_yaml: a complex key (a list or a mapping) threw YAML::BadConversion
+// instead of a ConfigError.
+TEST(ServerConfig, RejectsKeysThatAreNotStrings) {
+  EXPECT_NE(error_of("models: [{name: t2t_vit_t_14, ? [a, b]: 1}]")
+                .find("models[0]: a key must be a string, got a list"),
+            std::string::npos);
+  EXPECT_NE(error_of("server:\n  ? {listen: 1}\n  : 2\nmodels: [{name: t2t_vit_t_14}]")
+                .find("server: a key must be a string, got a mapping"),
+            std::string::npos);
+}
+
+// Found by fuzz_config_yaml: a path the OS refuses to look up (too long) threw
+// std::filesystem::filesystem_error out of validate() instead of being a file that is not there.
+TEST(ServerConfig, PathsTooLongToLookUpAreMissingFiles) {
+  const std::string path = "/" + std::string(5000, 'w');
+  EXPECT_NE(error_of("models: [{name: t2t_vit_t_14, weights: " + path + "}]")
+                .find("models[0] (t2t_vit_t_14).weights: no such file /www"),
+            std::string::npos);
+  EXPECT_NE(error_of("server: {tls: {cert_file: " + path + ", key_file: " + path +
+                     "}}\nmodels: [{name: t2t_vit_t_14}]")
+                .find("server.tls: no such file /www"),
+            std::string::npos);
+}
+
 TEST(ServerConfig, ChecksRangesAndNames) {
   EXPECT_NE(error_of("models: [{name: resnet50}]").find("not a registered model"),
             std::string::npos);
