@@ -288,7 +288,10 @@ class GraceTest(unittest.TestCase):
             pool.shutdown(wait=True)
             print(f"figures: exited {took:.2f} s after SIGTERM (grace 2 s)", file=sys.stderr)
             self.assertEqual(rc, 0, server.logs())
-            self.assertLess(took, 2.0 + 0.6, f"exited {took:.2f} s after SIGTERM, grace 2 s")
+            # The server exits 0.2 s after the grace period (2.29-2.38 s measured here); the
+            # rest of the margin is for a loaded test machine. Before the fix: 5.7 s.
+            self.assertLess(took, 2.0 + 1.2,
+                            f"exited {took:.2f} s after SIGTERM, grace 2 s:\n{server.logs()}")
         finally:
             server.stop()
 
