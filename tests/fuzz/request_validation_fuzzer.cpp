@@ -21,7 +21,7 @@ namespace {
 
 struct Model {
   ks::ModelConfig config;
-  kdeserve::ModelSpec spec;
+  ks::ModelSpec spec;
 };
 
 const Model& classifier() {
