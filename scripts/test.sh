@@ -6,13 +6,13 @@
 #                against CUDA; its tests run their CPU parts here (the CUDA tests skip, saying
 #                why, without a GPU), the server refuses device: cuda:N without one, and the CUDA
 #                image is executed.
-# and, when asked for, the sanitizer builds (clang; DEVELOPERS.md "Sanitizer and fuzz builds"),
-# which build only what their tests run (target kdeserve_sanitizer_checks):
+# and the sanitizer builds (clang; DEVELOPERS.md "Sanitizer and fuzz builds"), which build only
+# what their tests run (target kdeserve_sanitizer_checks):
 #   build-asan/  ASan+UBSan with the libFuzzer targets: the server tests, the integration tests
 #                and every fuzz target for KDESERVE_FUZZ_SECONDS (default here 60) seconds each;
 #   build-tsan/  TSan: the server tests and the integration tests.
 # Extra arguments go to every ctest run (e.g. -L unit). Environment: KDESERVE_TEST_BUILDS
-# ("cpu cuda" by default; any of cpu, cuda, asan, tsan), KDESERVE_BUILD_DIR /
+# ("cpu cuda asan tsan" by default; any of them), KDESERVE_BUILD_DIR /
 # KDESERVE_CUDA_BUILD_DIR / KDESERVE_ASAN_BUILD_DIR / KDESERVE_TSAN_BUILD_DIR (default build /
 # build-cuda / build-asan / build-tsan), KDESERVE_CMAKE_ARGS (extra -D options for all).
 set -euo pipefail
@@ -26,7 +26,8 @@ asan_dir=${KDESERVE_ASAN_BUILD_DIR:-build-asan}
 tsan_dir=${KDESERVE_TSAN_BUILD_DIR:-build-tsan}
 sanitizer_cmake_args="-DCMAKE_CXX_COMPILER=clang++ -DKDESERVE_BUILD_BENCHMARKS=OFF"
 failed=()
-for variant in ${KDESERVE_TEST_BUILDS:-cpu cuda}; do
+builds=${KDESERVE_TEST_BUILDS:-cpu cuda asan tsan}
+for variant in $builds; do
   case "$variant" in
     cpu)
       export KDESERVE_BUILD_DIR=$cpu_dir
@@ -76,4 +77,4 @@ if ((${#failed[@]})); then
   echo "test.sh: tests failed in the ${failed[*]} build(s)" >&2
   exit 1
 fi
-echo "test.sh: all tests passed (${KDESERVE_TEST_BUILDS:-cpu cuda})"
+echo "test.sh: all tests passed ($builds)"
