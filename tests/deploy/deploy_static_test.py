@@ -78,7 +78,8 @@ def shell_commands(script_text):
 def cmake_options():
     """option()s of the top-level CMakeLists and the KDESERVE_* cache variables of cmake/."""
     text = read("CMakeLists.txt") + "".join(read(os.path.join("cmake", n))
-                                            for n in sorted(os.listdir(os.path.join(ROOT, "cmake"))))
+                                            for n in sorted(os.listdir(os.path.join(ROOT, "cmake")))
+                                            if n.endswith(".cmake"))
     return set(re.findall(r"option\((\w+)", text)) | set(
         re.findall(r"set\((KDESERVE_\w+) [^)]*\bCACHE\b", text))
 
@@ -168,7 +169,7 @@ class ImagesBuildLikeCi(unittest.TestCase):
         self.assertIn("bash scripts/test.sh", shell_commands(read(".ci/run")))
         test_sh = shell_commands(read("scripts/test.sh"))
         self.assertIn("bash scripts/install_deps.sh", test_sh)
-        self.assertIn("bash scripts/build.sh", test_sh)
+        self.assertTrue(any(c.startswith("bash scripts/build.sh") for c in test_sh), test_sh)
 
     def test_build_stages_use_the_same_installer_and_build_command(self):
         for rel in DOCKERFILES:
