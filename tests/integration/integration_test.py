@@ -418,9 +418,19 @@ class OverloadTest(unittest.TestCase):
         start = time.monotonic()
         self.assertEqual(self.call(), grpc.StatusCode.OK)
         one_call = time.monotonic() - start
+        def started_batches():
+            return metric_value(self.server.metrics(), "kdeserve_queue_duration_seconds_count",
+                                model=CLASSIFIER) or 0
+        batches = started_batches()
         with concurrent.futures.ThreadPoolExecutor(3) as pool:
             slow = [pool.submit(self.call) for _ in range(2)]
-            time.sleep(min(0.05, one_call / 4))
+            # Admitted requests hold their slots while they decode: wait until the first is
+            # computing and the second queued, so one slot is free for the fast call.
+            deadline = time.monotonic() + one_call
+            while time.monotonic() < deadline and not (
+                    started_batches() > batches and metric_value(
+                        self.server.metrics(), "kdeserve_queue_depth", model=CLASSIFIER) == 1):
+                time.sleep(0.005)
             fast = pool.submit(self.call, one_call / 2)
             self.assertEqual(fast.result(), grpc.StatusCode.DEADLINE_EXCEEDED)
             self.assertTrue(all(f.result() in (grpc.StatusCode.OK,

@@ -189,12 +189,13 @@ def main():
                                capture_output=True)
         assert check.returncode == 0, check.stdout + check.stderr
 
-        # Graceful shutdown: a call in flight when SIGTERM arrives still completes.
+        # Graceful shutdown: a call in flight when SIGTERM arrives still completes (one item:
+        # within the 10 s grace period even in a sanitizer build).
         future = stub.Generate.future(pb.GenerateRequest(model="biggan-deep-128", items=[
-            pb.GenerateItem(class_id=5, seed=1)] * 4), timeout=60)
+            pb.GenerateItem(class_id=5, seed=1)]), timeout=60)
         time.sleep(0.1)
         proc.send_signal(signal.SIGTERM)
-        assert len(future.result().images) == 4
+        assert len(future.result().images) == 1
         rc = proc.wait(timeout=60)
         assert rc == 0, f"exit code {rc} after SIGTERM"
 
