@@ -78,7 +78,8 @@ def shell_commands(script_text):
 def cmake_options():
     """option()s of the top-level CMakeLists and the KDESERVE_* cache variables of cmake/."""
     text = read("CMakeLists.txt") + "".join(read(os.path.join("cmake", n))
-                                            for n in sorted(os.listdir(os.path.join(ROOT, "cmake"))))
+                                            for n in sorted(os.listdir(os.path.join(ROOT, "cmake")))
+                                            if n.endswith(".cmake"))
     return set(re.findall(r"option\((\w+)", text)) | set(
         re.findall(r"set\((KDESERVE_\w+) [^)]*\bCACHE\b", text))
 
