@@ -66,7 +66,11 @@ for variant in $builds; do
     asan) targets=(kdeserve_sanitizer_checks) tests=(-L 'server|integration|fuzz') ;;
     tsan) targets=(kdeserve_sanitizer_checks) tests=(-L 'server|integration') ;;
   esac
-  bash scripts/build.sh "${targets[@]}"
+  if ((${#targets[@]})); then
+    bash scripts/build.sh "${targets[@]}"
+  else
+    bash scripts/build.sh
+  fi
   built=$SECONDS
   # A fuzz target's ctest runs 60 s here; scripts/fuzz.sh runs the full budget.
   if ! (cd "$KDESERVE_BUILD_DIR" &&
