@@ -64,7 +64,11 @@ for variant in $builds; do
     # build runs it.
     cuda) tests=(-E '^soak$') ;;
     asan) targets=(kdeserve_sanitizer_checks) tests=(-L 'server|integration|fuzz') ;;
-    tsan) targets=(kdeserve_sanitizer_checks) tests=(-L 'server|integration') ;;
+    # Under TSan (5-15x slower) one batch's time varies too much for this timing test to set up
+    # its expired-while-queued call; the other builds run it, and the hardening and integration
+    # tests cover expiry while queued under TSan.
+    tsan) targets=(kdeserve_sanitizer_checks)
+          tests=(-L 'server|integration' -E 'ServiceTest.DeadlinePassedWhileQueuedIsNotComputed') ;;
   esac
   if ((${#targets[@]})); then
     bash scripts/build.sh "${targets[@]}"

@@ -74,11 +74,18 @@ struct InferenceService::Hosted {
 /// and frees its slot at once) and accounts the call when gRPC is done with it.
 class CallReactor final : public grpc::ServerUnaryReactor {
  public:
-  explicit CallReactor(std::shared_ptr<InferenceService::Job> job) : job_(std::move(job)) {}
+  explicit CallReactor(std::shared_ptr<InferenceService::Job> job) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    job_ = std::move(job);
+  }
   void OnCancel() override;
   void OnDone() override;
 
  private:
+  // gRPC runs OnCancel/OnDone on its own threads and hands the call over inside uninstrumented
+  // code; the mutex makes that hand-off a visible happens-before (ThreadSanitizer, and any
+  // reader of this code).
+  std::mutex mutex_;
   std::shared_ptr<InferenceService::Job> job_;
 };
 
@@ -97,6 +104,7 @@ struct InferenceService::Job {
   Clock::time_point deadline = Clock::time_point::max();
   std::atomic<bool> cancelled{false};  // OnCancel ran (client cancel or deadline)
   std::atomic<bool> finished{false};
+  std::mutex sent_mutex;   // orders everything before finish() before on_done()
   grpc::Status sent;       // what finish() answered (for the access log and metrics)
   Reservation reservation;  // queue slots and bytes, from admission until enqueued
   // Classify

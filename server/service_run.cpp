@@ -75,14 +75,24 @@ std::shared_ptr<InferenceService::Job> make_job(Metrics& metrics,
 }
 
 void CallReactor::OnCancel() {
-  InferenceService::Job& job = *job_;
+  std::shared_ptr<InferenceService::Job> held;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    held = job_;
+  }
+  InferenceService::Job& job = *held;
   job.cancelled = true;
   // A queued request leaves the queue now; one being decoded stops at its next image.
   if (job.hosted != nullptr && job.hosted->batcher) job.hosted->batcher->reap();
 }
 
 void CallReactor::OnDone() {
-  job_->on_done();
+  std::shared_ptr<InferenceService::Job> job;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    job = std::move(job_);
+  }
+  job->on_done();
   delete this;
 }
 
@@ -93,11 +103,15 @@ void InferenceService::Job::finish(const grpc::Status& status) noexcept {
     parent->part_done(*this, status);
     return;
   }
-  sent = status;
+  {
+    std::lock_guard<std::mutex> lock(sent_mutex);
+    sent = status;
+  }
   reactor->Finish(status);
 }
 
 void InferenceService::Job::on_done() noexcept {
+  std::lock_guard<std::mutex> lock(sent_mutex);
   try {
     const double latency = seconds_since(start);
     // What the client received: after a cancellation (by the client, or by gRPC at the
