@@ -16,6 +16,15 @@ namespace kdeserve::server {
 namespace {
 // Freeing a message at least this large gives malloc's free pages back to the system.
 constexpr size_t kTrimAfterMessageBytes = 8 << 20;
+
+// What a queued job (or part) holds for the model: crops, z, class rows, seeds.
+int64_t retained_bytes(const InferenceService::Job& job) {
+  int64_t bytes = static_cast<int64_t>(job.z.size() * sizeof(float) +
+                                       job.classes.size() * 2 * sizeof(double) +
+                                       job.seeds.size() * sizeof(uint64_t));
+  for (const RgbImage& img : job.images) bytes += static_cast<int64_t>(img.pixels.size());
+  return bytes;
+}
 }  // namespace
 
 InferenceService::InferenceService(const ServerConfig& config, Metrics& metrics)
@@ -102,10 +111,7 @@ void InferenceService::enqueue(Hosted& h, const std::shared_ptr<Job>& job,
     }
     task.deadline = root->deadline;
     task.cancelled = [root] { return root->cancelled.load(); };
-    task.bytes = static_cast<int64_t>(part->z.size() * sizeof(float) +
-                                      part->classes.size() * 2 * sizeof(double) +
-                                      part->seeds.size() * sizeof(uint64_t));
-    for (const RgbImage& img : part->images) task.bytes += static_cast<int64_t>(img.pixels.size());
+    task.bytes = retained_bytes(*part);
     task.payload = std::move(part);
     tasks.push_back(std::move(task));
   }
@@ -271,9 +277,7 @@ grpc::ServerUnaryReactor* InferenceService::Generate(grpc::CallbackServerContext
     }
     int64_t bytes = 0;
     for (const auto& part : parts) {
-      bytes += static_cast<int64_t>(part->z.size() * sizeof(float) +
-                                    part->classes.size() * 2 * sizeof(double) +
-                                    part->seeds.size() * sizeof(uint64_t));
+      bytes += retained_bytes(*part);
     }
     // The whole request or nothing: every part's slot at once.
     if (!admit(h, job, static_cast<int64_t>(parts.size()), bytes)) return reactor;

@@ -16,6 +16,7 @@
 #include "models/preprocess/image.h"
 #include "tests/models/preprocess/hostile_images.h"
 #include "tests/models/preprocess/jpeg_encode.h"
+#include "tests/models/preprocess/shared_images.h"
 #include "tests/support/shared_data.h"
 
 namespace kdeserve::models {
@@ -23,18 +24,6 @@ namespace {
 
 namespace kt = kdeserve::testing;
 
-#define KDESERVE_SHARED_OR_SKIP(var, relative)                                       \
-  const std::string var = kdeserve::testing::shared_file(relative);                  \
-  if (var.empty()) {                                                                 \
-    GTEST_SKIP() << "shared file " << (relative) << " is missing (looked in "        \
-                 << kdeserve::testing::shared_dir() << "; set KDESERVE_SHARED_DIR)"; \
-  }
-
-std::string read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  EXPECT_TRUE(in.good()) << "cannot open " << path;
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
 
 // The message of the c10::Error `fn` throws; a test failure when it throws none.
 std::string error_of(const std::function<void()>& fn) {

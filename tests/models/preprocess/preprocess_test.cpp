@@ -20,24 +20,13 @@
 #include "models/preprocess/labels.h"
 #include "models/preprocess/resize.h"
 #include "models/weights/safetensors.h"
+#include "tests/models/preprocess/shared_images.h"
 #include "tests/support/shared_data.h"
 
 namespace kdeserve::models {
 namespace {
 
 // Declares `var` as the path of shared/`relative`, or skips the test when that file is absent.
-#define KDESERVE_SHARED_OR_SKIP(var, relative)                                       \
-  const std::string var = kdeserve::testing::shared_file(relative);                  \
-  if (var.empty()) {                                                                 \
-    GTEST_SKIP() << "shared file " << (relative) << " is missing (looked in "        \
-                 << kdeserve::testing::shared_dir() << "; set KDESERVE_SHARED_DIR)"; \
-  }
-
-std::string read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  EXPECT_TRUE(in.good()) << "cannot open " << path;
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
 
 struct DiffStats {
   double mean = 0.0;
