@@ -18,10 +18,25 @@ constexpr const char* kServicePrefix = "/kdeserve.v1.Inference/";
 
 class UnhandledCallCounter final : public grpc::experimental::Interceptor {
  public:
-  UnhandledCallCounter(grpc::experimental::ServerRpcInfo* info, Metrics& metrics, std::string rpc)
-      : info_(info), metrics_(metrics), rpc_(std::move(rpc)) {}
+  UnhandledCallCounter(grpc::experimental::ServerRpcInfo* info, Metrics& metrics, LiveCalls& live,
+                       std::string rpc)
+      : info_(info), metrics_(metrics), live_(live), rpc_(std::move(rpc)) {
+    live_.add();
+  }
 
   ~UnhandledCallCounter() override {
+    account();
+    live_.remove();
+  }
+
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    using grpc::experimental::InterceptionHookPoints;
+    record(methods);
+    methods->Proceed();
+  }
+
+ private:
+  void account() noexcept {
     std::lock_guard<std::mutex> lock(mutex_);
     if (handled_ || !closed_) return;  // the handler's job counted it
     try {
@@ -40,13 +55,6 @@ class UnhandledCallCounter final : public grpc::experimental::Interceptor {
     }
   }
 
-  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
-    using grpc::experimental::InterceptionHookPoints;
-    record(methods);
-    methods->Proceed();
-  }
-
- private:
   // gRPC runs the hooks of one call on different threads and orders them inside its
   // uninstrumented code: the mutex makes that order visible (ThreadSanitizer).
   void record(grpc::experimental::InterceptorBatchMethods* methods) {
@@ -79,6 +87,7 @@ class UnhandledCallCounter final : public grpc::experimental::Interceptor {
   std::mutex mutex_;
   grpc::experimental::ServerRpcInfo* info_;
   Metrics& metrics_;
+  LiveCalls& live_;
   const std::string rpc_;
   const std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
   std::string peer_;
@@ -89,18 +98,19 @@ class UnhandledCallCounter final : public grpc::experimental::Interceptor {
 
 class Factory final : public grpc::experimental::ServerInterceptorFactoryInterface {
  public:
-  explicit Factory(Metrics& metrics) : metrics_(metrics) {}
+  Factory(Metrics& metrics, LiveCalls& live) : metrics_(metrics), live_(live) {}
   grpc::experimental::Interceptor* CreateServerInterceptor(
       grpc::experimental::ServerRpcInfo* info) override {
     const char* method = info->method();
     if (method == nullptr || std::strncmp(method, kServicePrefix, std::strlen(kServicePrefix))) {
       return nullptr;  // health, reflection: not Inference calls
     }
-    return new UnhandledCallCounter(info, metrics_, method + std::strlen(kServicePrefix));
+    return new UnhandledCallCounter(info, metrics_, live_, method + std::strlen(kServicePrefix));
   }
 
  private:
   Metrics& metrics_;
+  LiveCalls& live_;
 };
 
 }  // namespace
@@ -115,9 +125,24 @@ grpc::StatusCode cancelled_call_code(std::chrono::system_clock::time_point deadl
              : grpc::StatusCode::CANCELLED;
 }
 
+void LiveCalls::add() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  ++count_;
+}
+
+void LiveCalls::remove() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (--count_ == 0) none_.notify_all();
+}
+
+bool LiveCalls::wait_until_none(std::chrono::steady_clock::time_point deadline) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  return none_.wait_until(lock, deadline, [&] { return count_ == 0; });
+}
+
 std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> make_call_accounting(
-    Metrics& metrics) {
-  return std::make_unique<Factory>(metrics);
+    Metrics& metrics, LiveCalls& live) {
+  return std::make_unique<Factory>(metrics, live);
 }
 
 }  // namespace kdeserve::server

@@ -14,7 +14,10 @@
 #include <grpcpp/support/server_interceptor.h>
 
 #include <chrono>
+#include <condition_variable>
+#include <cstdint>
 #include <memory>
+#include <mutex>
 
 #include "server/metrics.h"
 
@@ -25,9 +28,27 @@ namespace kdeserve::server {
 /// CANCELLED.
 grpc::StatusCode cancelled_call_code(std::chrono::system_clock::time_point deadline);
 
+/// The kdeserve.v1.Inference calls that gRPC has published and not yet finished, from their
+/// headers to their end (handled or not). Shutdown waits on it to end the grace period as soon
+/// as the last call is answered: gRPC's own Shutdown(deadline) waits for every client to close
+/// its connection, which idle clients never do, so it would otherwise always last the whole
+/// grace period. Health and reflection calls are not counted (a health Watch never ends).
+class LiveCalls {
+ public:
+  void add();
+  void remove();
+  /// Blocks until no call is live or `deadline` passes; true when none is live.
+  bool wait_until_none(std::chrono::steady_clock::time_point deadline);
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable none_;
+  int64_t count_ = 0;
+};
+
 /// The interceptor factory to give to ServerBuilder::experimental().SetInterceptorCreators().
-/// `metrics` must outlive the server.
+/// `metrics` and `live` must outlive the server.
 std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> make_call_accounting(
-    Metrics& metrics);
+    Metrics& metrics, LiveCalls& live);
 
 }  // namespace kdeserve::server

@@ -1,16 +1,16 @@
 // kdeserve-server: the gRPC inference server.
+#include <grpc/grpc.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <csignal>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
-#include <mutex>
 #include <pthread.h>
 #include <thread>
 #include <vector>
@@ -39,6 +39,10 @@ std::string read_file(const std::string& path) {
   if (!in) throw ks::ConfigError("cannot read " + path);
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
+
+// Set once run()'s objects are destroyed: from then on the exit watchdog must not log (spdlog's
+// registry is destroyed with the other statics).
+std::atomic<bool> g_torn_down{false};
 
 int run(int argc, char** argv) {
   // SIGINT/SIGTERM are blocked in every thread and taken synchronously with sigwait below.
@@ -95,7 +99,8 @@ int run(int argc, char** argv) {
   builder.AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE, kMaxMetadataBytes);
   builder.RegisterService(&service);
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
-  interceptors.push_back(ks::make_call_accounting(metrics));
+  ks::LiveCalls live_calls;
+  interceptors.push_back(ks::make_call_accounting(metrics, live_calls));
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || bound_port == 0) {
@@ -129,36 +134,32 @@ int run(int argc, char** argv) {
     std::this_thread::sleep_for(std::chrono::duration<double>(config.drain_delay_seconds));
   }
   // The grace period is a promise to the orchestrator: calls still running at its end are
-  // cancelled, and a batch that is still computing then is abandoned (the process exits
-  // without waiting for it) rather than overrunning it.
+  // cancelled, and a batch that is still computing then is abandoned: the process exits without
+  // waiting for it (nor for its own teardown) rather than overrunning it.
   const auto grace = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
       std::chrono::duration<double>(config.shutdown_grace_seconds));
   const auto grace_end = std::chrono::steady_clock::now() + grace;
-  std::mutex stop_mutex;
-  std::condition_variable stop_cv;
-  bool stopped = false;
-  std::thread watchdog([&] {
-    std::unique_lock<std::mutex> lock(stop_mutex);
-    // 200 ms for the cancelled calls' statuses to reach their clients.
-    if (!stop_cv.wait_until(lock, grace_end + std::chrono::milliseconds(200),
-                            [&] { return stopped; })) {
-      spdlog::warn("shutdown grace period of {} s is over with work still running (a batch or "
-                   "image decoding): exiting without waiting for it",
-                   config.shutdown_grace_seconds);
-      spdlog::default_logger()->flush();
-      std::_Exit(0);
-    }
-  });
-  server->Shutdown(std::chrono::system_clock::now() +
-                   std::chrono::duration_cast<std::chrono::system_clock::duration>(grace));
+  const auto grace_end_wall = std::chrono::system_clock::now() +
+                              std::chrono::duration_cast<std::chrono::system_clock::duration>(grace);
+  // Detached: it also bounds the destructors that run after run() returns. 200 ms for the
+  // cancelled calls' statuses to reach their clients.
+  std::thread([grace_end, seconds = config.shutdown_grace_seconds] {
+    std::this_thread::sleep_until(grace_end + std::chrono::milliseconds(200));
+    if (g_torn_down) std::_Exit(0);
+    spdlog::warn("shutdown grace period of {} s is over with work still running (a batch, image "
+                 "decoding or the teardown): exiting without waiting for it",
+                 seconds);
+    spdlog::default_logger()->flush();
+    std::_Exit(0);
+  }).detach();
+  // gRPC refuses new calls from here on and returns when every client has closed its
+  // connection, which idle clients never do: once the last call is answered, its force-close
+  // (what it does itself at the deadline) ends the wait then instead of at the deadline.
+  std::thread grpc_shutdown([&] { server->Shutdown(grace_end_wall); });
+  if (live_calls.wait_until_none(grace_end)) grpc_server_cancel_all_calls(server->c_server());
+  grpc_shutdown.join();
   service.shutdown(grace_end);
   server->Wait();
-  {
-    std::lock_guard<std::mutex> lock(stop_mutex);
-    stopped = true;
-  }
-  stop_cv.notify_all();
-  watchdog.join();
   spdlog::info("stopped");
   return 0;
 }
@@ -167,7 +168,9 @@ int run(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   try {
-    return run(argc, argv);
+    const int rc = run(argc, argv);
+    g_torn_down = true;
+    return rc;
   } catch (const ks::ConfigError& e) {
     std::cerr << "kdeserve-server: " << e.what() << "\n";
     return 2;

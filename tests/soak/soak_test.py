@@ -479,6 +479,12 @@ def run_soak(workdir):
 def print_report(report):
     print(f"\n== soak: {report['seconds']:.0f} s, seed {report['seed']}, fastest warm calls "
           f"{report.get('fastest_s')}")
+    # First, in short: a CI log that keeps only the start of a failing test's output shows why.
+    print("checks: " + ", ".join(f"{name} {'PASS' if c['ok'] else 'FAIL'}"
+                                 for name, c in report["checks"].items()))
+    for name, c in report["checks"].items():
+        if not c["ok"]:
+            print(f"  FAIL  {name}: {c['detail'][:600]}")
     print("\nrequests by outcome (as the clients saw them):")
     print(f"  {'group':8} {'kind':34} {'rpc':13} {'code':19} {'count':>6}")
     for group, kind, rpc, code, n in report["requests_by_outcome"]:
