@@ -41,8 +41,7 @@ at::Tensor directions(int64_t batch, int64_t heads, int64_t dim, int64_t rows, D
                 "] or [B, H, r, D], got ", f.sizes());
     TORCH_CHECK(f.is_floating_point(), who, ": injected features must be floating point");
     at::Tensor out = f.to(device, dtype);
-    return shared ? out.unsqueeze(0).expand({groups, rows, dim})
-                  : out.reshape({groups, rows, dim});
+    return shared ? out.unsqueeze(0).expand({groups, rows, dim}) : out.reshape({groups, rows, dim});
   }
   // Drawn in float64 on the CPU, so the directions are the same for every dtype and device.
   std::vector<at::Tensor> draws;
@@ -59,9 +58,9 @@ at::Tensor directions(int64_t batch, int64_t heads, int64_t dim, int64_t rows, D
 at::Tensor log_features(const at::Tensor& x, const at::Tensor& directions, double scale,
                         bool cosh) {
   const double root = std::sqrt(scale);
-  at::Tensor xs = x * root;                                       // [G, N, D]
-  at::Tensor half_norm = xs.square().sum(2, true).mul_(0.5);      // [G, N, 1]
-  at::Tensor proj = at::bmm(xs, directions.transpose(1, 2));      // [G, N, r]
+  at::Tensor xs = x * root;                                   // [G, N, D]
+  at::Tensor half_norm = xs.square().sum(2, true).mul_(0.5);  // [G, N, 1]
+  at::Tensor proj = at::bmm(xs, directions.transpose(1, 2));  // [G, N, r]
   if (cosh) proj = at::cat({proj, proj.neg()}, 2);
   return proj.sub_(half_norm);
 }
@@ -69,11 +68,11 @@ at::Tensor log_features(const at::Tensor& x, const at::Tensor& directions, doubl
 StabilizedFeatures stabilize(const at::Tensor& a, const at::Tensor& b) {
   TORCH_CHECK(b.size(1) >= 1, "random_features: stabilize needs at least one key");
   const int64_t m = a.size(2);
-  at::Tensor beta = b.amax(1, true);                        // [G, 1, m]
+  at::Tensor beta = b.amax(1, true);  // [G, 1, m]
   StabilizedFeatures f;
-  f.key = (b - beta).exp_();                                // [G, Nk, m]
-  at::Tensor shifted = a + beta;                            // [G, Nq, m]
-  at::Tensor alpha = shifted.amax(2, true);                 // [G, Nq, 1]
+  f.key = (b - beta).exp_();                 // [G, Nk, m]
+  at::Tensor shifted = a + beta;             // [G, Nq, m]
+  at::Tensor alpha = shifted.amax(2, true);  // [G, Nq, 1]
   f.query = shifted.sub_(alpha).exp_();
   f.log_scale = alpha.squeeze(2).sub_(std::log(static_cast<double>(m)));
   return f;

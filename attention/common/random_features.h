@@ -39,8 +39,7 @@ at::Tensor directions(int64_t batch, int64_t heads, int64_t dim, int64_t rows, D
 /// Log-features without the r^{-1/2}: ω_j·x̃ − ‖x̃‖²/2 with x̃ = x·√scale; with `cosh` the
 /// columns are [ω·x̃ − ‖x̃‖²/2, −ω·x̃ − ‖x̃‖²/2]. x [G, N, D], directions [G, r, D] →
 /// [G, N, r] (or [G, N, 2r]).
-at::Tensor log_features(const at::Tensor& x, const at::Tensor& directions, double scale,
-                        bool cosh);
+at::Tensor log_features(const at::Tensor& x, const at::Tensor& directions, double scale, bool cosh);
 
 /// Positive features of a query and a key set, shifted so that no exp overflows and every
 /// query has a key-feature pair of product 1:

@@ -79,9 +79,9 @@ at::Tensor performer_attention(const at::Tensor& q, const at::Tensor& k, const a
   qf.mul_(ratio);
   kf.mul_(ratio);
 
-  at::Tensor context = at::bmm(kf.transpose(1, 2), v3);           // [G, m, Dv]
-  at::Tensor key_sum = kf.sum(1).unsqueeze(2);                    // [G, m, 1]
-  at::Tensor den = at::bmm(qf, key_sum);                          // [G, Nq, 1]
+  at::Tensor context = at::bmm(kf.transpose(1, 2), v3);  // [G, m, Dv]
+  at::Tensor key_sum = kf.sum(1).unsqueeze(2);           // [G, m, 1]
+  at::Tensor den = at::bmm(qf, key_sum);                 // [G, Nq, 1]
   if (options.normalization_eps() != 0) den.add_(options.normalization_eps());
   return at::bmm(qf, context).div_(den).view({batch, heads, nq, dv});
 }

@@ -26,6 +26,7 @@ std::string exact_reason(const PerformerOptions& options, int64_t num_queries, i
 /// inputs are assumed validated (attention() does it). Rejects bad options (TORCH_CHECK). Fills
 /// call.report->num_features.
 at::Tensor performer_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                         double scale, const PerformerOptions& options, const AttentionCall& call = {});
+                               double scale, const PerformerOptions& options,
+                               const AttentionCall& call = {});
 
 }  // namespace kdeserve::attention::performer

@@ -12,9 +12,11 @@
 namespace kdeserve::attention::scatterbrain {
 namespace {
 
-// Smallest query block of the band: the score blocks hold (c + w − 1) keys for c queries, so
-// tiny blocks would mean many tiny matrix products.
+// Query blocks of the band hold c ∈ [kMinBandBlock, kMaxBandBlock] queries (c = w inside that
+// range) and the c + w − 1 keys they reach: tiny blocks would mean many tiny matrix products,
+// large ones waste (c − 1)/(c + w − 1) of each score block.
 constexpr int64_t kMinBandBlock = 16;
+constexpr int64_t kMaxBandBlock = 64;
 // The reference's floor on the low-rank remainder before its log.
 constexpr double kRemainderFloor = 1e-24;
 
@@ -35,7 +37,7 @@ Support band_support(int64_t groups, int64_t nq, int64_t nk, int64_t w, at::Devi
   const int64_t lower = std::min(w / 2, nq - 1);
   const int64_t upper = std::min((w + 1) / 2 - 1, nk - 1);
   const int64_t window = lower + upper + 1;
-  const int64_t c = std::min(std::max(window, kMinBandBlock), nq);
+  const int64_t c = std::min(std::clamp(window, kMinBandBlock, kMaxBandBlock), nq);
   Support s;
   s.blocks = (nq + c - 1) / c;
   s.qwidth = c;
@@ -44,11 +46,12 @@ Support band_support(int64_t groups, int64_t nq, int64_t nk, int64_t w, at::Devi
   at::Tensor block = at::arange(s.blocks, longs).view({-1, 1, 1});
   at::Tensor t = at::arange(c, longs).view({1, -1, 1});
   at::Tensor u = at::arange(s.kwidth, longs).view({1, 1, -1});
-  at::Tensor query = block * c + t;          // [blocks, c, 1]
-  at::Tensor key = block * c - lower + u;    // [blocks, 1, kwidth]
-  at::Tensor offset = u - t;                 // [1, c, kwidth]
+  at::Tensor query = block * c + t;        // [blocks, c, 1]
+  at::Tensor key = block * c - lower + u;  // [blocks, 1, kwidth]
+  at::Tensor offset = u - t;               // [1, c, kwidth]
   s.allowed = ((query < nq) & (key >= 0) & (key < nk) & (offset >= 0) & (offset < window))
-                  .unsqueeze(0).to(device);
+                  .unsqueeze(0)
+                  .to(device);
   s.q_rows = query.clamp_max(nq - 1).flatten().to(device).unsqueeze(0).expand({groups, -1});
   s.k_slots = key.clamp(0, nk - 1).flatten().to(device).unsqueeze(0).expand({groups, -1});
   s.row_of_query = at::arange(nq, longs.device(device)).unsqueeze(0).expand({groups, nq});
@@ -68,7 +71,8 @@ Layout balanced_layout(int64_t n, int64_t blocks) {
   Layout layout;
   std::vector<int64_t> start(blocks + 1);
   for (int64_t j = 0; j <= blocks; ++j) start[j] = j * n / blocks;
-  for (int64_t j = 0; j < blocks; ++j) layout.width = std::max(layout.width, start[j + 1] - start[j]);
+  for (int64_t j = 0; j < blocks; ++j)
+    layout.width = std::max(layout.width, start[j + 1] - start[j]);
   layout.width = std::max<int64_t>(layout.width, 1);
   const int64_t rows = blocks * layout.width;
   layout.position_of_row = at::zeros({rows}, at::kLong);
@@ -108,7 +112,8 @@ Support lsh_support(const at::Tensor& q3, const at::Tensor& k3, int64_t batch, i
   s.k_slots = k_order.gather(
       1, kl.position_of_row.to(device).unsqueeze(0).expand({groups, s.blocks * s.kwidth}));
   s.allowed = (ql.row_valid.view({1, s.blocks, s.qwidth, 1}) &
-               kl.row_valid.view({1, s.blocks, 1, s.kwidth})).to(device);
+               kl.row_valid.view({1, s.blocks, 1, s.kwidth}))
+                  .to(device);
   // Inverse permutation: sorted position of each query, then its padded row.
   at::Tensor position_of_query = at::empty_like(q_order).scatter_(
       1, q_order, at::arange(nq, q_order.options()).unsqueeze(0).expand({groups, nq}));
@@ -129,7 +134,8 @@ void check_options(const ScatterBrainOptions& opt) {
               opt.local_window());
   TORCH_CHECK(opt.num_features() >= 2 && opt.num_features() % 2 == 0,
               "scatterbrain: num_features must be even and >= 2 (cosh features come in pairs), "
-              "got ", opt.num_features());
+              "got ",
+              opt.num_features());
   if (opt.support() == SparseSupport::kLsh) {
     TORCH_CHECK(opt.num_projections() >= 1 && opt.num_projections() <= kdeformer::kMaxProjections,
                 "scatterbrain: num_projections must be in [1, ", kdeformer::kMaxProjections,
@@ -175,9 +181,9 @@ at::Tensor scatterbrain_attention(const at::Tensor& q, const at::Tensor& k, cons
   at::Tensor dirs = random_features::directions(batch, heads, dim, m / 2,
                                                 random_features::Directions::kOrthogonal,
                                                 q.scalar_type(), q.device(), call, "scatterbrain");
-  random_features::StabilizedFeatures f = random_features::stabilize(
-      random_features::log_features(q3, dirs, scale, true),
-      random_features::log_features(k3, dirs, scale, true));
+  random_features::StabilizedFeatures f =
+      random_features::stabilize(random_features::log_features(q3, dirs, scale, true),
+                                 random_features::log_features(k3, dirs, scale, true));
   at::Tensor lr_num = at::bmm(f.query, at::bmm(f.key.transpose(1, 2), v3));    // [G, Nq, Dv]
   at::Tensor lr_den = at::bmm(f.query, f.key.sum(1).unsqueeze(2)).squeeze(2);  // [G, Nq]
 
@@ -195,7 +201,8 @@ at::Tensor scatterbrain_attention(const at::Tensor& q, const at::Tensor& k, cons
   // Exact logits and low-rank products on the support; outside it they contribute nothing.
   at::Tensor q_blk = gather_rows(q3, s.q_rows).mul_(scale).view({nb, s.qwidth, dim});
   at::Tensor k_blk_t = gather_rows(k3, s.k_slots).view({nb, s.kwidth, dim}).transpose(1, 2);
-  at::Tensor logits = at::bmm(q_blk, k_blk_t).view(block_shape)
+  at::Tensor logits = at::bmm(q_blk, k_blk_t)
+                          .view(block_shape)
                           .masked_fill_(outside, -std::numeric_limits<double>::infinity());
   at::Tensor qf_blk = gather_rows(f.query, s.q_rows).view({nb, s.qwidth, m});
   at::Tensor kf_blk_t = gather_rows(f.key, s.k_slots).view({nb, s.kwidth, m}).transpose(1, 2);
@@ -209,12 +216,13 @@ at::Tensor scatterbrain_attention(const at::Tensor& q, const at::Tensor& k, cons
   at::Tensor remainder = (per_row(lr_den) - lr_blk.sum(3)).clamp_min_(kRemainderFloor);
   at::Tensor log_z = at::logaddexp(at::logsumexp(logits, {3}), remainder.log_().add_(log_scale));
   at::Tensor lr_weight = log_scale.sub_(log_z).exp_();  // e^{log_scale} / Z
-  at::Tensor weights = logits.sub_(log_z.unsqueeze(3)).exp_()
-                           .sub_(lr_blk.mul_(lr_weight.unsqueeze(3)));
+  at::Tensor weights =
+      logits.sub_(log_z.unsqueeze(3)).exp_().sub_(lr_blk.mul_(lr_weight.unsqueeze(3)));
   at::Tensor v_blk = gather_rows(v3, s.k_slots).view({nb, s.kwidth, dv});
-  at::Tensor out_rows = at::bmm(weights.view({nb, s.qwidth, s.kwidth}), v_blk)
-                            .view({groups, rows, dv})
-                            .add_(gather_rows(lr_num, s.q_rows).mul_(lr_weight.view({groups, rows, 1})));
+  at::Tensor out_rows =
+      at::bmm(weights.view({nb, s.qwidth, s.kwidth}), v_blk)
+          .view({groups, rows, dv})
+          .add_(gather_rows(lr_num, s.q_rows).mul_(lr_weight.view({groups, rows, 1})));
   return gather_rows(out_rows, s.row_of_query).view({batch, heads, nq, dv});
 }
 

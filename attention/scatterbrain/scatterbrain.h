@@ -11,8 +11,8 @@
 /// reference's query row max / key global max gives the same values up to rounding, but can
 /// lose the whole low-rank part to underflow); any Nq, Nk; no Nq × Nk tensor (the reference
 /// builds an additive Nq × Nk mask); the optional LSH-block support (SparseSupport::kLsh).
-/// Extra memory O(G·Nq·(w + m + Dv)) for the band (score blocks of 2w−1 keys per query or
-/// less), O(G·(Nq + Nk)·(m + w)) for LSH blocks.
+/// Extra memory O(G·(Nq·(w + 64) + (Nq + Nk)·(m + Dv))) for the band (score blocks of at most
+/// w + 63 keys per query), O(G·(Nq·w + (Nq + Nk)·(m + Dv))) for LSH blocks.
 ///
 /// Randomness: m/2 directions from call.injected.features ([m/2, D] or [B, H, m/2, D]) or from
 /// each (entry, head)'s Stream::kFeatures; the LSH hyperplanes from call.injected.projections
@@ -37,6 +37,7 @@ std::string exact_reason(const ScatterBrainOptions& options, int64_t num_queries
 /// exact_reason is non-empty; then it equals exact attention up to rounding). Fills
 /// call.report->num_features, and num_blocks / block_keys for kLsh.
 at::Tensor scatterbrain_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                         double scale, const ScatterBrainOptions& options, const AttentionCall& call = {});
+                                  double scale, const ScatterBrainOptions& options,
+                                  const AttentionCall& call = {});
 
 }  // namespace kdeserve::attention::scatterbrain

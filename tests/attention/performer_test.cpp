@@ -1,9 +1,10 @@
 // Performer (FAVOR+) and the shared positive random features: unbiasedness, convergence in m,
 // stabilisation, the usual invariances, and parity with fly's PerformerAttention and the
 // KDEformer authors' Performer.py (fixtures/performer_parity.safetensors).
-#include <gtest/gtest.h>
+#include "attention/performer/performer.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <gtest/gtest.h>
 
 #include <cmath>
 #include <iostream>
@@ -11,7 +12,6 @@
 
 #include "attention/attention.h"
 #include "attention/common/random_features.h"
-#include "attention/performer/performer.h"
 #include "models/weights/safetensors.h"
 #include "tests/attention/test_util.h"
 
@@ -52,8 +52,9 @@ TEST(RandomFeatures, OrthogonalDirectionsAreOrthogonalWithinBlocksAndGaussianInN
   for (int64_t block = 0; block < 3; ++block) {
     const int64_t rows = block < 2 ? 8 : 4;
     at::Tensor unit = (w / norms).narrow(0, block * 8, rows);
-    EXPECT_LT((at::matmul(unit, unit.t()) - at::eye(rows, unit.options())).abs().max().item<double>(),
-              1e-12);
+    EXPECT_LT(
+        (at::matmul(unit, unit.t()) - at::eye(rows, unit.options())).abs().max().item<double>(),
+        1e-12);
   }
   // Norms are χ_8 (mean ≈ 2.74), not all equal to √8 as they would be without the rescaling.
   EXPECT_GT(norms.std().item<double>(), 0.05);
@@ -91,7 +92,8 @@ TEST(RandomFeatures, KernelEstimateIsUnbiased) {
     const at::Tensor stderr_ = estimates.std(1) / std::sqrt(static_cast<double>(draws));
     for (int64_t i = 0; i < 3; ++i) {
       const double e = exact[i].item<double>(), got = mean[i].item<double>();
-      std::cout << "pair " << i << ": exact " << e << ", mean " << got << " ± " << stderr_[i].item<double>() << "\n";
+      std::cout << "pair " << i << ": exact " << e << ", mean " << got << " ± "
+                << stderr_[i].item<double>() << "\n";
       EXPECT_LT(std::abs(got - e), 4 * stderr_[i].item<double>()) << "pair " << i;
       EXPECT_LT(std::abs(got - e), 0.1 * e) << "pair " << i;
     }
@@ -105,8 +107,8 @@ TEST(Performer, MatchesTheDenseEstimatorOnOddSizesWithNqNeNkAndDvNeD) {
   const at::Tensor w = seeded_randn({11, 5}, 4);
   AttentionCall call;
   call.injected.features = w;
-  for (auto stab : {PerformerStabilizer::kNone, PerformerStabilizer::kRowGlobal,
-                    PerformerStabilizer::kJoint}) {
+  for (auto stab :
+       {PerformerStabilizer::kNone, PerformerStabilizer::kRowGlobal, PerformerStabilizer::kJoint}) {
     const at::Tensor out = performer_attention(
         q, k, v, 0.4, PerformerOptions().num_features(11).stabilizer(stab), call);
     ASSERT_EQ(out.sizes(), (at::IntArrayRef{2, 3, 13, 7}));
@@ -120,7 +122,8 @@ TEST(Performer, PerHeadInjectedFeaturesAreUsedPerHead) {
   const at::Tensor w = seeded_randn({2, 2, 10, 4}, 4);
   AttentionCall call;
   call.injected.features = w;
-  const at::Tensor out = performer_attention(q, k, v, 0.5, PerformerOptions().num_features(10), call);
+  const at::Tensor out =
+      performer_attention(q, k, v, 0.5, PerformerOptions().num_features(10), call);
   for (int64_t b = 0; b < 2; ++b) {
     for (int64_t h = 0; h < 2; ++h) {
       auto sl = [&](const at::Tensor& x) { return x.slice(0, b, b + 1).slice(1, h, h + 1); };
@@ -136,7 +139,8 @@ TEST(Performer, PerHeadInjectedFeaturesAreUsedPerHead) {
 // factor 4 per 16× features, required: a factor 2). Moderate norms (‖q̃‖² ≈ 0.7): with larger
 // ones the estimator is heavy-tailed and needs far more features (peers.md §6).
 TEST(Performer, ErrorShrinksAsFeaturesGrow) {
-  const at::Tensor q = seeded_randn({1, 1, 64, 8}, 1) * 0.5, k = seeded_randn({1, 1, 64, 8}, 2) * 0.5;
+  const at::Tensor q = seeded_randn({1, 1, 64, 8}, 1) * 0.5,
+                   k = seeded_randn({1, 1, 64, 8}, 2) * 0.5;
   const at::Tensor v = seeded_randn({1, 1, 64, 4}, 3);
   const double scale = 1.0 / std::sqrt(8.0);
   const at::Tensor exact = naive_attention(q, k, v, scale);
@@ -144,8 +148,8 @@ TEST(Performer, ErrorShrinksAsFeaturesGrow) {
   for (int64_t m : {16, 256, 4096}) {
     double err = 0;
     for (uint64_t seed = 0; seed < 4; ++seed) {
-      const at::Tensor out = performer_attention(q, k, v, scale,
-                                                 PerformerOptions().num_features(m), seeded_call(seed));
+      const at::Tensor out = performer_attention(q, k, v, scale, PerformerOptions().num_features(m),
+                                                 seeded_call(seed));
       err += ((out - exact).norm() / exact.norm()).item<double>() / 4;
     }
     std::cout << "m=" << m << ": mean relative Frobenius error " << err << "\n";
@@ -172,7 +176,8 @@ TEST(Performer, FiniteAtLargeLogitsAndAConvexCombinationOfValues) {
         q, k, v, 1.0, PerformerOptions().stabilizer(PerformerStabilizer::kNone), seeded_call(1));
     EXPECT_FALSE(at::isfinite(none).all().item<bool>()) << dtype;
     const at::Tensor fly = performer_attention(
-        q, k, v, 1.0, PerformerOptions().stabilizer(PerformerStabilizer::kRowGlobal), seeded_call(1));
+        q, k, v, 1.0, PerformerOptions().stabilizer(PerformerStabilizer::kRowGlobal),
+        seeded_call(1));
     EXPECT_FALSE(at::isfinite(fly).all().item<bool>()) << dtype;
   }
 }
@@ -202,20 +207,22 @@ TEST(Performer, DeterministicPerSeedAndEntriesAreIndependent) {
   // Entry 1 alone (same entry seed) equals its slice, whatever entry 0 holds.
   AttentionCall alone = call;
   alone.entry_seeds = {22};
-  const at::Tensor one = performer_attention(q.slice(0, 1), k.slice(0, 1), v.slice(0, 1), 0.4, opt,
-                                             alone);
+  const at::Tensor one =
+      performer_attention(q.slice(0, 1), k.slice(0, 1), v.slice(0, 1), 0.4, opt, alone);
   EXPECT_LT(max_rel_diff(one, out.slice(0, 1)), 1e-14);
   const at::Tensor q2 = q.clone();
   q2[0].normal_();
-  EXPECT_LT(max_rel_diff(performer_attention(q2, k, v, 0.4, opt, call).slice(0, 1), out.slice(0, 1)),
-            1e-14);
+  EXPECT_LT(
+      max_rel_diff(performer_attention(q2, k, v, 0.4, opt, call).slice(0, 1), out.slice(0, 1)),
+      1e-14);
 }
 
 TEST(Performer, ValueShiftShiftsTheOutput) {
   const at::Tensor q = seeded_randn({1, 1, 9, 4}, 1), k = seeded_randn({1, 1, 7, 4}, 2);
   const at::Tensor v = seeded_randn({1, 1, 7, 3}, 3);
   const at::Tensor out = performer_attention(q, k, v, 0.5, PerformerOptions(), seeded_call(2));
-  const at::Tensor shifted = performer_attention(q, k, v + 5.0, 0.5, PerformerOptions(), seeded_call(2));
+  const at::Tensor shifted =
+      performer_attention(q, k, v + 5.0, 0.5, PerformerOptions(), seeded_call(2));
   EXPECT_LT((shifted - 5.0 - out).abs().max().item<double>(), 1e-12);
 }
 
@@ -228,7 +235,8 @@ TEST(Performer, DispatchReportsFeaturesAndHasNoExactLimit) {
   AttentionCall call;
   call.report = &report;
   const at::Tensor out = attention(
-      q, k, v, AttentionOptions().method(Method::kPerformer).performer(PerformerOptions().num_features(24)),
+      q, k, v,
+      AttentionOptions().method(Method::kPerformer).performer(PerformerOptions().num_features(24)),
       call);
   EXPECT_EQ(report.ran, Method::kPerformer);
   EXPECT_EQ(report.num_features, 24);
@@ -257,17 +265,19 @@ TEST_F(PerformerParity, FlyPerformerAttention) {
   call.injected.features = get("fly_features");
   const double scale = get("fly_scale").item<double>();
   const at::Tensor q = get("fly_q"), k = get("fly_k"), v = get("fly_v");
-  const PerformerOptions fly = PerformerOptions().num_features(10).stabilizer(
-      PerformerStabilizer::kRowGlobal);
-  const double d0 = max_rel_diff(performer_attention(q, k, v, scale, fly, call), get("fly_out_eps0"));
-  const double d_joint = max_rel_diff(
-      performer_attention(q, k, v, scale, PerformerOptions().num_features(10), call),
-      get("fly_out_eps0"));
+  const PerformerOptions fly =
+      PerformerOptions().num_features(10).stabilizer(PerformerStabilizer::kRowGlobal);
+  const double d0 =
+      max_rel_diff(performer_attention(q, k, v, scale, fly, call), get("fly_out_eps0"));
+  const double d_joint =
+      max_rel_diff(performer_attention(q, k, v, scale, PerformerOptions().num_features(10), call),
+                   get("fly_out_eps0"));
   const double d_eps = max_rel_diff(
-      performer_attention(q, k, v, scale, PerformerOptions(fly).feature_eps(1e-4).normalization_eps(1e-6), call),
+      performer_attention(q, k, v, scale,
+                          PerformerOptions(fly).feature_eps(1e-4).normalization_eps(1e-6), call),
       get("fly_out_default_eps"));
-  std::cout << "fly PerformerAttention: eps 0 (kRowGlobal) " << d0 << ", eps 0 (kJoint) "
-            << d_joint << ", eps 1e-4/1e-6 (kRowGlobal) " << d_eps << "\n";
+  std::cout << "fly PerformerAttention: eps 0 (kRowGlobal) " << d0 << ", eps 0 (kJoint) " << d_joint
+            << ", eps 1e-4/1e-6 (kRowGlobal) " << d_eps << "\n";
   EXPECT_LT(d0, 1e-12);
   EXPECT_LT(d_joint, 1e-12);
   EXPECT_LT(d_eps, 1e-12);
@@ -277,8 +287,8 @@ TEST_F(PerformerParity, KdeformerPerformerPy) {
   AttentionCall call;
   call.injected.features = get("ref_features");
   const at::Tensor q = get("ref_q"), k = get("ref_k"), v = get("ref_v");
-  const PerformerOptions ref = PerformerOptions().num_features(12).orthogonal(false).stabilizer(
-      PerformerStabilizer::kNone);
+  const PerformerOptions ref =
+      PerformerOptions().num_features(12).orthogonal(false).stabilizer(PerformerStabilizer::kNone);
   const double d1 = max_rel_diff(performer_attention(q, k, v, 1.0, ref, call), get("ref_out"));
   // Performer.py has no temperature: scale s here is Performer.py on inputs times √s.
   const double s = 0.3;

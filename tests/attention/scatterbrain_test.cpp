@@ -1,9 +1,10 @@
 // ScatterBrain: the sparse + low-rank estimate against its dense definition (band and LSH
 // supports), the exact limit, unbiasedness of the cosh features, finiteness, invariances, and
 // parity with fly's SBLocalAttention (fixtures/scatterbrain_parity.safetensors).
-#include <gtest/gtest.h>
+#include "attention/scatterbrain/scatterbrain.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <gtest/gtest.h>
 
 #include <cmath>
 #include <iostream>
@@ -12,7 +13,6 @@
 #include "attention/attention.h"
 #include "attention/common/random_features.h"
 #include "attention/kdeformer/lsh.h"
-#include "attention/scatterbrain/scatterbrain.h"
 #include "models/weights/safetensors.h"
 #include "tests/attention/test_util.h"
 
@@ -25,7 +25,8 @@ using kdeserve::testing::seeded_randn;
 
 // The reference's band as a dense mask [Nq, Nk]: −⌊w/2⌋ ≤ j − i < ⌈w/2⌉.
 at::Tensor band_mask(int64_t nq, int64_t nk, int64_t w) {
-  at::Tensor offset = at::arange(nk, at::kLong).unsqueeze(0) - at::arange(nq, at::kLong).unsqueeze(1);
+  at::Tensor offset =
+      at::arange(nk, at::kLong).unsqueeze(0) - at::arange(nq, at::kLong).unsqueeze(1);
   return (offset >= -(w / 2)) & (offset < (w + 1) / 2);
 }
 
@@ -43,8 +44,8 @@ at::Tensor balanced_block_of_sorted(const at::Tensor& order, int64_t blocks) {
 at::Tensor lsh_mask(const at::Tensor& q, const at::Tensor& k, const at::Tensor& proj, int64_t w) {
   const int64_t nk = k.size(0), blocks = (nk + w - 1) / w;
   auto order = [&](const at::Tensor& x) {
-    return kdeformer::hash_sort(kdeformer::bucket_ranks(x.unsqueeze(0), proj.unsqueeze(0),
-                                                        BucketOrder::kGray))[0];
+    return kdeformer::hash_sort(
+        kdeformer::bucket_ranks(x.unsqueeze(0), proj.unsqueeze(0), BucketOrder::kGray))[0];
   };
   at::Tensor qb = balanced_block_of_sorted(order(q), blocks);
   at::Tensor kb = balanced_block_of_sorted(order(k), blocks);
@@ -76,27 +77,46 @@ AttentionCall seeded_call(uint64_t seed) {
 }
 
 TEST(ScatterBrain, BandMatchesTheDenseEstimatorOnOddSizesWithNqNeNkAndDvNeD) {
-  const at::Tensor q = seeded_randn({2, 3, 21, 5}, 1) * 0.8, k = seeded_randn({2, 3, 14, 5}, 2) * 0.8;
+  const at::Tensor q = seeded_randn({2, 3, 21, 5}, 1) * 0.8,
+                   k = seeded_randn({2, 3, 14, 5}, 2) * 0.8;
   const at::Tensor v = seeded_randn({2, 3, 14, 7}, 3);
   const at::Tensor w = seeded_randn({2, 3, 5, 5}, 4);
   AttentionCall call;
   call.injected.features = w;
-  for (int64_t window : {1, 4, 7, 40}) {
+  for (int64_t window : {1, 4, 7, 30, 40}) {
     const at::Tensor out = scatterbrain_attention(
         q, k, v, 0.45, ScatterBrainOptions().local_window(window).num_features(10), call);
     ASSERT_EQ(out.sizes(), (at::IntArrayRef{2, 3, 21, 7}));
     for (int64_t b = 0; b < 2; ++b) {
       for (int64_t h = 0; h < 3; ++h) {
-        const at::Tensor expect = dense_scatterbrain(q[b][h], k[b][h], v[b][h], 0.45, w[b][h],
-                                                     band_mask(21, 14, window));
+        const at::Tensor expect =
+            dense_scatterbrain(q[b][h], k[b][h], v[b][h], 0.45, w[b][h], band_mask(21, 14, window));
         EXPECT_LT(max_rel_diff(out[b][h], expect), 1e-12) << "w=" << window;
       }
     }
   }
 }
 
+// Several query blocks of the largest size (64) and windows up to and beyond it.
+TEST(ScatterBrain, BandMatchesTheDenseEstimatorOnLongSequences) {
+  const at::Tensor q = seeded_randn({1, 1, 150, 4}, 1) * 0.8;
+  const at::Tensor k = seeded_randn({1, 1, 130, 4}, 2) * 0.8;
+  const at::Tensor v = seeded_randn({1, 1, 130, 3}, 3);
+  const at::Tensor w = seeded_randn({4, 4}, 4);
+  AttentionCall call;
+  call.injected.features = w;
+  for (int64_t window : {3, 64, 70, 101}) {
+    const at::Tensor out = scatterbrain_attention(
+        q, k, v, 0.5, ScatterBrainOptions().local_window(window).num_features(8), call);
+    const at::Tensor expect =
+        dense_scatterbrain(q[0][0], k[0][0], v[0][0], 0.5, w, band_mask(150, 130, window));
+    EXPECT_LT(max_rel_diff(out[0][0], expect), 1e-12) << "w=" << window;
+  }
+}
+
 TEST(ScatterBrain, LshBlocksMatchTheDenseEstimatorAndAreReported) {
-  const at::Tensor q = seeded_randn({1, 2, 19, 6}, 1) * 0.8, k = seeded_randn({1, 2, 23, 6}, 2) * 0.8;
+  const at::Tensor q = seeded_randn({1, 2, 19, 6}, 1) * 0.8,
+                   k = seeded_randn({1, 2, 23, 6}, 2) * 0.8;
   const at::Tensor v = seeded_randn({1, 2, 23, 4}, 3);
   const at::Tensor w = seeded_randn({3, 6}, 4);
   const at::Tensor proj = seeded_randn({6, 3}, 5);
@@ -105,12 +125,15 @@ TEST(ScatterBrain, LshBlocksMatchTheDenseEstimatorAndAreReported) {
   call.injected.features = w;
   call.injected.projections = proj;
   call.report = &report;
-  const auto opt = ScatterBrainOptions().support(SparseSupport::kLsh).local_window(5)
-                       .num_features(6).num_projections(3);
+  const auto opt = ScatterBrainOptions()
+                       .support(SparseSupport::kLsh)
+                       .local_window(5)
+                       .num_features(6)
+                       .num_projections(3);
   const at::Tensor out = scatterbrain_attention(q, k, v, 0.5, opt, call);
   for (int64_t h = 0; h < 2; ++h) {
-    const at::Tensor expect = dense_scatterbrain(q[0][h], k[0][h], v[0][h], 0.5, w,
-                                                 lsh_mask(q[0][h], k[0][h], proj, 5));
+    const at::Tensor expect =
+        dense_scatterbrain(q[0][h], k[0][h], v[0][h], 0.5, w, lsh_mask(q[0][h], k[0][h], proj, 5));
     EXPECT_LT(max_rel_diff(out[0][h], expect), 1e-12);
   }
   EXPECT_EQ(report.num_blocks, 5);  // ⌈23 / 5⌉
@@ -122,7 +145,8 @@ TEST(ScatterBrain, LshBlocksMatchTheDenseEstimatorAndAreReported) {
 // whatever the features (computed through the merge, not the fallback).
 TEST(ScatterBrain, ExactWhenTheSupportCoversAllKeys) {
   for (auto dtype : {at::kDouble, at::kFloat}) {
-    const at::Tensor q = seeded_randn({2, 2, 11, 4}, 1, dtype) * 2, k = seeded_randn({2, 2, 8, 4}, 2, dtype) * 2;
+    const at::Tensor q = seeded_randn({2, 2, 11, 4}, 1, dtype) * 2,
+                     k = seeded_randn({2, 2, 8, 4}, 2, dtype) * 2;
     const at::Tensor v = seeded_randn({2, 2, 8, 3}, 3, dtype);
     const at::Tensor exact = naive_attention(q, k, v, 0.5);
     const double tol = dtype == at::kDouble ? 1e-12 : 1e-5;
@@ -131,7 +155,8 @@ TEST(ScatterBrain, ExactWhenTheSupportCoversAllKeys) {
     EXPECT_FALSE(exact_reason(band, 11, 8).empty());
     EXPECT_TRUE(exact_reason(ScatterBrainOptions().local_window(19), 11, 8).empty());  // ⌊19/2⌋ = 9
     EXPECT_LT(max_rel_diff(scatterbrain_attention(q, k, v, 0.5, band, seeded_call(1)), exact), tol);
-    const auto lsh = ScatterBrainOptions().support(SparseSupport::kLsh).local_window(8).num_features(8);
+    const auto lsh =
+        ScatterBrainOptions().support(SparseSupport::kLsh).local_window(8).num_features(8);
     EXPECT_FALSE(exact_reason(lsh, 11, 8).empty());
     EXPECT_TRUE(exact_reason(ScatterBrainOptions(lsh).local_window(7), 11, 8).empty());
     EXPECT_LT(max_rel_diff(scatterbrain_attention(q, k, v, 0.5, lsh, seeded_call(1)), exact), tol);
@@ -139,7 +164,8 @@ TEST(ScatterBrain, ExactWhenTheSupportCoversAllKeys) {
     AttentionCall call;
     call.report = &report;
     const at::Tensor via_dispatch = attention(
-        q, k, v, AttentionOptions().method(Method::kScatterBrain).scale(0.5).scatterbrain(band), call);
+        q, k, v, AttentionOptions().method(Method::kScatterBrain).scale(0.5).scatterbrain(band),
+        call);
     EXPECT_EQ(report.ran, Method::kExact);
     EXPECT_NE(report.reason.find("band"), std::string::npos) << report.reason;
     EXPECT_LT(max_rel_diff(via_dispatch, exact), tol);
@@ -156,7 +182,8 @@ TEST(ScatterBrain, CoshKernelEstimateIsUnbiased) {
   at::Generator gen = at::detail::createCPUGenerator(77);
   // directions a multiple of D: every 8 consecutive rows are whole, independent Haar blocks.
   const at::Tensor w = random_features::draw_directions(
-      draws * directions, dim, random_features::Directions::kOrthogonal, gen).view({draws, directions, dim});
+                           draws * directions, dim, random_features::Directions::kOrthogonal, gen)
+                           .view({draws, directions, dim});
   const at::Tensor a = random_features::log_features(q.expand({draws, 3, dim}), w, scale, true);
   const at::Tensor b = random_features::log_features(k.expand({draws, 3, dim}), w, scale, true);
   const at::Tensor estimates = (a + b).exp().mean(2);  // [draws, 3]
@@ -172,7 +199,8 @@ TEST(ScatterBrain, CoshKernelEstimateIsUnbiased) {
 }
 
 TEST(ScatterBrain, ErrorShrinksAsFeaturesGrow) {
-  const at::Tensor q = seeded_randn({1, 1, 64, 8}, 1) * 0.5, k = seeded_randn({1, 1, 64, 8}, 2) * 0.5;
+  const at::Tensor q = seeded_randn({1, 1, 64, 8}, 1) * 0.5,
+                   k = seeded_randn({1, 1, 64, 8}, 2) * 0.5;
   const at::Tensor v = seeded_randn({1, 1, 64, 4}, 3);
   const double scale = 1.0 / std::sqrt(8.0);
   const at::Tensor exact = naive_attention(q, k, v, scale);
@@ -232,14 +260,14 @@ TEST(ScatterBrain, DeterministicPerSeedAndEntriesAreIndependent) {
     EXPECT_FALSE(out.equal(scatterbrain_attention(q, k, v, 0.4, opt, other)));
     AttentionCall alone = call;
     alone.entry_seeds = {22};
-    const at::Tensor one = scatterbrain_attention(q.slice(0, 1), k.slice(0, 1), v.slice(0, 1), 0.4,
-                                                  opt, alone);
+    const at::Tensor one =
+        scatterbrain_attention(q.slice(0, 1), k.slice(0, 1), v.slice(0, 1), 0.4, opt, alone);
     EXPECT_LT(max_rel_diff(one, out.slice(0, 1)), 1e-14);
     const at::Tensor q2 = q.clone();
     q2[0].normal_();
-    EXPECT_LT(max_rel_diff(scatterbrain_attention(q2, k, v, 0.4, opt, call).slice(0, 1),
-                           out.slice(0, 1)),
-              1e-14);
+    EXPECT_LT(
+        max_rel_diff(scatterbrain_attention(q2, k, v, 0.4, opt, call).slice(0, 1), out.slice(0, 1)),
+        1e-14);
   }
 }
 
@@ -254,11 +282,14 @@ TEST(ScatterBrain, ValueShiftShiftsTheOutput) {
 
 TEST(ScatterBrain, RejectsBadOptions) {
   const at::Tensor q = seeded_randn({1, 1, 3, 2}, 1);
-  EXPECT_THROW(scatterbrain_attention(q, q, q, 1.0, ScatterBrainOptions().num_features(7)), c10::Error);
-  EXPECT_THROW(scatterbrain_attention(q, q, q, 1.0, ScatterBrainOptions().num_features(0)), c10::Error);
-  EXPECT_THROW(exact_reason(ScatterBrainOptions().local_window(0), 3, 3), c10::Error);
-  EXPECT_THROW(exact_reason(ScatterBrainOptions().support(SparseSupport::kLsh).num_projections(0), 3, 3),
+  EXPECT_THROW(scatterbrain_attention(q, q, q, 1.0, ScatterBrainOptions().num_features(7)),
                c10::Error);
+  EXPECT_THROW(scatterbrain_attention(q, q, q, 1.0, ScatterBrainOptions().num_features(0)),
+               c10::Error);
+  EXPECT_THROW(exact_reason(ScatterBrainOptions().local_window(0), 3, 3), c10::Error);
+  EXPECT_THROW(
+      exact_reason(ScatterBrainOptions().support(SparseSupport::kLsh).num_projections(0), 3, 3),
+      c10::Error);
   AttentionCall call;
   call.injected.features = seeded_randn({8, 2}, 2);  // m = 8 needs 4 directions
   EXPECT_THROW(scatterbrain_attention(q, q, q, 1.0, ScatterBrainOptions().num_features(8), call),
@@ -272,11 +303,12 @@ TEST(ScatterBrainParity, FlySbLocalAttention) {
     const at::Tensor config = file.get(name + "_config");
     AttentionCall call;
     call.injected.features = file.get(name + "_features");
-    const auto opt = ScatterBrainOptions().local_window(config[0].item<int64_t>())
+    const auto opt = ScatterBrainOptions()
+                         .local_window(config[0].item<int64_t>())
                          .num_features(config[1].item<int64_t>());
-    const at::Tensor out = scatterbrain_attention(file.get(name + "_q"), file.get(name + "_k"),
-                                                  file.get(name + "_v"),
-                                                  file.get(name + "_scale").item<double>(), opt, call);
+    const at::Tensor out =
+        scatterbrain_attention(file.get(name + "_q"), file.get(name + "_k"), file.get(name + "_v"),
+                               file.get(name + "_scale").item<double>(), opt, call);
     const double diff = max_rel_diff(out, file.get(name + "_out"));
     std::cout << "fly SBLocalAttention, case " << name << ": max rel diff " << diff << "\n";
     EXPECT_LT(diff, 1e-12) << name;

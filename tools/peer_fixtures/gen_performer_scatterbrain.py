@@ -204,9 +204,10 @@ def main():
         scatterbrain_cases(scatterbrain)
     os.makedirs(args.out, exist_ok=True)
     meta = {"generator": "tools/peer_fixtures/gen_performer_scatterbrain.py",
-            "fly": f"HazyResearch/fly {FLY_COMMIT}", "kdeformer": f"majid-daliri/kdeformer {KDEFORMER_COMMIT}"}
-    safetensors_io.save(os.path.join(args.out, "performer_parity.safetensors"), performer, meta)
-    safetensors_io.save(os.path.join(args.out, "scatterbrain_parity.safetensors"), scatterbrain, meta)
+            "fly": f"HazyResearch/fly {FLY_COMMIT}",
+            "kdeformer": f"majid-daliri/kdeformer {KDEFORMER_COMMIT}"}
+    for name, tensors in (("performer", performer), ("scatterbrain", scatterbrain)):
+        safetensors_io.save(os.path.join(args.out, f"{name}_parity.safetensors"), tensors, meta)
     for name, tensors in (("performer", performer), ("scatterbrain", scatterbrain)):
         print(name, {k: tuple(t.shape) for k, t in tensors.items()})
 
