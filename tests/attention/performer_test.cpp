@@ -14,12 +14,14 @@
 #include "attention/common/random_features.h"
 #include "models/weights/safetensors.h"
 #include "tests/attention/test_util.h"
+#include "tests/support/peak_memory.h"
 
 namespace kdeserve::attention::performer {
 namespace {
 
 using kdeserve::testing::max_rel_diff;
 using kdeserve::testing::naive_attention;
+using kdeserve::testing::PeakMemoryScope;
 using kdeserve::testing::seeded_randn;
 using random_features::Directions;
 
@@ -241,6 +243,25 @@ TEST(Performer, DispatchReportsFeaturesAndHasNoExactLimit) {
   EXPECT_EQ(report.ran, Method::kPerformer);
   EXPECT_EQ(report.num_features, 24);
   EXPECT_EQ(out.sizes(), (at::IntArrayRef{1, 2, 5, 3}));
+}
+
+// No Nq × Nk tensor: the extra memory grows linearly in n and stays below n² bytes.
+TEST(Performer, MemoryIsLinearInTheSequenceLength) {
+  const int64_t m = 64, d = 64;
+  int64_t previous = 0;
+  for (int64_t n : {8192, 16384}) {
+    const at::Tensor q = at::randn({1, 1, n, d}), v = at::randn({1, 1, n, d});
+    PeakMemoryScope scope;
+    const at::Tensor out = performer_attention(q, q, v, 0.125, PerformerOptions().num_features(m));
+    const int64_t peak = scope.peak_bytes();
+    std::cout << "n=" << n << ": peak extra " << peak / 1e6 << " MB\n";
+    EXPECT_LT(peak, 8 * n * (m + 2 * d) * 4) << "n=" << n;
+    EXPECT_LT(peak, n * n) << "n=" << n;  // any Nq × Nk tensor, even of bools, is n² bytes
+    if (previous > 0) {
+      EXPECT_LT(static_cast<double>(peak) / previous, 2.5);
+    }
+    previous = peak;
+  }
 }
 
 TEST(Performer, RejectsBadOptions) {

@@ -15,12 +15,14 @@
 #include "attention/kdeformer/lsh.h"
 #include "models/weights/safetensors.h"
 #include "tests/attention/test_util.h"
+#include "tests/support/peak_memory.h"
 
 namespace kdeserve::attention::scatterbrain {
 namespace {
 
 using kdeserve::testing::max_rel_diff;
 using kdeserve::testing::naive_attention;
+using kdeserve::testing::PeakMemoryScope;
 using kdeserve::testing::seeded_randn;
 
 // The reference's band as a dense mask [Nq, Nk]: −⌊w/2⌋ ≤ j − i < ⌈w/2⌉.
@@ -278,6 +280,28 @@ TEST(ScatterBrain, ValueShiftShiftsTheOutput) {
   const at::Tensor out = scatterbrain_attention(q, k, v, 0.5, opt, seeded_call(2));
   const at::Tensor shifted = scatterbrain_attention(q, k, v + 5.0, 0.5, opt, seeded_call(2));
   EXPECT_LT((shifted - 5.0 - out).abs().max().item<double>(), 1e-12);
+}
+
+// No Nq × Nk tensor: the extra memory grows linearly in n and stays below n² bytes.
+TEST(ScatterBrain, MemoryIsLinearInTheSequenceLength) {
+  const int64_t m = 64, d = 64, w = 32;
+  for (auto support : {SparseSupport::kBand, SparseSupport::kLsh}) {
+    int64_t previous = 0;
+    for (int64_t n : {8192, 16384}) {
+      const at::Tensor q = at::randn({1, 1, n, d}), v = at::randn({1, 1, n, d});
+      PeakMemoryScope scope;
+      const at::Tensor out = scatterbrain_attention(
+          q, q, v, 0.125, ScatterBrainOptions().support(support).local_window(w).num_features(m));
+      const int64_t peak = scope.peak_bytes();
+      std::cout << "n=" << n << ": peak extra " << peak / 1e6 << " MB\n";
+      EXPECT_LT(peak, 8 * n * (2 * w + 64 + m + 2 * d) * 4) << "n=" << n;
+      EXPECT_LT(peak, n * n) << "n=" << n;  // any Nq × Nk tensor, even of bools, is n² bytes
+      if (previous > 0) {
+        EXPECT_LT(static_cast<double>(peak) / previous, 2.5);
+      }
+      previous = peak;
+    }
+  }
 }
 
 TEST(ScatterBrain, RejectsBadOptions) {
