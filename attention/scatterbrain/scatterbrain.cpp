@@ -1,14 +1,229 @@
 #include "attention/scatterbrain/scatterbrain.h"
 
-#include <c10/util/Exception.h>
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <limits>
+#include <vector>
+
+#include "attention/common/random_features.h"
+#include "attention/kdeformer/lsh.h"
 
 namespace kdeserve::attention::scatterbrain {
+namespace {
 
-std::string exact_reason(const ScatterBrainOptions&, int64_t, int64_t) { return {}; }
+// Query blocks of the band hold c ∈ [kMinBandBlock, kMaxBandBlock] queries (c = w inside that
+// range) and the c + w − 1 keys they reach: tiny blocks would mean many tiny matrix products,
+// large ones waste (c − 1)/(c + w − 1) of each score block.
+constexpr int64_t kMinBandBlock = 16;
+constexpr int64_t kMaxBandBlock = 64;
+// The reference's floor on the low-rank remainder before its log.
+constexpr double kRemainderFloor = 1e-24;
 
-at::Tensor scatterbrain_attention(const at::Tensor&, const at::Tensor&, const at::Tensor&, double,
-                         const ScatterBrainOptions&, const AttentionCall&) {
-  TORCH_CHECK(false, "scatterbrain: PLACEHOLDER on the peers branch, to be replaced by its port");
+// The sparse support in block form: `blocks` diagonal blocks of qwidth query rows × kwidth key
+// slots per (entry, head); every (row, slot) pair that is not `allowed` is outside the support.
+struct Support {
+  int64_t blocks = 1, qwidth = 0, kwidth = 0;
+  at::Tensor q_rows;        // [G, blocks·qwidth] query index of each row (pads: any query)
+  at::Tensor k_slots;       // [G, blocks·kwidth] key index of each slot (pads: any key)
+  at::Tensor allowed;       // [1 or G, blocks, qwidth, kwidth] bool
+  at::Tensor row_of_query;  // [G, Nq] row of each query
+};
+
+// Positional band: query i sees keys i − lower … i − lower + window − 1 that exist. Queries are
+// cut into blocks of c; block β's key slots are the c + window − 1 keys its queries can reach.
+Support band_support(int64_t groups, int64_t nq, int64_t nk, int64_t w, at::Device device) {
+  // Reach beyond the first/last key changes nothing, so it is trimmed (a huge w stays cheap).
+  const int64_t lower = std::min(w / 2, nq - 1);
+  const int64_t upper = std::min((w + 1) / 2 - 1, nk - 1);
+  const int64_t window = lower + upper + 1;
+  const int64_t c = std::min(std::clamp(window, kMinBandBlock, kMaxBandBlock), nq);
+  Support s;
+  s.blocks = (nq + c - 1) / c;
+  s.qwidth = c;
+  s.kwidth = c + window - 1;
+  const at::TensorOptions longs = at::TensorOptions(at::kLong);
+  at::Tensor block = at::arange(s.blocks, longs).view({-1, 1, 1});
+  at::Tensor t = at::arange(c, longs).view({1, -1, 1});
+  at::Tensor u = at::arange(s.kwidth, longs).view({1, 1, -1});
+  at::Tensor query = block * c + t;        // [blocks, c, 1]
+  at::Tensor key = block * c - lower + u;  // [blocks, 1, kwidth]
+  at::Tensor offset = u - t;               // [1, c, kwidth]
+  s.allowed = ((query < nq) & (key >= 0) & (key < nk) & (offset >= 0) & (offset < window))
+                  .unsqueeze(0)
+                  .to(device);
+  s.q_rows = query.clamp_max(nq - 1).flatten().to(device).unsqueeze(0).expand({groups, -1});
+  s.k_slots = key.clamp(0, nk - 1).flatten().to(device).unsqueeze(0).expand({groups, -1});
+  s.row_of_query = at::arange(nq, longs.device(device)).unsqueeze(0).expand({groups, nq});
+  return s;
+}
+
+// Balanced split of n sorted positions into `blocks` blocks padded to the largest, `width`:
+// block j holds positions [⌊j·n/blocks⌋, ⌊(j+1)·n/blocks⌋).
+struct Layout {
+  int64_t width = 0;
+  at::Tensor position_of_row;  // [blocks·width] (pads: 0)
+  at::Tensor row_valid;        // [blocks·width] bool
+  at::Tensor row_of_position;  // [n]
+};
+
+Layout balanced_layout(int64_t n, int64_t blocks) {
+  Layout layout;
+  std::vector<int64_t> start(blocks + 1);
+  for (int64_t j = 0; j <= blocks; ++j) start[j] = j * n / blocks;
+  for (int64_t j = 0; j < blocks; ++j)
+    layout.width = std::max(layout.width, start[j + 1] - start[j]);
+  layout.width = std::max<int64_t>(layout.width, 1);
+  const int64_t rows = blocks * layout.width;
+  layout.position_of_row = at::zeros({rows}, at::kLong);
+  layout.row_valid = at::zeros({rows}, at::kBool);
+  layout.row_of_position = at::empty({n}, at::kLong);
+  int64_t* por = layout.position_of_row.data_ptr<int64_t>();
+  bool* valid = layout.row_valid.data_ptr<bool>();
+  int64_t* rop = layout.row_of_position.data_ptr<int64_t>();
+  for (int64_t j = 0; j < blocks; ++j) {
+    for (int64_t p = start[j]; p < start[j + 1]; ++p) {
+      const int64_t row = j * layout.width + (p - start[j]);
+      por[row] = p;
+      valid[row] = true;
+      rop[p] = row;
+    }
+  }
+  return layout;
+}
+
+// Hash-sorted blocks: ⌈Nk/w⌉ key blocks of at most w keys and as many query blocks.
+Support lsh_support(const at::Tensor& q3, const at::Tensor& k3, int64_t batch, int64_t heads,
+                    const ScatterBrainOptions& opt, const AttentionCall& call) {
+  const int64_t groups = q3.size(0), nq = q3.size(1), nk = k3.size(1), dim = q3.size(2);
+  const at::Device device = q3.device();
+  at::Tensor proj = kdeformer::lsh_projections(batch, heads, dim, opt.num_projections(),
+                                               q3.scalar_type(), device, call);
+  at::Tensor q_order = kdeformer::hash_sort(kdeformer::bucket_ranks(q3, proj, opt.bucket_order()));
+  at::Tensor k_order = kdeformer::hash_sort(kdeformer::bucket_ranks(k3, proj, opt.bucket_order()));
+  Support s;
+  s.blocks = (nk + opt.local_window() - 1) / opt.local_window();
+  const Layout ql = balanced_layout(nq, s.blocks);
+  const Layout kl = balanced_layout(nk, s.blocks);
+  s.qwidth = ql.width;
+  s.kwidth = kl.width;
+  s.q_rows = q_order.gather(
+      1, ql.position_of_row.to(device).unsqueeze(0).expand({groups, s.blocks * s.qwidth}));
+  s.k_slots = k_order.gather(
+      1, kl.position_of_row.to(device).unsqueeze(0).expand({groups, s.blocks * s.kwidth}));
+  s.allowed = (ql.row_valid.view({1, s.blocks, s.qwidth, 1}) &
+               kl.row_valid.view({1, s.blocks, 1, s.kwidth}))
+                  .to(device);
+  // Inverse permutation: sorted position of each query, then its padded row.
+  at::Tensor position_of_query = at::empty_like(q_order).scatter_(
+      1, q_order, at::arange(nq, q_order.options()).unsqueeze(0).expand({groups, nq}));
+  s.row_of_query = at::take(ql.row_of_position.to(device), position_of_query);
+  return s;
+}
+
+// Rows of x [G, N, C] selected per group by idx [G, R] → [G, R, C].
+at::Tensor gather_rows(const at::Tensor& x, const at::Tensor& idx) {
+  const int64_t groups = x.size(0), n = x.size(1), c = x.size(2);
+  at::Tensor offsets = at::arange(groups, idx.options()).mul_(n).unsqueeze(1);
+  return at::embedding(x.reshape({groups * n, c}), (idx + offsets).flatten())
+      .view({groups, idx.size(1), c});
+}
+
+void check_options(const ScatterBrainOptions& opt) {
+  TORCH_CHECK(opt.local_window() >= 1, "scatterbrain: local_window must be >= 1, got ",
+              opt.local_window());
+  TORCH_CHECK(opt.num_features() >= 2 && opt.num_features() % 2 == 0,
+              "scatterbrain: num_features must be even and >= 2 (cosh features come in pairs), "
+              "got ",
+              opt.num_features());
+  if (opt.support() == SparseSupport::kLsh) {
+    TORCH_CHECK(opt.num_projections() >= 1 && opt.num_projections() <= kdeformer::kMaxProjections,
+                "scatterbrain: num_projections must be in [1, ", kdeformer::kMaxProjections,
+                "], got ", opt.num_projections());
+  }
+}
+
+}  // namespace
+
+std::string exact_reason(const ScatterBrainOptions& options, int64_t num_queries,
+                         int64_t num_keys) {
+  check_options(options);
+  const int64_t w = options.local_window();
+  if (options.support() == SparseSupport::kLsh) {
+    if (w >= num_keys) {
+      return "scatterbrain: one LSH block of w = " + std::to_string(w) + " holds all " +
+             std::to_string(num_keys) + " keys";
+    }
+    return {};
+  }
+  if (w / 2 >= num_queries - 1 && (w + 1) / 2 >= num_keys) {
+    return "scatterbrain: the band of w = " + std::to_string(w) + " covers all " +
+           std::to_string(num_keys) + " keys of all " + std::to_string(num_queries) + " queries";
+  }
+  return {};
+}
+
+at::Tensor scatterbrain_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                  double scale, const ScatterBrainOptions& options,
+                                  const AttentionCall& call) {
+  check_options(options);
+  const int64_t batch = q.size(0), heads = q.size(1), nq = q.size(2), dim = q.size(3);
+  const int64_t nk = k.size(2), dv = v.size(3), groups = batch * heads;
+  const int64_t m = options.num_features();
+  if (call.report != nullptr) call.report->num_features = m;
+  if (nq == 0) return at::empty({batch, heads, 0, dv}, v.options());
+  TORCH_CHECK(nk >= 1, "scatterbrain: needs at least one key");
+  at::Tensor q3 = q.reshape({groups, nq, dim});
+  at::Tensor k3 = k.reshape({groups, nk, dim});
+  at::Tensor v3 = v.reshape({groups, nk, dv});
+
+  // Low-rank part over all keys: φ(q)·Σφ(k) and φ(q)(φ(K)ᵀV), relative to exp(log_scale).
+  at::Tensor dirs = random_features::directions(batch, heads, dim, m / 2,
+                                                random_features::Directions::kOrthogonal,
+                                                q.scalar_type(), q.device(), call, "scatterbrain");
+  random_features::StabilizedFeatures f =
+      random_features::stabilize(random_features::log_features(q3, dirs, scale, true),
+                                 random_features::log_features(k3, dirs, scale, true));
+  at::Tensor lr_num = at::bmm(f.query, at::bmm(f.key.transpose(1, 2), v3));    // [G, Nq, Dv]
+  at::Tensor lr_den = at::bmm(f.query, f.key.sum(1).unsqueeze(2)).squeeze(2);  // [G, Nq]
+
+  const Support s = options.support() == SparseSupport::kLsh
+                        ? lsh_support(q3, k3, batch, heads, options, call)
+                        : band_support(groups, nq, nk, options.local_window(), q.device());
+  if (call.report != nullptr && options.support() == SparseSupport::kLsh) {
+    call.report->num_blocks = s.blocks;
+    call.report->block_keys = s.kwidth;
+  }
+  const int64_t nb = groups * s.blocks, rows = s.blocks * s.qwidth;
+  const std::vector<int64_t> block_shape = {groups, s.blocks, s.qwidth, s.kwidth};
+  at::Tensor outside = s.allowed.logical_not();
+
+  // Exact logits and low-rank products on the support; outside it they contribute nothing.
+  at::Tensor q_blk = gather_rows(q3, s.q_rows).mul_(scale).view({nb, s.qwidth, dim});
+  at::Tensor k_blk_t = gather_rows(k3, s.k_slots).view({nb, s.kwidth, dim}).transpose(1, 2);
+  at::Tensor logits = at::bmm(q_blk, k_blk_t)
+                          .view(block_shape)
+                          .masked_fill_(outside, -std::numeric_limits<double>::infinity());
+  at::Tensor qf_blk = gather_rows(f.query, s.q_rows).view({nb, s.qwidth, m});
+  at::Tensor kf_blk_t = gather_rows(f.key, s.k_slots).view({nb, s.kwidth, m}).transpose(1, 2);
+  at::Tensor lr_blk = at::bmm(qf_blk, kf_blk_t).view(block_shape).masked_fill_(outside, 0.0);
+
+  // log Z = logaddexp(log Σ_S e^{s}, log(φ(q)·Σφ(k) − Σ_S φ(q)·φ(k)) + log_scale).
+  auto per_row = [&](const at::Tensor& x) {  // [G, Nq] → [G, blocks, qwidth]
+    return x.gather(1, s.q_rows).view({groups, s.blocks, s.qwidth});
+  };
+  at::Tensor log_scale = per_row(f.log_scale);
+  at::Tensor remainder = (per_row(lr_den) - lr_blk.sum(3)).clamp_min_(kRemainderFloor);
+  at::Tensor log_z = at::logaddexp(at::logsumexp(logits, {3}), remainder.log_().add_(log_scale));
+  at::Tensor lr_weight = log_scale.sub_(log_z).exp_();  // e^{log_scale} / Z
+  at::Tensor weights =
+      logits.sub_(log_z.unsqueeze(3)).exp_().sub_(lr_blk.mul_(lr_weight.unsqueeze(3)));
+  at::Tensor v_blk = gather_rows(v3, s.k_slots).view({nb, s.kwidth, dv});
+  at::Tensor out_rows =
+      at::bmm(weights.view({nb, s.qwidth, s.kwidth}), v_blk)
+          .view({groups, rows, dv})
+          .add_(gather_rows(lr_num, s.q_rows).mul_(lr_weight.view({groups, rows, 1})));
+  return gather_rows(out_rows, s.row_of_query).view({batch, heads, nq, dv});
 }
 
 }  // namespace kdeserve::attention::scatterbrain
