@@ -17,8 +17,8 @@ PartialAttention attend_with_lse(const at::Tensor& q, const at::Tensor& k, const
   at::Tensor row_max = logits.amax(2, /*keepdim=*/true);  // [G, R, 1]
   // An all-dropped row has max −∞; shifting by 0 there keeps e^{−∞} = 0 instead of NaN.
   at::Tensor shift = at::where(at::isfinite(row_max), row_max, at::zeros_like(row_max));
-  at::Tensor p = logits.sub_(shift).exp_();  // [G, R, W]
-  at::Tensor den = p.sum(2, /*keepdim=*/true);   // [G, R, 1]
+  at::Tensor p = logits.sub_(shift).exp_();     // [G, R, W]
+  at::Tensor den = p.sum(2, /*keepdim=*/true);  // [G, R, 1]
   at::Tensor num = at::bmm(p, v);
   at::Tensor empty = den.eq(0);
   PartialAttention result;

@@ -89,9 +89,9 @@ at::Tensor residual_samples(int64_t batch, int64_t heads, int64_t keys, int64_t 
     TORCH_CHECK(shared || per_head, "hyperattention: injected sample_indices must be [s] = [", s,
                 "] or [B, H, s], got ", idx.sizes());
     at::Tensor out = idx.to(device, at::kLong);
-    TORCH_CHECK(out.numel() == 0 ||
-                    (out.min().item<int64_t>() >= 0 && out.max().item<int64_t>() < keys),
-                "hyperattention: injected sample_indices must lie in [0, ", keys, ")");
+    TORCH_CHECK(
+        out.numel() == 0 || (out.min().item<int64_t>() >= 0 && out.max().item<int64_t>() < keys),
+        "hyperattention: injected sample_indices must lie in [0, ", keys, ")");
     return shared ? out.unsqueeze(0).expand({groups, s}).contiguous() : out.reshape({groups, s});
   }
   std::vector<at::Tensor> draws;
@@ -138,7 +138,8 @@ HyperAttentionResult hyperattention_with_lse(const at::Tensor& q, const at::Tens
     call.report->sample_size = residual ? opt.sample_size() : 0;
   }
   if (nq == 0) {
-    return {at::empty({batch, heads, 0, dv}, v.options()), at::empty({batch, heads, 0}, v.options())};
+    return {at::empty({batch, heads, 0, dv}, v.options()),
+            at::empty({batch, heads, 0}, v.options())};
   }
   at::Tensor q3 = q.reshape({groups, nq, dim});
   at::Tensor k3 = k.reshape({groups, nk, dim});
@@ -161,12 +162,14 @@ HyperAttentionResult hyperattention_with_lse(const at::Tensor& q, const at::Tens
   const int64_t kw = kl.width, qw = ql.width, rows = blocks * qw;
   at::Tensor q_rows = gather_rows(  // [G, rows, D]
       q3, q_order.gather(1, ql.position_of_row.unsqueeze(0).expand({groups, rows})));
-  at::Tensor k_idx = k_order.gather(1, kl.position_of_row.unsqueeze(0).expand({groups, blocks * kw}));
+  at::Tensor k_idx =
+      k_order.gather(1, kl.position_of_row.unsqueeze(0).expand({groups, blocks * kw}));
   at::Tensor k_blk = gather_rows(k3, k_idx);  // [G, blocks·kw, D]
   at::Tensor v_blk = gather_rows(v3, k_idx);
   at::Tensor drop_blk;
   if (opt.mask_padding()) {
-    drop_blk = kl.row_pad.view({1, blocks, 1, kw}).expand({groups, blocks, 1, kw})
+    drop_blk = kl.row_pad.view({1, blocks, 1, kw})
+                   .expand({groups, blocks, 1, kw})
                    .reshape({groups * blocks, 1, kw});
   } else {
     // The reference's zero rows: logit 0, value 0, counted in the softmax.

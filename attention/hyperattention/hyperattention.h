@@ -31,7 +31,8 @@ namespace kdeserve::attention::hyperattention {
 /// Why HyperAttention would compute exact attention on these sizes (empty: it runs):
 /// "Nq < min_seq_len ..." (the reference's fallback), or one masked block holding every key.
 /// Throws on invalid options.
-std::string exact_reason(const HyperAttentionOptions& options, int64_t num_queries, int64_t num_keys);
+std::string exact_reason(const HyperAttentionOptions& options, int64_t num_queries,
+                         int64_t num_keys);
 
 /// The estimate and its log-sum-exp, in original query order.
 struct HyperAttentionResult {

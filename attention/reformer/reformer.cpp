@@ -24,7 +24,8 @@ struct Layout {
 Layout make_layout(const std::vector<int64_t>& start, at::Device device) {
   const int64_t chunks = static_cast<int64_t>(start.size()) - 1, n = start.back();
   Layout layout;
-  for (int64_t c = 0; c < chunks; ++c) layout.width = std::max(layout.width, start[c + 1] - start[c]);
+  for (int64_t c = 0; c < chunks; ++c)
+    layout.width = std::max(layout.width, start[c + 1] - start[c]);
   const int64_t rows = chunks * layout.width;
   at::Tensor position_of_row = at::zeros({rows}, at::kLong);
   at::Tensor row_pad = at::ones({rows}, at::kBool);
@@ -76,12 +77,13 @@ at::Tensor rotations(int64_t batch, int64_t heads, int64_t hashes, int64_t dim, 
   const int64_t groups = batch * heads;
   if (call.injected.rotations) {
     const at::Tensor& r = *call.injected.rotations;
-    const bool shared = r.dim() == 3 && r.size(0) == hashes && r.size(1) == dim && r.size(2) == half;
+    const bool shared =
+        r.dim() == 3 && r.size(0) == hashes && r.size(1) == dim && r.size(2) == half;
     const bool per_head = r.dim() == 5 && r.size(0) == batch && r.size(1) == heads &&
                           r.size(2) == hashes && r.size(3) == dim && r.size(4) == half;
-    TORCH_CHECK(shared || per_head, "reformer: injected rotations must be [n_hashes, D, n_buckets/2] = [",
-                hashes, ", ", dim, ", ", half, "] or [B, H, n_hashes, D, n_buckets/2], got ",
-                r.sizes());
+    TORCH_CHECK(shared || per_head,
+                "reformer: injected rotations must be [n_hashes, D, n_buckets/2] = [", hashes, ", ",
+                dim, ", ", half, "] or [B, H, n_hashes, D, n_buckets/2], got ", r.sizes());
     TORCH_CHECK(r.is_floating_point(), "reformer: injected rotations must be floating point");
     at::Tensor out = r.to(device, dtype);
     return shared ? out.unsqueeze(0).expand({groups, hashes, dim, half})
@@ -163,7 +165,8 @@ at::Tensor reformer_attention(const at::Tensor& q, const at::Tensor& k, const at
     at::Tensor r = rot.select(1, h);  // [G, D, half]
     k_order[h] = bucket_order(k_hashed, r);
     q_order[h] = shared ? k_order[h] : bucket_order(q_hashed, r);
-    chunk_keys[h] = k_order[h].gather(1, kl.position_of_row.unsqueeze(0).expand({groups, k_rows}))
+    chunk_keys[h] = k_order[h]
+                        .gather(1, kl.position_of_row.unsqueeze(0).expand({groups, k_rows}))
                         .view({groups, chunks, kw});
   }
   at::Tensor chunk_pad = kl.row_pad.view({chunks, kw});
@@ -178,8 +181,8 @@ at::Tensor reformer_attention(const at::Tensor& q, const at::Tensor& k, const at
       if (opt.look_back_across_rounds()) {
         // Chunk 0 looks back at the last chunk of the previous round (cyclically).
         const int64_t ph = (h + hashes - 1) % hashes;
-        prev_keys = at::cat({chunk_keys[ph].narrow(1, chunks - 1, 1),
-                             chunk_keys[h].narrow(1, 0, chunks - 1)}, 1);
+        prev_keys = at::cat(
+            {chunk_keys[ph].narrow(1, chunks - 1, 1), chunk_keys[h].narrow(1, 0, chunks - 1)}, 1);
       } else {
         prev_keys = chunk_keys[h].roll(1, 1);
       }
@@ -188,10 +191,13 @@ at::Tensor reformer_attention(const at::Tensor& q, const at::Tensor& k, const at
       window_pad = at::cat({window_pad, prev_pad}, 1);
     }
     const int64_t w = window.size(2);
-    at::Tensor q_idx = q_order[h].gather(1, ql.position_of_row.unsqueeze(0).expand({groups, q_rows}));
+    at::Tensor q_idx =
+        q_order[h].gather(1, ql.position_of_row.unsqueeze(0).expand({groups, q_rows}));
     at::Tensor qs = gather_rows(q_hashed, q_idx).view({groups * chunks, qw, dim});
-    at::Tensor ks = gather_rows(keys, window.view({groups, chunks * w})).view({groups * chunks, w, dim});
-    at::Tensor vs = gather_rows(v3, window.view({groups, chunks * w})).view({groups * chunks, w, dv});
+    at::Tensor ks =
+        gather_rows(keys, window.view({groups, chunks * w})).view({groups * chunks, w, dim});
+    at::Tensor vs =
+        gather_rows(v3, window.view({groups, chunks * w})).view({groups * chunks, w, dv});
     at::Tensor drop = window_pad.view({1, chunks, 1, w}).expand({groups, chunks, qw, w});
     at::Tensor self_only;
     if (shared) {
@@ -200,10 +206,11 @@ at::Tensor reformer_attention(const at::Tensor& q, const at::Tensor& k, const at
       drop = drop.logical_or(self.logical_and(other));
       self_only = other.logical_not().view({groups, q_rows});
     }
-    common::PartialAttention part = common::attend_with_lse(
-        qs, ks, vs, scale, drop.reshape({groups * chunks, qw, w}));
+    common::PartialAttention part =
+        common::attend_with_lse(qs, ks, vs, scale, drop.reshape({groups * chunks, qw, w}));
     at::Tensor lse = part.lse.view({groups, q_rows});
-    if (self_only.defined()) lse = lse.masked_fill(self_only, -std::numeric_limits<double>::infinity());
+    if (self_only.defined())
+      lse = lse.masked_fill(self_only, -std::numeric_limits<double>::infinity());
     // Back to the original query order (padded query rows are dropped).
     at::Tensor row_of_query = at::take(ql.row_of_position, invert(q_order[h])).narrow(1, 0, nq);
     rounds.push_back({gather_rows(part.out.view({groups, q_rows, dv}), row_of_query),

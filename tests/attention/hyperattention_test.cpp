@@ -2,6 +2,8 @@
 // its limits, unbiasedness, padding modes, numerics, batch independence, and parity with the
 // reference insuhan/hyper-attn @ 68b91e9b (fixtures/hyperattention_parity.safetensors, written
 // by tools/peer_fixtures/gen_hyperattention.py).
+#include "attention/hyperattention/hyperattention.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -11,7 +13,6 @@
 #include <vector>
 
 #include "attention/attention.h"
-#include "attention/hyperattention/hyperattention.h"
 #include "attention/kdeformer/lsh.h"
 #include "models/weights/safetensors.h"
 #include "tests/attention/test_util.h"
@@ -31,7 +32,8 @@ using kdeserve::testing::seeded_randn;
 std::pair<at::Tensor, at::Tensor> dense_estimate(const at::Tensor& q, const at::Tensor& k,
                                                  const at::Tensor& v, double scale,
                                                  const HyperAttentionOptions& opt,
-                                                 const at::Tensor& proj, const at::Tensor& samples) {
+                                                 const at::Tensor& proj,
+                                                 const at::Tensor& samples) {
   const int64_t batch = q.size(0), heads = q.size(1), nq = q.size(2), nk = k.size(2);
   const int64_t d = q.size(3), b = opt.block_size(), blocks = (nk + b - 1) / b;
   const int64_t groups = batch * heads;
@@ -78,8 +80,8 @@ std::pair<at::Tensor, at::Tensor> dense_estimate(const at::Tensor& q, const at::
 AttentionCall injected_call(int64_t d, int64_t r, int64_t nk, int64_t s, uint64_t seed) {
   AttentionCall call;
   call.injected.projections = seeded_randn({d, r}, seed);
-  call.injected.sample_indices = at::randint(nk, {s}, at::detail::createCPUGenerator(seed + 1),
-                                             at::TensorOptions(at::kLong));
+  call.injected.sample_indices =
+      at::randint(nk, {s}, at::detail::createCPUGenerator(seed + 1), at::TensorOptions(at::kLong));
   return call;
 }
 
@@ -100,12 +102,15 @@ TEST_P(HyperAttentionShapes, EqualsDenseFormulaOfTheSameEstimate) {
   AttentionCall call = injected_call(z.d, 3, z.nk, z.samples, 14);
   for (bool mask : {true, false}) {
     for (bool dedup : {true, false}) {
-      const auto opt = HyperAttentionOptions().block_size(z.block).sample_size(z.samples)
-                           .num_projections(3).mask_padding(mask).deduplicate(dedup);
+      const auto opt = HyperAttentionOptions()
+                           .block_size(z.block)
+                           .sample_size(z.samples)
+                           .num_projections(3)
+                           .mask_padding(mask)
+                           .deduplicate(dedup);
       const HyperAttentionResult got = hyperattention_with_lse(q, k, v, scale, opt, call);
-      const auto [out, lse] =
-          dense_estimate(q, k, v, scale, opt, *call.injected.projections,
-                         *call.injected.sample_indices);
+      const auto [out, lse] = dense_estimate(q, k, v, scale, opt, *call.injected.projections,
+                                             *call.injected.sample_indices);
       EXPECT_EQ(got.output.sizes(), (std::vector<int64_t>{z.batch, z.heads, z.nq, z.dv}));
       EXPECT_LT(max_rel_diff(got.output, out), 1e-12) << "mask " << mask << " dedup " << dedup;
       EXPECT_LT((got.lse - lse).abs().max().item<double>(), 1e-12);
@@ -135,15 +140,17 @@ TEST(HyperAttention, OneBlockIsExact) {
   const at::Tensor v = seeded_randn({2, 2, 50, 6}, 23);
   for (int64_t b : {50, 64}) {
     const auto opt = HyperAttentionOptions().block_size(b).sample_size(16);
-    EXPECT_LT(max_rel_diff(hyperattention_attention(q, k, v, 0.4, opt),
-                           naive_attention(q, k, v, 0.4)), 1e-13);
+    EXPECT_LT(
+        max_rel_diff(hyperattention_attention(q, k, v, 0.4, opt), naive_attention(q, k, v, 0.4)),
+        1e-13);
     EXPECT_FALSE(exact_reason(HyperAttentionOptions(opt).min_seq_len(0), 70, 50).empty());
   }
   // Unmasked padding (the reference) is not exact when b > Nk: 14 zero keys join the block.
   const auto ref = HyperAttentionOptions().block_size(64).sample_size(16).mask_padding(false);
   EXPECT_TRUE(exact_reason(HyperAttentionOptions(ref).min_seq_len(0), 70, 50).empty());
-  EXPECT_GT(max_rel_diff(hyperattention_attention(q, k, v, 0.4, ref), naive_attention(q, k, v, 0.4)),
-            1e-3);
+  EXPECT_GT(
+      max_rel_diff(hyperattention_attention(q, k, v, 0.4, ref), naive_attention(q, k, v, 0.4)),
+      1e-3);
 }
 
 // s = 0: block-diagonal only; every query's lse is the log of its block's partition function.
@@ -200,15 +207,15 @@ TEST(HyperAttention, NumeratorAndDenominatorAreUnbiased) {
   call.injected.projections = seeded_randn({d, 3}, 34);
   for (int64_t e = 0; e < draws; ++e) call.entry_seeds.push_back(1000 + e);
   const at::Tensor e_qk = at::matmul(q, k.transpose(-2, -1)).exp_();  // scale 1
-  const at::Tensor true_den = e_qk.sum(-1).flatten();                  // [Nq]
+  const at::Tensor true_den = e_qk.sum(-1).flatten();                 // [Nq]
   const at::Tensor true_num = at::matmul(e_qk, v).view({nq, dv});
   const at::Tensor truth = at::cat({true_den.unsqueeze(1), true_num}, 1);  // [Nq, 1 + Dv]
   auto estimates = [&](bool dedup) {
-    const auto opt = HyperAttentionOptions().block_size(16).sample_size(8).num_projections(3)
-                         .deduplicate(dedup);
-    const HyperAttentionResult r = hyperattention_with_lse(
-        q.expand({draws, 1, nq, d}), k.expand({draws, 1, nk, d}), v.expand({draws, 1, nk, dv}),
-        1.0, opt, call);
+    const auto opt =
+        HyperAttentionOptions().block_size(16).sample_size(8).num_projections(3).deduplicate(dedup);
+    const HyperAttentionResult r =
+        hyperattention_with_lse(q.expand({draws, 1, nq, d}), k.expand({draws, 1, nk, d}),
+                                v.expand({draws, 1, nk, dv}), 1.0, opt, call);
     const at::Tensor z = r.lse.exp().view({draws, nq, 1});
     return at::cat({z, z * r.output.view({draws, nq, dv})}, 2);  // [draws, Nq, 1 + Dv]
   };
@@ -222,7 +229,8 @@ TEST(HyperAttention, NumeratorAndDenominatorAreUnbiased) {
   const at::Tensor y = estimates(false).select(2, 0);  // [draws, Nq]
   const at::Tensor y_se = y.std(0) / std::sqrt(static_cast<double>(draws));
   const auto block_only = HyperAttentionOptions().block_size(16).sample_size(0).num_projections(3);
-  const at::Tensor z_block = hyperattention_with_lse(q, k, v, 1.0, block_only, call).lse.exp().flatten();
+  const at::Tensor z_block =
+      hyperattention_with_lse(q, k, v, 1.0, block_only, call).lse.exp().flatten();
   const double worst_biased = ((y.mean(0) - true_den - z_block).abs() / y_se).max().item<double>();
   std::cout << "no dedup: worst |mean - truth - Z_block| / se = " << worst_biased
             << ", largest bias / se = " << (z_block / y_se).max().item<double>() << "\n";
@@ -241,8 +249,8 @@ TEST(HyperAttention, Float32FiniteAndCloseToFloat64AtLargeLogits) {
     AttentionCall call = injected_call(16, 7, 300, 40, 43);
     const at::Tensor q32 = q.to(at::kFloat), k32 = k.to(at::kFloat);
     const at::Tensor out32 = hyperattention_attention(q32, k32, v.to(at::kFloat), 1.0, opt, call);
-    const at::Tensor out64 = hyperattention_attention(q32.to(at::kDouble), k32.to(at::kDouble),
-                                                      v, 1.0, opt, call);
+    const at::Tensor out64 =
+        hyperattention_attention(q32.to(at::kDouble), k32.to(at::kDouble), v, 1.0, opt, call);
     EXPECT_EQ(out32.scalar_type(), at::kFloat);
     EXPECT_TRUE(at::isfinite(out32).all().item<bool>());
     EXPECT_TRUE(at::isfinite(out64).all().item<bool>());
@@ -325,17 +333,20 @@ class HyperAttentionParity : public ::testing::Test {
   }
   at::Tensor get(const std::string& name) const { return file_->get(name); }
   // Runs `name` (block b, samples s, r, scale as gen_hyperattention.py's CASES) in both modes.
-  void check(const std::string& name, int64_t b, int64_t s, int64_t r, double scale,
-             bool padded) {
+  void check(const std::string& name, int64_t b, int64_t s, int64_t r, double scale, bool padded) {
     AttentionCall call;
     call.injected.projections = get(name + "_proj");
     if (s > 0) call.injected.sample_indices = get(name + "_samples");
     for (bool dedup : {false, true}) {
-      const auto opt = HyperAttentionOptions().block_size(b).sample_size(s).num_projections(r)
-                           .bucket_order(BucketOrder::kReference).mask_padding(false)
+      const auto opt = HyperAttentionOptions()
+                           .block_size(b)
+                           .sample_size(s)
+                           .num_projections(r)
+                           .bucket_order(BucketOrder::kReference)
+                           .mask_padding(false)
                            .deduplicate(dedup);
-      const HyperAttentionResult got = hyperattention_with_lse(
-          get(name + "_q"), get(name + "_k"), get(name + "_v"), scale, opt, call);
+      const HyperAttentionResult got = hyperattention_with_lse(get(name + "_q"), get(name + "_k"),
+                                                               get(name + "_v"), scale, opt, call);
       const std::string tag = dedup ? "_dedup" : "_ref";
       const double d_out = max_rel_diff(got.output, get(name + "_out" + tag));
       const double d_lse = (got.lse - get(name + "_lse" + tag)).abs().max().item<double>();
@@ -345,8 +356,8 @@ class HyperAttentionParity : public ::testing::Test {
       EXPECT_LT(d_lse, 1e-12);
       // The masked padding fix changes exactly the padded cases.
       const auto fixed = HyperAttentionOptions(opt).mask_padding(true);
-      const at::Tensor out_fixed = hyperattention_attention(
-          get(name + "_q"), get(name + "_k"), get(name + "_v"), scale, fixed, call);
+      const at::Tensor out_fixed = hyperattention_attention(get(name + "_q"), get(name + "_k"),
+                                                            get(name + "_v"), scale, fixed, call);
       EXPECT_EQ(max_rel_diff(out_fixed, got.output) > 1e-6, padded) << name;
     }
   }
@@ -355,7 +366,9 @@ class HyperAttentionParity : public ::testing::Test {
 
 TEST_F(HyperAttentionParity, Divisible) { check("divisible", 16, 8, 3, 0.5, false); }
 TEST_F(HyperAttentionParity, PaddedKeys) { check("padded", 16, 8, 3, 0.5, true); }
-TEST_F(HyperAttentionParity, TwiceAsManyQueriesPadded) { check("nq2nk_padded", 16, 12, 4, 0.4, true); }
+TEST_F(HyperAttentionParity, TwiceAsManyQueriesPadded) {
+  check("nq2nk_padded", 16, 12, 4, 0.4, true);
+}
 TEST_F(HyperAttentionParity, BlockOnly) { check("block_only", 16, 0, 3, 0.5, false); }
 
 }  // namespace

@@ -2,6 +2,8 @@
 // padding and look-back modes, numerics, batch independence, and parity with the KDEformer
 // authors' root Reformer.py @ 427df2d5 (fixtures/reformer_parity.safetensors, written by
 // tools/peer_fixtures/gen_reformer.py).
+#include "attention/reformer/reformer.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -12,7 +14,6 @@
 #include <vector>
 
 #include "attention/attention.h"
-#include "attention/reformer/reformer.h"
 #include "models/weights/safetensors.h"
 #include "tests/attention/test_util.h"
 #include "tests/support/peak_memory.h"
@@ -37,7 +38,7 @@ at::Tensor sorted_by_bucket(const at::Tensor& x, const at::Tensor& r) {
 at::Tensor dense_estimate(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                           double scale, const ReformerOptions& opt, const at::Tensor& rotations) {
   const int64_t batch = q.size(0), heads = q.size(1), nq = q.size(2), nk = k.size(2);
-  const int64_t d = q.size(3), dv = v.size(3), b = opt.bucket_size(), hashes = opt.num_hashes();
+  const int64_t dv = v.size(3), b = opt.bucket_size(), hashes = opt.num_hashes();
   const bool shared = opt.shared_qk();
   const int64_t half = (nk + 2 * b - 1) / (2 * b);
   const int64_t n = opt.mask_padding() ? nk : 2 * b * half;
@@ -65,7 +66,8 @@ at::Tensor dense_estimate(const at::Tensor& q, const at::Tensor& k, const at::Te
       for (int64_t p = 0; p < n; ++p) chunk_keys[h][p / b].push_back(ko[p].item<int64_t>());
       for (int64_t p = 0; p < rows; ++p) {
         int64_t c = 0;
-        while (c + 1 < chunks && (shared ? (c + 1) * b : std::min((c + 1) * b, n) * rows / n) <= p) ++c;
+        while (c + 1 < chunks && (shared ? (c + 1) * b : std::min((c + 1) * b, n) * rows / n) <= p)
+          ++c;
         query_chunk[h][qo[p].item<int64_t>()] = c;
       }
     }
@@ -91,7 +93,8 @@ at::Tensor dense_estimate(const at::Tensor& q, const at::Tensor& k, const at::Te
         }
         at::Tensor w = s[i].exp() * count;
         big_o[h][i] = self_only ? vg[i] : at::matmul(w, vg) / w.sum();
-        big_l[h][i] = self_only ? -std::numeric_limits<double>::infinity() : w.sum().log().item<double>();
+        big_l[h][i] =
+            self_only ? -std::numeric_limits<double>::infinity() : w.sum().log().item<double>();
       }
     }
     at::Tensor top = big_l.amax(0);
@@ -122,8 +125,12 @@ TEST_P(ReformerShapes, EqualsDenseFormulaOfTheSameEstimate) {
   call.injected.rotations = seeded_randn({z.batch, z.heads, z.hashes, z.d, half}, 14);
   for (bool mask : {true, false}) {
     for (bool across : {true, false}) {
-      const auto opt = ReformerOptions().bucket_size(z.bucket).num_hashes(z.hashes)
-                           .shared_qk(z.shared).mask_padding(mask).look_back_across_rounds(across);
+      const auto opt = ReformerOptions()
+                           .bucket_size(z.bucket)
+                           .num_hashes(z.hashes)
+                           .shared_qk(z.shared)
+                           .mask_padding(mask)
+                           .look_back_across_rounds(across);
       const at::Tensor out = reformer_attention(q, k, v, 0.6, opt, call);
       EXPECT_EQ(out.sizes(), (std::vector<int64_t>{z.batch, z.heads, z.nq, z.dv}));
       // Absolute: outputs are averages of N(0, 1) values (and exactly 0 for a lone padded query).
@@ -145,9 +152,8 @@ INSTANTIATE_TEST_SUITE_P(
     [](const ::testing::TestParamInfo<Case>& info) {
       const Case& z = info.param;
       return std::string(z.shared ? "Shared" : "Real") + "B" + std::to_string(z.batch) + "H" +
-             std::to_string(z.heads) + "Nq" + std::to_string(z.nq) + "Nk" +
-             std::to_string(z.nk) + "b" + std::to_string(z.bucket) + "h" +
-             std::to_string(z.hashes);
+             std::to_string(z.heads) + "Nq" + std::to_string(z.nq) + "Nk" + std::to_string(z.nk) +
+             "b" + std::to_string(z.bucket) + "h" + std::to_string(z.hashes);
     });
 
 // One chunk covering everything (masked) is exact softmax over the allowed keys: every key
@@ -208,8 +214,8 @@ TEST(Reformer, Float32FiniteAndCloseToFloat64AtLargeLogits) {
       const auto opt = ReformerOptions().bucket_size(32).num_hashes(2).shared_qk(shared);
       AttentionCall call;
       call.seed = 43;
-      const at::Tensor out32 = reformer_attention(q.to(at::kFloat), k.to(at::kFloat),
-                                                  v.to(at::kFloat), 1.0, opt, call);
+      const at::Tensor out32 =
+          reformer_attention(q.to(at::kFloat), k.to(at::kFloat), v.to(at::kFloat), 1.0, opt, call);
       const at::Tensor out64 = reformer_attention(q, k, v, 1.0, opt, call);
       EXPECT_EQ(out32.scalar_type(), at::kFloat);
       EXPECT_TRUE(at::isfinite(out32).all().item<bool>());
@@ -238,8 +244,8 @@ TEST(Reformer, DeterministicAndIndependentOfTheBatch) {
   EXPECT_TRUE(changed[1][0].equal(a[1][0]));
   EXPECT_FALSE(changed[1][1].equal(a[1][1]));
   call.entry_seeds = {5};
-  const at::Tensor alone = reformer_attention(x.narrow(0, 0, 1), x.narrow(0, 0, 1),
-                                              v.narrow(0, 0, 1), 1.0, opt, call);
+  const at::Tensor alone =
+      reformer_attention(x.narrow(0, 0, 1), x.narrow(0, 0, 1), v.narrow(0, 0, 1), 1.0, opt, call);
   const at::Tensor xm = at::cat({x.narrow(0, 1, 2), x.narrow(0, 0, 1)});
   const at::Tensor vm = at::cat({v.narrow(0, 1, 2), v.narrow(0, 0, 1)});
   call.entry_seeds = {8, 9, 5};
@@ -296,8 +302,12 @@ class ReformerParity : public ::testing::Test {
     const at::Tensor q = file_->get(name + "_q"), v = file_->get(name + "_v");
     AttentionCall call;
     call.injected.rotations = file_->get(name + "_rotations");
-    const auto opt = ReformerOptions().bucket_size(bucket).num_hashes(hashes).shared_qk(true)
-                         .mask_padding(false).look_back_across_rounds(true);
+    const auto opt = ReformerOptions()
+                         .bucket_size(bucket)
+                         .num_hashes(hashes)
+                         .shared_qk(true)
+                         .mask_padding(false)
+                         .look_back_across_rounds(true);
     const at::Tensor out = reformer_attention(q, q, v, 1.0, opt, call);
     const double diff = max_rel_diff(out, file_->get(name + "_out"));
     std::cout << name << ": max rel diff " << diff << "\n";
