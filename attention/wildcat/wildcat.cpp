@@ -151,14 +151,25 @@ Coreset compress_bins(const at::Tensor& keys, const at::Tensor& values, const at
   const at::Tensor sqd = sqd_raw * mult.square();  // ‖k̃‖², as the reference rescales them
   Cholesky c = rp_cholesky(ks, sqd, gumbel, pivots, floor);
   // Nyström weights of the Gaussian kernel, W = K_SS⁻¹ G, turned into exponential-kernel
-  // weights W_sl e^{(‖k̃_l‖² − ‖k̃_s‖²)/2}. Fix (§2.6.4): the factor is split as
-  // e^{(‖k̃_l‖² − M)/2} ≤ 1 in W and e^{(M − ‖k̃_s‖²)/2} as a logit offset, M = max ‖k̃‖² of the
-  // bin, so nothing overflows; the product is unchanged.
-  const at::Tensor top = sqd.amax(1, /*keepdim=*/true);  // [P, 1]
-  at::Tensor w = at::bmm(c.inv, c.rows).mul_((sqd - top).mul_(0.5).exp_().unsqueeze(1));
+  // weights W_sl e^{(‖k̃_l‖² − ‖k̃_s‖²)/2}. That factor can overflow (and multiply round-off by
+  // e^{Δ/2}) where key norms differ widely. Fix (§2.6.4), exact in exact arithmetic:
+  // 1. the column of each kept pivot is set to the unit vector it equals (K_SS⁻¹ K_SS = I),
+  //    so the round-off of K_SS⁻¹ G there is never amplified;
+  // 2. each row is max-shifted in log space, W'_sl = sign(W_sl) e^{log|W_sl| + ‖k̃_l‖²/2 − M_s}
+  //    with M_s its largest exponent, and e^{M_s − ‖k̃_s‖²/2} becomes a logit offset.
+  const at::Tensor kept = c.rows.abs().amax(2).gt(0);  // [P, r] pivots not dropped
+  at::Tensor w = at::bmm(c.inv, c.rows);                  // [P, r, n]
+  const at::Tensor unit = c.pivots.unsqueeze(2).eq(at::arange(n, c.pivots.options()))
+                              .logical_and_(kept.unsqueeze(2));  // [P, r, n]
+  w = at::where(unit.any(1, /*keepdim=*/true), unit.to(w.scalar_type()), w);
+  const at::Tensor half = (sqd * 0.5).unsqueeze(1);  // [P, 1, n]
+  const at::Tensor exponent = w.abs().log_().add_(half);
+  at::Tensor top = exponent.amax(2, /*keepdim=*/true);  // [P, r, 1]
+  top = at::where(top.isfinite(), top, at::zeros_like(top));  // a dropped pivot's row is 0
+  w = w.sign().mul_(exponent.sub_(top).exp_());
+  out.log_offsets = top.squeeze(2).sub_(sqd.gather(1, c.pivots).mul_(0.5));
   out.values = at::bmm(w, values);  // [P, r, Dv]
   out.weights = w.sum(2);           // [P, r]
-  out.log_offsets = (top - sqd.gather(1, c.pivots)).mul_(0.5);
   out.keys = keys.gather(1, c.pivots.unsqueeze(2).expand({p, pivots, dim}));
   out.pivots = c.pivots;
   return out;

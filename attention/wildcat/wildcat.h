@@ -5,9 +5,10 @@
 /// (randomly pivoted Cholesky, Gumbel-max pivots, incremental K_SS⁻¹). Fixes, labelled in the
 /// source: the remainder bin takes its own entry's q_scale (the reference reshapes it wrongly
 /// when C > 1 and Nk mod C ≠ 0); pivots with a residual at or below a floor are dropped instead
-/// of taking rsqrt of it; the exponential-kernel rescaling is max-shifted per bin with the shift
-/// moved into the attention logits (exact, and finite at any key norm); uniforms lie in the
-/// open interval (0, 1). No Nq × Nk tensor: memory O(Nk·r/C + Nq·r).
+/// of taking rsqrt of it; the exponential-kernel rescaling of W is max-shifted per coreset key
+/// in log space, the shift moved into the attention logits, and pivot columns of W are set to
+/// the unit vectors they equal (exact, and finite at any key norm); uniforms lie in the open
+/// interval (0, 1). No Nq × Nk tensor: memory O(Nk·r/C + Nq·r).
 ///
 /// Injected randomness: call.injected.uniforms, [r/C, Nk] (shared by every entry and head) or
 /// [B, H, r/C, Nk], all in (0, 1): u[.., t, j] is the uniform of key j at pivot iteration t of
@@ -37,9 +38,9 @@ at::Tensor wildcat_attention(const at::Tensor& q, const at::Tensor& k, const at:
 /// Σ_l exp(β q·k_l) v_l ≈ Σ_s exp(β q·k_s + offset_s) values_s and likewise with weights_s.
 struct Coreset {
   at::Tensor keys;         ///< [G, S, D] coreset keys (recentred, not scaled)
-  at::Tensor values;       ///< [G, S, Dv] W·V (W max-shifted per bin)
+  at::Tensor values;       ///< [G, S, Dv] W'·V (W' = W row-wise max-shifted)
   at::Tensor weights;      ///< [G, S] W·1
-  at::Tensor log_offsets;  ///< [G, S] the per-bin shift moved out of W, ≥ 0
+  at::Tensor log_offsets;  ///< [G, S] each row's shift moved out of W
   at::Tensor pivots;       ///< [G, S] int64 index of each coreset key within its group's keys
 };
 
