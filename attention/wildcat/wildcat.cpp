@@ -22,9 +22,9 @@ void check_options(const WildCatOptions& opt) {
   TORCH_CHECK(opt.num_bins() >= 1, "wildcat: num_bins must be >= 1, got ", opt.num_bins());
   TORCH_CHECK(opt.rank() >= opt.num_bins(), "wildcat: rank must be >= num_bins (at least one ",
               "pivot per bin), got rank ", opt.rank(), ", num_bins ", opt.num_bins());
-  TORCH_CHECK(std::isfinite(opt.residual_floor()) && opt.residual_floor() >= 0 &&
-                  opt.residual_floor() < 1,
-              "wildcat: residual_floor must be in [0, 1), got ", opt.residual_floor());
+  TORCH_CHECK(
+      std::isfinite(opt.residual_floor()) && opt.residual_floor() >= 0 && opt.residual_floor() < 1,
+      "wildcat: residual_floor must be in [0, 1), got ", opt.residual_floor());
 }
 
 // Pivots per bin: r padded up to a multiple of C, over C.
@@ -98,7 +98,8 @@ Cholesky rp_cholesky(const at::Tensor& ks, const at::Tensor& sqd, const at::Tens
     // Fix (peers.md §2.6.3): a pivot whose Schur complement is at or below the floor is
     // dropped (g = 0, row 0, weight 0) instead of taking rsqrt of round-off.
     const at::Tensor keep = schur.gt(floor);
-    const at::Tensor inv_sqrt = at::where(keep, schur.clamp_min(floor).rsqrt(), at::zeros_like(schur));
+    const at::Tensor inv_sqrt =
+        at::where(keep, schur.clamp_min(floor).rsqrt(), at::zeros_like(schur));
     // g = [K⁻¹a; −1]/√s with a = the stored rows at the pivot; K⁻¹ ← [[K⁻¹, 0], [0, 0]] + g gᵀ.
     at::Tensor g = at::empty({p, t + 1}, ks.options());
     if (t > 0) {
@@ -110,8 +111,13 @@ Cholesky rp_cholesky(const at::Tensor& ks, const at::Tensor& sqd, const at::Tens
     c.inv.narrow(1, 0, t + 1).narrow(2, 0, t + 1).add_(g.unsqueeze(2) * g.unsqueeze(1));
     // Gaussian row of the pivot; clamped to 1 (round-off can exceed it for near-duplicates).
     const at::Tensor kp = ks.gather(1, idx.view({p, 1, 1}).expand({p, 1, dim}));  // [P, 1, D]
-    at::Tensor row = at::bmm(kp, ks_t).squeeze(1).sub_(half.gather(1, idx)).sub_(half).exp_()
-                         .clamp_max_(1.0).mul_(keep);
+    at::Tensor row = at::bmm(kp, ks_t)
+                         .squeeze(1)
+                         .sub_(half.gather(1, idx))
+                         .sub_(half)
+                         .exp_()
+                         .clamp_max_(1.0)
+                         .mul_(keep);
     c.rows.select(1, t).copy_(row);
     if (t + 1 < r) {
       // y = Σ g_i G_i is the new Cholesky column up to sign: res ← max(res − y², 0), res_p = 0.
@@ -136,10 +142,10 @@ Coreset compress_bins(const at::Tensor& keys, const at::Tensor& values, const at
     out.pivots = at::arange(n, keys.options().dtype(at::kLong)).unsqueeze(0).expand({p, n});
     return out;
   }
-  TORCH_CHECK(gumbel.defined() && gumbel.size(0) == p && gumbel.size(1) == pivots &&
-                  gumbel.size(2) == n,
-              "wildcat: compress_bins needs gumbel [P, pivots, n]");
-  const at::Tensor sqd_raw = keys.square().sum(2);  // [P, n]
+  TORCH_CHECK(
+      gumbel.defined() && gumbel.size(0) == p && gumbel.size(1) == pivots && gumbel.size(2) == n,
+      "wildcat: compress_bins needs gumbel [P, pivots, n]");
+  const at::Tensor sqd_raw = keys.square().sum(2);     // [P, n]
   const at::Tensor k_scale = sqd_raw.amax(1).sqrt_();  // [P]
   // τ = √(ρ₂ k_scale / q_scale), keys scaled by √β/τ. A zero k_scale (all keys equal) or
   // q_scale (all queries 0) makes the kernel constant: the multiplier is then 0.
@@ -158,13 +164,14 @@ Coreset compress_bins(const at::Tensor& keys, const at::Tensor& values, const at
   // 2. each row is max-shifted in log space, W'_sl = sign(W_sl) e^{log|W_sl| + ‖k̃_l‖²/2 − M_s}
   //    with M_s its largest exponent, and e^{M_s − ‖k̃_s‖²/2} becomes a logit offset.
   const at::Tensor kept = c.rows.abs().amax(2).gt(0);  // [P, r] pivots not dropped
-  at::Tensor w = at::bmm(c.inv, c.rows);                  // [P, r, n]
-  const at::Tensor unit = c.pivots.unsqueeze(2).eq(at::arange(n, c.pivots.options()))
+  at::Tensor w = at::bmm(c.inv, c.rows);               // [P, r, n]
+  const at::Tensor unit = c.pivots.unsqueeze(2)
+                              .eq(at::arange(n, c.pivots.options()))
                               .logical_and_(kept.unsqueeze(2));  // [P, r, n]
   w = at::where(unit.any(1, /*keepdim=*/true), unit.to(w.scalar_type()), w);
   const at::Tensor half = (sqd * 0.5).unsqueeze(1);  // [P, 1, n]
   const at::Tensor exponent = w.abs().log_().add_(half);
-  at::Tensor top = exponent.amax(2, /*keepdim=*/true);  // [P, r, 1]
+  at::Tensor top = exponent.amax(2, /*keepdim=*/true);        // [P, r, 1]
   top = at::where(top.isfinite(), top, at::zeros_like(top));  // a dropped pivot's row is 0
   w = w.sign().mul_(exponent.sub_(top).exp_());
   out.log_offsets = top.squeeze(2).sub_(sqd.gather(1, c.pivots).mul_(0.5));
@@ -177,7 +184,8 @@ Coreset compress_bins(const at::Tensor& keys, const at::Tensor& values, const at
 
 at::Tensor weighted_attention(const at::Tensor& q, const Coreset& coreset, double scale,
                               at::Tensor* denominator) {
-  at::Tensor logits = at::bmm(q, coreset.keys.transpose(1, 2)).mul_(scale)
+  at::Tensor logits = at::bmm(q, coreset.keys.transpose(1, 2))
+                          .mul_(scale)
                           .add_(coreset.log_offsets.unsqueeze(1));  // [G, Nq, S]
   logits.sub_(std::get<0>(logits.max(2, /*keepdim=*/true))).exp_();
   const at::Tensor den = at::bmm(logits, coreset.weights.unsqueeze(2));  // [G, Nq, 1]
@@ -194,13 +202,13 @@ std::string exact_reason(const WildCatOptions& options, int64_t, int64_t num_key
   if (r_bin < largest) return {};
   return "rank/num_bins " + std::to_string(r_bin) + " >= the largest bin (" +
          std::to_string(largest) + " of Nk " + std::to_string(num_keys) + " keys in " +
-         std::to_string(c) + " bins): every key is kept with weight 1, so WildCat is exact "
+         std::to_string(c) +
+         " bins): every key is kept with weight 1, so WildCat is exact "
          "attention";
 }
 
 WildCatParts wildcat_parts(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                           double scale, const WildCatOptions& options,
-                           const AttentionCall& call) {
+                           double scale, const WildCatOptions& options, const AttentionCall& call) {
   check_options(options);
   const int64_t batch = q.size(0), heads = q.size(1), nq = q.size(2), dim = q.size(3);
   const int64_t nk = k.size(2), dv = v.size(3), groups = batch * heads;
@@ -249,8 +257,8 @@ WildCatParts wildcat_parts(const at::Tensor& q, const at::Tensor& k, const at::T
     // Fix (§2.6.2): the remainder bin of each group takes that group's own q_scale.
     const int64_t first = bins * width;
     const at::Tensor gr = rem > r_bin ? gumbel.narrow(2, first, rem).contiguous() : at::Tensor();
-    add(compress_bins(k3.narrow(1, first, rem), v3.narrow(1, first, rem), q_scale, scale, r_bin,
-                      gr, floor),
+    add(compress_bins(k3.narrow(1, first, rem), v3.narrow(1, first, rem), q_scale, scale, r_bin, gr,
+                      floor),
         1, first, rem);
   }
   Coreset& all = parts.coreset;

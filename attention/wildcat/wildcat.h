@@ -59,10 +59,10 @@ at::Tensor weighted_attention(const at::Tensor& q, const Coreset& coreset, doubl
 /// Everything of one call, for tests and diagnostics (the same computation as
 /// wildcat_attention, which returns `output`).
 struct WildCatParts {
-  Coreset coreset;          ///< over G = B·H groups; pivots are indices into the Nk keys
-  at::Tensor denominator;   ///< [B, H, Nq] relative to each query's shift
-  at::Tensor vmin, vmax;    ///< [B, H, Dv]
-  at::Tensor output;        ///< [B, H, Nq, Dv]
+  Coreset coreset;         ///< over G = B·H groups; pivots are indices into the Nk keys
+  at::Tensor denominator;  ///< [B, H, Nq] relative to each query's shift
+  at::Tensor vmin, vmax;   ///< [B, H, Dv]
+  at::Tensor output;       ///< [B, H, Nq, Dv]
 };
 WildCatParts wildcat_parts(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                            double scale, const WildCatOptions& options,

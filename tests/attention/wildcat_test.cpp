@@ -1,15 +1,15 @@
 // WildCat (peers.md §2): limits, guards, invariances and parity with the reference
 // (tests/attention/fixtures/wildcat_parity.safetensors, tools/peer_fixtures/gen_wildcat.py).
-#include <gtest/gtest.h>
+#include "attention/wildcat/wildcat.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <gtest/gtest.h>
 
 #include <cmath>
 #include <iostream>
 #include <vector>
 
 #include "attention/attention.h"
-#include "attention/wildcat/wildcat.h"
 #include "models/weights/safetensors.h"
 #include "tests/attention/test_util.h"
 
@@ -36,8 +36,8 @@ double relative_error(const at::Tensor& a, const at::Tensor& b) {
 }
 
 TEST(WildCatOptions, BadOptionsAreRejected) {
-  EXPECT_THROW(exact_reason(opts(3, 4), 8, 64), c10::Error);   // r < C
-  EXPECT_THROW(exact_reason(opts(8, 0), 8, 64), c10::Error);   // C = 0
+  EXPECT_THROW(exact_reason(opts(3, 4), 8, 64), c10::Error);  // r < C
+  EXPECT_THROW(exact_reason(opts(8, 0), 8, 64), c10::Error);  // C = 0
   EXPECT_THROW(exact_reason(opts(8, 2).residual_floor(-1), 8, 64), c10::Error);
   EXPECT_THROW(exact_reason(opts(8, 2).residual_floor(1), 8, 64), c10::Error);
   const at::Tensor x = seeded_randn({1, 1, 8, 4}, 1);
@@ -177,7 +177,8 @@ TEST(WildCatGuards, FiniteAtLargeLogitsAndNearDuplicateKeys) {
     // Keys that are copies of four keys up to 1e-9: most pivots after the fourth have a
     // residual of round-off.
     const at::Tensor base = seeded_randn({1, 2, 4, 8}, 4, dtype);
-    const at::Tensor dup = base.repeat({1, 1, 12, 1}) + seeded_randn({1, 2, 48, 8}, 5, dtype) * 1e-9;
+    const at::Tensor dup =
+        base.repeat({1, 1, 12, 1}) + seeded_randn({1, 2, 48, 8}, 5, dtype) * 1e-9;
     const at::Tensor vd = seeded_randn({1, 2, 48, 6}, 6, dtype);
     const at::Tensor qd = seeded_randn({1, 2, 20, 8}, 7, dtype);
     for (const double floor : {0.0, 1e-12}) {
@@ -226,12 +227,14 @@ TEST(WildCatShapes, Float32MatchesFloat64) {
 
 // Nq ≠ Nk, Dv ≠ D, odd sizes and remainder bins (BigGAN-like shapes, scaled down).
 TEST(WildCatShapes, OddSizesAndRemainderBins) {
-  struct Case { int64_t nq, nk, dim, dv, rank, bins, coreset; };
-  for (const Case& c : std::vector<Case>{{40, 24, 8, 12, 6, 3, 6},     // exact division
-                                         {33, 37, 5, 9, 10, 5, 12},   // remainder 2 = r/C: exact
-                                         {21, 11, 3, 7, 8, 8, 9},     // remainder 3 > r/C = 1
-                                         {19, 29, 4, 2, 7, 3, 11},     // r padded to 9, rem 2
-                                         {1, 5, 2, 3, 8, 8, 1}}) {    // Nk < C: one remainder bin
+  struct Case {
+    int64_t nq, nk, dim, dv, rank, bins, coreset;
+  };
+  for (const Case& c : std::vector<Case>{{40, 24, 8, 12, 6, 3, 6},   // exact division
+                                         {33, 37, 5, 9, 10, 5, 12},  // remainder 2 = r/C: exact
+                                         {21, 11, 3, 7, 8, 8, 9},    // remainder 3 > r/C = 1
+                                         {19, 29, 4, 2, 7, 3, 11},   // r padded to 9, rem 2
+                                         {1, 5, 2, 3, 8, 8, 1}}) {   // Nk < C: one remainder bin
     const at::Tensor q = seeded_randn({2, 3, c.nq, c.dim}, c.nq);
     const at::Tensor k = seeded_randn({2, 3, c.nk, c.dim}, c.nk + 100);
     const at::Tensor v = seeded_randn({2, 3, c.nk, c.dv}, c.dv + 200);
@@ -259,16 +262,21 @@ TEST(WildCatShapes, OddSizesAndRemainderBins) {
 // remainder's coreset equals compress_bins on that bin alone with that q_scale.
 TEST(WildCatShapes, RemainderBinUsesItsOwnQueryScale) {
   const int64_t nk = 11, bins = 4, r_bin = 1, rem = 3;  // bins of 2, remainder of 3
-  const at::Tensor q = seeded_randn({3, 1, 6, 4}, 1) * at::tensor({0.5, 2.0, 8.0}, at::kDouble)
-                                                              .view({3, 1, 1, 1});
+  const at::Tensor q =
+      seeded_randn({3, 1, 6, 4}, 1) * at::tensor({0.5, 2.0, 8.0}, at::kDouble).view({3, 1, 1, 1});
   const at::Tensor k = seeded_randn({3, 1, nk, 4}, 2), v = seeded_randn({3, 1, nk, 2}, 3);
   AttentionCall call;
   call.injected.uniforms = seeded_uniforms({3, 1, r_bin, nk}, 4);
   const WildCatParts parts = wildcat_parts(q, k, v, 0.5, opts(4, bins), call);
   const at::Tensor k3 = k.view({3, nk, 4}), kc = k3 - k3.mean(1, true);
   const at::Tensor q_scale = q.view({3, 6, 4}).square().sum(2).sqrt().amax(1);
-  const at::Tensor g = call.injected.uniforms->view({3, r_bin, nk}).narrow(2, 8, rem)
-                           .log().neg().log().neg().contiguous();
+  const at::Tensor g = call.injected.uniforms->view({3, r_bin, nk})
+                           .narrow(2, 8, rem)
+                           .log()
+                           .neg()
+                           .log()
+                           .neg()
+                           .contiguous();
   const Coreset c = compress_bins(kc.narrow(1, 8, rem), v.view({3, nk, 2}).narrow(1, 8, rem),
                                   q_scale, 0.5, r_bin, g, 1e-13);
   EXPECT_TRUE(parts.coreset.pivots.narrow(1, 4, 1).equal(c.pivots + 8));
@@ -287,9 +295,8 @@ TEST(WildCatRandomness, BatchEntriesAndHeadsAreIndependent) {
     AttentionCall one;
     one.seed = 9;
     one.entry_seeds = {call.entry_seeds[b]};
-    const at::Tensor single =
-        wildcat_attention(q.narrow(0, b, 1), k.narrow(0, b, 1), v.narrow(0, b, 1), 0.5,
-                          opts(9, 3), one);
+    const at::Tensor single = wildcat_attention(q.narrow(0, b, 1), k.narrow(0, b, 1),
+                                                v.narrow(0, b, 1), 0.5, opts(9, 3), one);
     EXPECT_TRUE(single.equal(all.narrow(0, b, 1))) << b;
   }
   // Changing one entry's data leaves the others unchanged.
@@ -349,8 +356,8 @@ TEST(WildCatAccuracy, ErrorDecreasesWithRank) {
   const at::Tensor t = at::linspace(0, 1, nk, at::kDouble).unsqueeze(1);
   const at::Tensor freq = at::tensor({1.0, 2.0, 3.0, 0.5}, at::kDouble);
   const at::Tensor k = at::sin(t * freq * 3.0).mul(1.5).view({1, 1, nk, dim});
-  const at::Tensor v = at::cat({at::cos(t * 4.0), t.square(), at::sin(t * 7.0)}, 1)
-                           .view({1, 1, nk, 3});
+  const at::Tensor v =
+      at::cat({at::cos(t * 4.0), t.square(), at::sin(t * 7.0)}, 1).view({1, 1, nk, 3});
   const at::Tensor q = seeded_randn({1, 1, nq, dim}, 1);
   const at::Tensor exact = naive_attention(q, k, v, 1.0);
   std::vector<double> errors;
@@ -375,7 +382,8 @@ TEST(WildCatParity, MatchesReferenceFixture) {
     const at::Tensor settings = file.get(name + "_settings");
     const auto s = [&](int i) { return settings[i].item<int64_t>(); };
     const double scale = file.get(name + "_scale").item<double>();
-    const at::Tensor q = file.get(name + "_q"), k = file.get(name + "_k"), v = file.get(name + "_v");
+    const at::Tensor q = file.get(name + "_q"), k = file.get(name + "_k"),
+                     v = file.get(name + "_v");
     AttentionCall call;
     call.injected.uniforms = file.get(name + "_uniforms");
     AttentionReport report;
