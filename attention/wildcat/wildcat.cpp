@@ -214,6 +214,7 @@ WildCatParts wildcat_parts(const at::Tensor& q, const at::Tensor& k, const at::T
   const int64_t nk = k.size(2), dv = v.size(3), groups = batch * heads;
   const int64_t bins = options.num_bins(), r_bin = pivots_per_bin(options);
   const int64_t width = nk / bins, rem = nk % bins;
+  TORCH_CHECK(nq > 0, "wildcat_parts: needs at least one query (q_scale is their largest norm)");
   const double floor = residual_floor(options, q.scalar_type());
   const at::Tensor q3 = q.reshape({groups, nq, dim});
   const at::Tensor v3 = v.reshape({groups, nk, dv});
