@@ -21,7 +21,8 @@ enum class ThinformerCoins {
 
 /// Options of Thinformer (Carrell et al. 2025, KH-Compress(g); peers.md §4).
 struct ThinformerOptions {
-  /// g ≥ 0: the coreset holds 2^g · √n keys (n = the power-of-4 length after pre-thinning).
+  /// g ≥ 0: the coreset holds min(n, 2^g · √n) keys (n = the power-of-4 length after
+  /// pre-thinning; n < 4^{g+1} needs no halving round).
   TORCH_ARG(int64_t, g) = 2;
   /// true, as shipped (peers.md §4.2 step 1): n' = largest power of 4 ≤ Nk, keep keys 0, s, …,
   /// (n' − 1)·s with s = ⌊Nk / n'⌋, which deterministically drops Nk − n' keys (2 of every 3 at
