@@ -72,20 +72,6 @@ void walk_cpu(const at::Tensor& diff, const at::Tensor& thresholds, at::Tensor& 
   });
 }
 
-// The same walk from ATen ops, vectorised over buckets (devices other than the CPU).
-at::Tensor walk_aten(const at::Tensor& diff, const at::Tensor& thresholds) {
-  const int64_t h = diff.size(1);
-  at::Tensor sum = diff.select(1, 0).clone();
-  at::Tensor swaps = at::zeros(thresholds.sizes(), thresholds.options().dtype(at::kBool));
-  for (int64_t j = 1; j < h; ++j) {
-    at::Tensor swap = thresholds.select(1, j) <= sum.select(1, j);
-    swaps.select(1, j).copy_(swap);
-    at::Tensor sign = 1.0 - 2.0 * swap.to(diff.scalar_type());
-    sum.add_(diff.select(1, j) * sign.unsqueeze(1));
-  }
-  return swaps;
-}
-
 // Uniforms [G, P] and coins [G, R] (bool) of the call, injected or drawn per (entry, head).
 struct Draws {
   at::Tensor uniforms, coins;
@@ -295,16 +281,47 @@ std::string exact_reason(const ThinformerOptions& options, int64_t, int64_t num_
          ": no halving round and no key dropped, so the coreset is every key (exact attention)";
 }
 
-at::Tensor halving_swaps(const at::Tensor& diff, const at::Tensor& signs) {
+namespace {
+
+void check_walk_inputs(const at::Tensor& diff, const at::Tensor& signs) {
   TORCH_CHECK(diff.dim() == 3 && diff.size(1) == diff.size(2) && signs.dim() == 2 &&
                   signs.size(0) == diff.size(0) && signs.size(1) == diff.size(1),
               "halving_swaps: diff must be [N, h, h] and signs [N, h], got ", diff.sizes(),
               " and ", signs.sizes());
   TORCH_CHECK(diff.scalar_type() == signs.scalar_type(), "halving_swaps: dtypes differ");
-  if (diff.size(1) == 0) return at::zeros(signs.sizes(), signs.options().dtype(at::kBool));
-  // FIX (peers.md §4.4): clamp, or round-off on near-duplicate pairs gives √(negative) = NaN.
+  TORCH_CHECK(diff.size(1) >= 1, "halving_swaps: needs at least one pair");
+}
+
+// U_j · r_j · max_{l≤j} r_l, r = √max(diag, 0). FIX (peers.md §4.4): the clamp, or round-off on
+// near-duplicate pairs gives √(negative) = NaN and the walk stops swapping.
+at::Tensor walk_thresholds(const at::Tensor& diff, const at::Tensor& signs) {
   at::Tensor root = diff.diagonal(0, 1, 2).clamp_min(0).sqrt();
-  at::Tensor thresholds = (signs * root * std::get<0>(root.cummax(1))).contiguous();
+  return (signs * root * std::get<0>(root.cummax(1))).contiguous();
+}
+
+at::Tensor walk_aten(const at::Tensor& diff, const at::Tensor& thresholds) {
+  const int64_t h = diff.size(1);
+  at::Tensor sum = diff.select(1, 0).clone();
+  at::Tensor swaps = at::zeros(thresholds.sizes(), thresholds.options().dtype(at::kBool));
+  for (int64_t j = 1; j < h; ++j) {
+    at::Tensor swap = thresholds.select(1, j) <= sum.select(1, j);
+    swaps.select(1, j).copy_(swap);
+    at::Tensor sign = 1.0 - 2.0 * swap.to(diff.scalar_type());
+    sum.add_(diff.select(1, j) * sign.unsqueeze(1));
+  }
+  return swaps;
+}
+
+}  // namespace
+
+at::Tensor halving_swaps_vectorised(const at::Tensor& diff, const at::Tensor& signs) {
+  check_walk_inputs(diff, signs);
+  return walk_aten(diff, walk_thresholds(diff, signs));
+}
+
+at::Tensor halving_swaps(const at::Tensor& diff, const at::Tensor& signs) {
+  check_walk_inputs(diff, signs);
+  at::Tensor thresholds = walk_thresholds(diff, signs);
   if (!diff.is_cpu()) return walk_aten(diff, thresholds);
   at::Tensor d = diff.contiguous();
   at::Tensor swaps = at::empty(signs.sizes(), signs.options().dtype(at::kBool));

@@ -81,4 +81,8 @@ at::Tensor thinformer_coreset(const at::Tensor& k, const at::Tensor& v, double s
 /// x_2j+1 is kept.
 at::Tensor halving_swaps(const at::Tensor& diff, const at::Tensor& signs);
 
+/// The same walk from ATen ops, vectorised over the buckets and sequential over the pairs: what
+/// halving_swaps runs on devices other than the CPU (where its loop is plain C++); any device.
+at::Tensor halving_swaps_vectorised(const at::Tensor& diff, const at::Tensor& signs);
+
 }  // namespace kdeserve::attention::thinformer

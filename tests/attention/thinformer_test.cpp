@@ -157,6 +157,60 @@ TEST(Thinformer, WalkFollowsTheSelfBalancingRule) {
   }
 }
 
+// One round (n0 = 64 = 4^3, g = 2) written out: the pair kernel
+// exp(β⟨k,k'⟩ − max β‖k‖²)·(⟨v,v'⟩ + max|v|²) with zero rows for pads, its pair differences, and
+// U = L(2u − 1) with L = 0.5 + log(2/(δ_h·64)), δ_h = 0.5/(64·1·64). Expected kept slot 2j + swap_j.
+at::Tensor one_round_by_hand(const at::Tensor& k2, const at::Tensor& v2, double beta,
+                             const at::Tensor& u) {
+  const int64_t nk = k2.size(0);
+  const at::Tensor kp = at::constant_pad_nd(k2, {0, 0, 0, 64 - nk});
+  const at::Tensor vp = at::constant_pad_nd(v2, {0, 0, 0, 64 - nk});
+  const at::Tensor real = (at::arange(64, at::kLong) < nk).to(at::kDouble);
+  const double shift = (k2.square().sum(1) * beta).max().item<double>();
+  const double b2 = std::pow(v2.abs().max().item<double>(), 2);
+  const at::Tensor kernel = (at::matmul(kp, kp.t()) * beta - shift).exp() *
+                            (at::matmul(vp, vp.t()) + b2) * real.unsqueeze(0) * real.unsqueeze(1);
+  EXPECT_TRUE(at::isfinite(kernel).all().item<bool>());
+  const at::Tensor half = kernel.slice(1, 0, 64, 2) - kernel.slice(1, 1, 64, 2);
+  const at::Tensor diff = (half.slice(0, 0, 64, 2) - half.slice(0, 1, 64, 2)).unsqueeze(0);
+  const double delta_h = 0.5 / 64 / 1 / 64;
+  const double l = 0.5 + std::log(2.0 / (delta_h * 64));
+  const at::Tensor swaps = halving_swaps(diff, (u * 2 - 1).mul_(l).unsqueeze(0));
+  EXPECT_GT(swaps.sum().item<int64_t>(), 0);
+  const at::Tensor slot = swaps[0].to(at::kLong) + at::arange(0, 64, 2, at::kLong);
+  return at::where(slot < nk, slot, at::full_like(slot, -1));
+}
+
+TEST(Thinformer, OneRoundIsTheWalkOnThePairKernel) {
+  const at::Tensor u = at::rand({32}, at::detail::createCPUGenerator(27), at::kDouble);
+  AttentionCall call;
+  call.injected.uniforms = u;
+  call.injected.coins = at::zeros({1}, at::kLong);
+  // Strided (n0 = Nk = 64) at logits ~800, where an unshifted kernel overflows.
+  const at::Tensor k = seeded_randn({1, 1, 64, 8}, 25).mul_(10);
+  const at::Tensor v = seeded_randn({1, 1, 64, 3}, 26).add_(0.5);
+  EXPECT_TRUE(at::equal(thinformer_coreset(k, v, 1.0, strided(2), call)[0][0],
+                        one_round_by_hand(k[0][0], v[0][0], 1.0, u)));
+  // Padded (Nk = 45 → 64): the pads' kernel rows are 0 (a plain zero key would still have a
+  // feature e^−shift·b²).
+  const at::Tensor kp = seeded_randn({1, 1, 45, 8}, 28).mul_(0.3);
+  const at::Tensor vp = seeded_randn({1, 1, 45, 3}, 29).add_(0.5);
+  EXPECT_TRUE(at::equal(thinformer_coreset(kp, vp, 0.5, padded(2), call)[0][0],
+                        one_round_by_hand(kp[0][0], vp[0][0], 0.5, u)));
+}
+
+// The device path (ATen ops vectorised over buckets) takes the same decisions as the CPU loop.
+TEST(Thinformer, VectorisedWalkMatchesTheLoop) {
+  for (const auto dtype : {at::kDouble, at::kFloat}) {
+    const at::Tensor psi = seeded_randn({9, 32, 5}, 30, dtype);
+    const at::Tensor diff = at::bmm(psi, psi.transpose(1, 2));
+    const at::Tensor signs = seeded_randn({9, 32}, 31, dtype);
+    const at::Tensor loop = halving_swaps(diff, signs);
+    EXPECT_TRUE(at::equal(halving_swaps_vectorised(diff, signs), loop));
+    EXPECT_GT(loop.sum().item<int64_t>(), 0);
+  }
+}
+
 // A near-duplicate pair gives D_jj < 0 by round-off; √ of it must not stop later swaps (the
 // reference's NaN threshold compares false forever after).
 TEST(Thinformer, NegativeDiagonalRoundOffIsClamped) {
