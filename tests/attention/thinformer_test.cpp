@@ -199,6 +199,33 @@ TEST(Thinformer, OneRoundIsTheWalkOnThePairKernel) {
                         one_round_by_hand(kp[0][0], vp[0][0], 0.5, u)));
 }
 
+// Pads are zero-feature points: with Nk = 3 padded to 4 (g = 0, one bucket), the mixed pair
+// (x_2, pad) has r_1² = K_22. A zero key with a live kernel row would give K_22 − e^−shift·b²
+// instead; u is placed between the two thresholds so only the masked kernel keeps x_2.
+TEST(Thinformer, PadsHaveZeroFeatures) {
+  const at::Tensor k = at::tensor({0.0, 0.0, 1.2, 0.0, 0.1, 0.2}, at::kDouble).view({1, 1, 3, 2});
+  const at::Tensor v = at::tensor({1.0, 0.5, 0.9}, at::kDouble).view({1, 1, 3, 1});
+  const at::Tensor k2 = k[0][0], v2 = v[0][0];
+  const double shift = k2.square().sum(1).max().item<double>();
+  const double b2 = std::pow(v2.abs().max().item<double>(), 2);
+  const at::Tensor kernel = (at::matmul(k2, k2.t()) - shift).exp() * (at::matmul(v2, v2.t()) + b2);
+  auto K = [&](int i, int j) { return kernel[i][j].item<double>(); };
+  const double c = std::exp(-shift) * b2;
+  const double r0 = std::sqrt(K(0, 0) - 2 * K(0, 1) + K(1, 1));
+  const double alpha = K(0, 2) - K(1, 2);
+  const double a_zero = std::sqrt(K(2, 2)) * std::max(r0, std::sqrt(K(2, 2)));
+  const double a_live = std::sqrt(K(2, 2) - c) * std::max(r0, std::sqrt(K(2, 2) - c));
+  ASSERT_GT(alpha, 0);
+  const double u_scaled = 2 * alpha / (a_zero + a_live);  // a_live·U < α < a_zero·U
+  const double l = 0.5 + std::log(2.0 / (0.5 / 4 / 1 / 4 * 4));
+  ASSERT_LT(u_scaled, l);
+  AttentionCall call;
+  call.injected.uniforms = at::tensor({0.5, (u_scaled + l) / (2 * l)}, at::kDouble);
+  call.injected.coins = at::zeros({1}, at::kLong);
+  const at::Tensor idx = thinformer_coreset(k, v, 1.0, padded(0), call);
+  EXPECT_TRUE(at::equal(idx, at::tensor({0, 2}, at::kLong).view({1, 1, 2}))) << idx;
+}
+
 // The device path (ATen ops vectorised over buckets) takes the same decisions as the CPU loop.
 TEST(Thinformer, VectorisedWalkMatchesTheLoop) {
   for (const auto dtype : {at::kDouble, at::kFloat}) {
