@@ -19,8 +19,8 @@ constexpr int64_t kMaxG = 30;
 constexpr int64_t kMaxChunkElements = int64_t{1} << 24;
 
 void check_options(const ThinformerOptions& opt) {
-  TORCH_CHECK(opt.g() >= 0 && opt.g() <= kMaxG, "thinformer: g must be in [0, ", kMaxG,
-              "], got ", opt.g());
+  TORCH_CHECK(opt.g() >= 0 && opt.g() <= kMaxG, "thinformer: g must be in [0, ", kMaxG, "], got ",
+              opt.g());
   TORCH_CHECK(opt.delta() > 0 && opt.delta() <= 1, "thinformer: delta must be in (0, 1], got ",
               opt.delta());
 }
@@ -77,16 +77,16 @@ struct Draws {
   at::Tensor uniforms, coins;
 };
 
-Draws draws(const ThinformerOptions& opt, const ThinformerPlan& plan, int64_t batch,
-            int64_t heads, const at::TensorOptions& options, const AttentionCall& call) {
+Draws draws(const ThinformerOptions& opt, const ThinformerPlan& plan, int64_t batch, int64_t heads,
+            const at::TensorOptions& options, const AttentionCall& call) {
   const int64_t groups = batch * heads;
   Draws d;
   if (const auto& u = call.injected.uniforms) {
     TORCH_CHECK((u->dim() == 1 && u->size(0) == plan.pairs) ||
                     (u->dim() == 3 && u->size(0) == batch && u->size(1) == heads &&
                      u->size(2) == plan.pairs),
-                "thinformer: injected uniforms must be [", plan.pairs, "] or [", batch, ", ",
-                heads, ", ", plan.pairs, "], got ", u->sizes());
+                "thinformer: injected uniforms must be [", plan.pairs, "] or [", batch, ", ", heads,
+                ", ", plan.pairs, "], got ", u->sizes());
     TORCH_CHECK(u->is_floating_point(), "thinformer: injected uniforms must be floating");
     if (u->numel() > 0) {
       TORCH_CHECK(u->min().item<double>() >= 0 && u->max().item<double>() <= 1,
@@ -110,8 +110,8 @@ Draws draws(const ThinformerOptions& opt, const ThinformerPlan& plan, int64_t ba
     TORCH_CHECK((c->dim() == 1 && c->size(0) == plan.rounds) ||
                     (c->dim() == 3 && c->size(0) == batch && c->size(1) == heads &&
                      c->size(2) == plan.rounds),
-                "thinformer: injected coins must be [", plan.rounds, "] or [", batch, ", ",
-                heads, ", ", plan.rounds, "], got ", c->sizes());
+                "thinformer: injected coins must be [", plan.rounds, "] or [", batch, ", ", heads,
+                ", ", plan.rounds, "], got ", c->sizes());
     d.coins = (*c != 0).to(bools).reshape({-1, plan.rounds}).expand({groups, plan.rounds});
   } else if (!opt.symmetrize()) {
     d.coins = at::zeros({groups, plan.rounds}, bools);
@@ -145,7 +145,7 @@ at::Tensor compress(at::Tensor kw, at::Tensor vw, const at::Tensor& uniforms,
   const bool padded = real_length < n0;
   at::Tensor idx = at::arange(n0, kw.options().dtype(at::kLong)).unsqueeze(0).repeat({gc, 1});
   // Upstream's kernel parameters, once, on the pre-thinned points.
-  at::Tensor shift = kw.square().sum(2).amax(1);     // [Gc]
+  at::Tensor shift = kw.square().sum(2).amax(1);      // [Gc]
   at::Tensor b_sqd = vw.abs().amax({1, 2}).square();  // [Gc]
   const int64_t base = int64_t{1} << (2 * (opt.g() + 1));
   const double halve_prob = opt.delta() / static_cast<double>(base) /
@@ -232,8 +232,9 @@ Coreset coreset(const at::Tensor& k, const at::Tensor& v, double scale,
   const int64_t real_length = opt.strided_prethinning() ? plan.length : nk;
   at::Tensor positions;
   if (plan.rounds == 0) {
-    positions = at::arange(plan.length, k.options().dtype(at::kLong)).unsqueeze(0).expand(
-        {groups, plan.length});
+    positions = at::arange(plan.length, k.options().dtype(at::kLong))
+                    .unsqueeze(0)
+                    .expand({groups, plan.length});
   } else {
     const Draws d = draws(opt, plan, batch, heads, k.options(), call);
     const int64_t per_group = plan.length * (int64_t{1} << (2 * (opt.g() + 1)));
@@ -242,8 +243,8 @@ Coreset coreset(const at::Tensor& k, const at::Tensor& v, double scale,
     for (int64_t g0 = 0; g0 < groups; g0 += chunk) {
       const int64_t gn = std::min(chunk, groups - g0);
       parts.push_back(compress(c.keys.narrow(0, g0, gn), c.values.narrow(0, g0, gn),
-                               d.uniforms.narrow(0, g0, gn), d.coins.narrow(0, g0, gn), opt,
-                               plan, real_length));
+                               d.uniforms.narrow(0, g0, gn), d.coins.narrow(0, g0, gn), opt, plan,
+                               real_length));
     }
     positions = parts.size() == 1 ? parts[0] : at::cat(parts, 0);
   }
@@ -276,8 +277,8 @@ std::string exact_reason(const ThinformerOptions& options, int64_t, int64_t num_
   const ThinformerPlan plan = thinformer_plan(options, num_keys);
   if (plan.rounds > 0) return {};
   if (options.strided_prethinning() && plan.length != num_keys) return {};
-  return "thinformer: n0 = " + std::to_string(plan.length) + " < 4^(g+1) with g = " +
-         std::to_string(options.g()) +
+  return "thinformer: n0 = " + std::to_string(plan.length) +
+         " < 4^(g+1) with g = " + std::to_string(options.g()) +
          ": no halving round and no key dropped, so the coreset is every key (exact attention)";
 }
 
@@ -286,8 +287,8 @@ namespace {
 void check_walk_inputs(const at::Tensor& diff, const at::Tensor& signs) {
   TORCH_CHECK(diff.dim() == 3 && diff.size(1) == diff.size(2) && signs.dim() == 2 &&
                   signs.size(0) == diff.size(0) && signs.size(1) == diff.size(1),
-              "halving_swaps: diff must be [N, h, h] and signs [N, h], got ", diff.sizes(),
-              " and ", signs.sizes());
+              "halving_swaps: diff must be [N, h, h] and signs [N, h], got ", diff.sizes(), " and ",
+              signs.sizes());
   TORCH_CHECK(diff.scalar_type() == signs.scalar_type(), "halving_swaps: dtypes differ");
   TORCH_CHECK(diff.size(1) >= 1, "halving_swaps: needs at least one pair");
 }
@@ -352,7 +353,8 @@ at::Tensor thinformer_attention(const at::Tensor& q, const at::Tensor& k, const 
   at::Tensor q3 = q.reshape({groups, nq, dim});
   at::Tensor pad = real.logical_not().unsqueeze(1);  // [G, 1, m]
   const bool any_pad = !options.strided_prethinning() && pad.any().item<bool>();
-  const int64_t rows = std::max<int64_t>(1, kMaxChunkElements / std::max<int64_t>(1, groups * slots));
+  const int64_t rows =
+      std::max<int64_t>(1, kMaxChunkElements / std::max<int64_t>(1, groups * slots));
   std::vector<at::Tensor> parts;
   for (int64_t r0 = 0; r0 < nq; r0 += rows) {
     // Softmax in place (max-shifted: finite at any logit size; no second score tensor).

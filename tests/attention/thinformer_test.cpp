@@ -1,6 +1,8 @@
 // Thinformer (KH-Compress(g) + attention over the coreset): sizes, the walk, the symmetrisation,
 // limits, numerics, batch independence, and parity with microsoft/thinformer f5b1f260
 // (fixtures/thinformer_parity.safetensors, written by tools/peer_fixtures/gen_thinformer.py).
+#include "attention/thinformer/thinformer.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -10,7 +12,6 @@
 #include <vector>
 
 #include "attention/attention.h"
-#include "attention/thinformer/thinformer.h"
 #include "tests/attention/test_util.h"
 #include "tests/support/peak_memory.h"
 #ifdef KDESERVE_THINFORMER_FIXTURE
@@ -129,8 +130,8 @@ TEST(Thinformer, SymmetrisationCoinTakesTheComplement) {
   // symmetrize(false) is the coin-0 halving.
   AttentionCall plain = call;
   plain.injected.coins.reset();
-  EXPECT_TRUE(at::equal(thinformer_coreset(k, v, 0.5, strided(2).symmetrize(false), plain),
-                        heads_up));
+  EXPECT_TRUE(
+      at::equal(thinformer_coreset(k, v, 0.5, strided(2).symmetrize(false), plain), heads_up));
   EXPECT_THROW(thinformer_coreset(k, v, 0.5, strided(2).symmetrize(false), call), c10::Error);
 }
 
@@ -159,7 +160,8 @@ TEST(Thinformer, WalkFollowsTheSelfBalancingRule) {
 
 // One round (n0 = 64 = 4^3, g = 2) written out: the pair kernel
 // exp(β⟨k,k'⟩ − max β‖k‖²)·(⟨v,v'⟩ + max|v|²) with zero rows for pads, its pair differences, and
-// U = L(2u − 1) with L = 0.5 + log(2/(δ_h·64)), δ_h = 0.5/(64·1·64). Expected kept slot 2j + swap_j.
+// U = L(2u − 1) with L = 0.5 + log(2/(δ_h·64)), δ_h = 0.5/(64·1·64). Expected kept slot 2j +
+// swap_j.
 at::Tensor one_round_by_hand(const at::Tensor& k2, const at::Tensor& v2, double beta,
                              const at::Tensor& u) {
   const int64_t nk = k2.size(0);
@@ -288,8 +290,7 @@ TEST(Thinformer, LimitsAndExactReason) {
     AttentionReport report;
     AttentionCall call;
     call.report = &report;
-    const at::Tensor out =
-        attention(q, k.narrow(2, 0, nk), v.narrow(2, 0, nk), options, call);
+    const at::Tensor out = attention(q, k.narrow(2, 0, nk), v.narrow(2, 0, nk), options, call);
     EXPECT_EQ(report.ran, Method::kExact);
     EXPECT_NE(report.reason.find("thinformer"), std::string::npos);
     EXPECT_LT(max_rel_diff(out, naive_attention(q, k.narrow(2, 0, nk), v.narrow(2, 0, nk), 0.7)),
@@ -298,9 +299,9 @@ TEST(Thinformer, LimitsAndExactReason) {
   // Strided, no round: attention over keys 0, 3, …, 45.
   const at::Tensor out = thinformer_attention(q, k, v, 0.7, strided(2));
   const at::Tensor sub = at::arange(0, 48, 3, at::kLong);
-  EXPECT_LT(max_rel_diff(out, naive_attention(q, k.index_select(2, sub), v.index_select(2, sub),
-                                              0.7)),
-            1e-12);
+  EXPECT_LT(
+      max_rel_diff(out, naive_attention(q, k.index_select(2, sub), v.index_select(2, sub), 0.7)),
+      1e-12);
 }
 
 // The output is the self-normalised exact softmax over the coreset, for odd sizes, Nq ≠ Nk,
@@ -366,9 +367,8 @@ TEST(Thinformer, BatchIndependentAndDeterministic) {
     AttentionCall single;
     single.seed = 7;
     single.entry_seeds = {9};
-    const at::Tensor one =
-        thinformer_attention(q.narrow(0, 1, 1), k.narrow(0, 1, 1), v.narrow(0, 1, 1), 0.5, opt,
-                             single);
+    const at::Tensor one = thinformer_attention(q.narrow(0, 1, 1), k.narrow(0, 1, 1),
+                                                v.narrow(0, 1, 1), 0.5, opt, single);
     EXPECT_TRUE(at::equal(all.narrow(0, 1, 1), one));
     AttentionCall other = batch;
     other.seed = 70;
@@ -397,8 +397,8 @@ TEST(Thinformer, EveryKeyKeepsItsChance) {
     const at::Tensor freq = counts.narrow(0, 1, nk).to(at::kDouble) / seeds;
     const double p = 1.0 / static_cast<double>(int64_t{1} << plan.rounds);
     for (int64_t j = 0; j < nk; ++j) {
-      const bool candidate = !opt.strided_prethinning() ||
-                             (j % plan.stride == 0 && j < plan.length * plan.stride);
+      const bool candidate =
+          !opt.strided_prethinning() || (j % plan.stride == 0 && j < plan.length * plan.stride);
       EXPECT_NEAR(freq[j].item<double>(), candidate ? p : 0.0, 5 * std::sqrt(p * (1 - p) / seeds))
           << "key " << j;
     }
@@ -454,7 +454,8 @@ TEST_P(ThinformerParity, MatchesReferenceWithInjectedRandomness) {
     call.injected.coins = file.get(c + "_coins");
   }
   const ThinformerOptions opt = strided(g);
-  EXPECT_EQ(thinformer_plan(opt, k.size(2)).stride, static_cast<int64_t>(settings[2].item<double>()));
+  EXPECT_EQ(thinformer_plan(opt, k.size(2)).stride,
+            static_cast<int64_t>(settings[2].item<double>()));
   const at::Tensor idx = thinformer_coreset(k, v, scale, opt, call);
   EXPECT_TRUE(at::equal(idx, file.get(c + "_coreset"))) << idx << file.get(c + "_coreset");
   const at::Tensor out = thinformer_attention(q, k, v, scale, opt, call);
