@@ -377,6 +377,28 @@ TEST(Thinformer, BatchIndependentAndDeterministic) {
   }
 }
 
+// kSharedUpstream draws one coin per round for the whole batch (upstream), the default one per
+// (entry, head): two identical entries with the same injected uniforms always agree under the
+// shared coin, and disagree (complement, R = 1) for some seeds under per-entry coins.
+TEST(Thinformer, SharedCoinsCoupleTheBatch) {
+  const at::Tensor k = seeded_randn({1, 1, 64, 4}, 32).expand({2, 2, 64, 4}).contiguous();
+  const at::Tensor v = seeded_randn({1, 1, 64, 3}, 33).expand({2, 2, 64, 3}).contiguous();
+  int64_t disagreements = 0;
+  for (uint64_t seed = 0; seed < 8; ++seed) {
+    AttentionCall call;
+    call.seed = seed;
+    call.entry_seeds = {1, 2};
+    call.injected.uniforms = at::rand({32}, at::detail::createCPUGenerator(seed), at::kDouble);
+    const at::Tensor shared =
+        thinformer_coreset(k, v, 0.5, strided(2).coins(ThinformerCoins::kSharedUpstream), call)
+            .view({4, 32});
+    for (int64_t i = 1; i < 4; ++i) EXPECT_TRUE(at::equal(shared[i], shared[0]));
+    const at::Tensor own = thinformer_coreset(k, v, 0.5, strided(2), call).view({4, 32});
+    for (int64_t i = 1; i < 4; ++i) disagreements += at::equal(own[i], own[0]) ? 0 : 1;
+  }
+  EXPECT_GT(disagreements, 0);
+}
+
 // With the symmetrisation, each point of a pair survives a round with probability ½: every key
 // of the padded variant (and every pre-thinned key of the strided one) is in the coreset with
 // probability 2^−R (here ½ and ¼). 600 seeds: tolerance 5 binomial standard deviations (≤ 0.1).
