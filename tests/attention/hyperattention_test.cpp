@@ -329,7 +329,7 @@ class HyperAttentionParity : public ::testing::Test {
  protected:
   void SetUp() override {
     file_ = std::make_unique<models::SafetensorsFile>(models::SafetensorsFile::open(
-        std::string(KDESERVE_ATTENTION_FIXTURES) + "/hyperattention_parity.safetensors"));
+        std::string(KDESERVE_PEER_FIXTURE_DIR) + "/hyperattention_parity.safetensors"));
   }
   at::Tensor get(const std::string& name) const { return file_->get(name); }
   // Runs `name` (block b, samples s, r, scale as gen_hyperattention.py's CASES) in both modes.

@@ -296,7 +296,7 @@ class ReformerParity : public ::testing::Test {
  protected:
   void SetUp() override {
     file_ = std::make_unique<models::SafetensorsFile>(models::SafetensorsFile::open(
-        std::string(KDESERVE_ATTENTION_FIXTURES) + "/reformer_parity.safetensors"));
+        std::string(KDESERVE_PEER_FIXTURE_DIR) + "/reformer_parity.safetensors"));
   }
   void check(const std::string& name, int64_t bucket, int64_t hashes) {
     const at::Tensor q = file_->get(name + "_q"), v = file_->get(name + "_v");

@@ -14,7 +14,7 @@
 #include "attention/attention.h"
 #include "tests/attention/test_util.h"
 #include "tests/support/peak_memory.h"
-#ifdef KDESERVE_THINFORMER_FIXTURE
+#ifdef KDESERVE_PEER_FIXTURE_DIR
 #include "models/weights/safetensors.h"
 #endif
 
@@ -460,11 +460,11 @@ TEST(Thinformer, PeakMemoryBelowDenseScores) {
   }
 }
 
-#ifdef KDESERVE_THINFORMER_FIXTURE
+#ifdef KDESERVE_PEER_FIXTURE_DIR
 class ThinformerParity : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(ThinformerParity, MatchesReferenceWithInjectedRandomness) {
-  const auto file = models::SafetensorsFile::open(KDESERVE_THINFORMER_FIXTURE);
+  const auto file = models::SafetensorsFile::open(std::string(KDESERVE_PEER_FIXTURE_DIR) + "/thinformer_parity.safetensors");
   const std::string c = GetParam();
   const at::Tensor settings = file.get(c + "_settings");  // g, scale, stride, rounds
   const auto g = static_cast<int64_t>(settings[0].item<double>());

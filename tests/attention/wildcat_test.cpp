@@ -379,7 +379,7 @@ TEST(WildCatAccuracy, ErrorDecreasesWithRank) {
 
 // Parity with the reference forward pass on its injected uniforms (fixture, float64).
 TEST(WildCatParity, MatchesReferenceFixture) {
-  const models::SafetensorsFile file = models::SafetensorsFile::open(KDESERVE_WILDCAT_FIXTURE);
+  const models::SafetensorsFile file = models::SafetensorsFile::open(std::string(KDESERVE_PEER_FIXTURE_DIR) + "/wildcat_parity.safetensors");
   for (const std::string name : {"c1", "c4", "c3pad"}) {
     const at::Tensor settings = file.get(name + "_settings");
     const auto s = [&](int i) { return settings[i].item<int64_t>(); };
