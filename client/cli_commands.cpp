@@ -202,11 +202,17 @@ void print_model(const v1::ModelInfo& info, std::ostream& out) {
   out << "\nattention plan:\n";
   for (const auto& layer : info.attention_plan()) {
     out << "  " << layer.group() << ": " << layer.method();
-    if (layer.method() == "kdeformer") {
+    if (!layer.settings().empty() && layer.settings() != layer.method()) {
+      out << " " << layer.settings();
+    } else if (layer.method() == "kdeformer") {  // a server without `settings`
       out << " (bucket " << layer.bucket_size() << ", samples " << layer.sample_size()
           << ", projections " << layer.num_projections() << ")";
     }
     out << "\n";
+  }
+  if (info.plans_size() > 0) out << "plans of the allowed modes:\n";
+  for (const auto& plan : info.plans()) {
+    out << "  " << attention_mode_name(plan.attention()) << ": " << plan.description() << "\n";
   }
 }
 
