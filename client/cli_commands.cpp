@@ -201,10 +201,9 @@ void print_model(const v1::ModelInfo& info, std::ostream& out) {
   }
   out << "\nattention plan:\n";
   for (const auto& layer : info.attention_plan()) {
-    out << "  " << layer.group() << ": " << layer.method();
-    if (!layer.settings().empty() && layer.settings() != layer.method()) {
-      out << " " << layer.settings();
-    } else if (layer.method() == "kdeformer") {  // a server without `settings`
+    out << "  " << layer.group() << ": "
+        << (layer.settings().empty() ? layer.method() : layer.settings());
+    if (layer.settings().empty() && layer.method() == "kdeformer") {  // an older server
       out << " (bucket " << layer.bucket_size() << ", samples " << layer.sample_size()
           << ", projections " << layer.num_projections() << ")";
     }
