@@ -121,7 +121,7 @@ class PeerAttentionTest(unittest.TestCase):
                               CLASSIFIER, "--attention", "thinformer", "--top-k", "1", DOG],
                              capture_output=True, text=True, timeout=300)
         self.assertEqual(out.returncode, 0, out.stderr)
-        self.assertIn("attention thinformer", out.stdout)
+        self.assertIn("attention thinformer", out.stderr)  # the progress line
         out = subprocess.run([CLI, "--address", self.server.address, "models", CLASSIFIER],
                              capture_output=True, text=True, timeout=60)
         self.assertEqual(out.returncode, 0, out.stderr)
