@@ -1,6 +1,12 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "attention/hyperattention/hyperattention.h"
+#include "attention/performer/performer.h"
+#include "attention/reformer/reformer.h"
+#include "attention/scatterbrain/scatterbrain.h"
+#include "attention/thinformer/thinformer.h"
+#include "attention/wildcat/wildcat.h"
 #include "models/attention_plan.h"
 #include "models/biggan/biggan.h"
 #include "models/registry.h"
@@ -142,6 +148,42 @@ TEST(ModelPlans, BigGANRunsEachMethodWithThePapersSettings) {
   EXPECT_EQ(self(Method::kWildCat), "wildcat(r=96,bins=8,clamped)");
   EXPECT_EQ(self(Method::kThinformer), "thinformer(g=2,strided)");
   EXPECT_EQ(self(Method::kExact), "exact");
+}
+
+// Why `o`'s method would compute exact attention on nq × nk (empty: it approximates).
+std::string exact_reason(const attention::AttentionOptions& o, int64_t nq, int64_t nk) {
+  using attention::Method;
+  switch (o.method()) {
+    case Method::kPerformer:
+      return attention::performer::exact_reason(o.performer(), nq, nk);
+    case Method::kReformer:
+      return attention::reformer::exact_reason(o.reformer(), nq, nk);
+    case Method::kScatterBrain:
+      return attention::scatterbrain::exact_reason(o.scatterbrain(), nq, nk);
+    case Method::kHyperAttention:
+      return attention::hyperattention::exact_reason(o.hyperattention(), nq, nk);
+    case Method::kWildCat:
+      return attention::wildcat::exact_reason(o.wildcat(), nq, nk);
+    case Method::kThinformer:
+      return attention::thinformer::exact_reason(o.thinformer(), nq, nk);
+    default:
+      return "not a peer";
+  }
+}
+
+// The response and metrics name the mode's method: at the model's own shapes the peer plans
+// must run that method, not its exact fallback (e.g. HyperAttention's min_seq_len 4096 would
+// make both T2T layers exact). Checks the method ports' limits once they are merged.
+TEST(ModelPlans, PeerPlansApproximateAtTheModelShapes) {
+  using attention::Method;
+  for (Method m : {Method::kPerformer, Method::kReformer, Method::kScatterBrain,
+                   Method::kHyperAttention, Method::kWildCat, Method::kThinformer}) {
+    const AttentionPlan t2t = t2t_vit_plan(m);
+    EXPECT_EQ(exact_reason(t2t.at("t2t_layer1"), 3136, 3136), "") << attention::to_string(m);
+    EXPECT_EQ(exact_reason(t2t.at("t2t_layer2"), 784, 784), "") << attention::to_string(m);
+    EXPECT_EQ(exact_reason(biggan_plan(m).at("self_attention"), 4096, 1024), "")
+        << attention::to_string(m);
+  }
 }
 
 // Models built from the registry carry one plan per method: the model's own.
