@@ -66,8 +66,7 @@ std::string describe(const attention::AttentionOptions& o) {
     case Method::kHyperAttention: {
       const auto& h = o.hyperattention();
       out << "(b=" << h.block_size() << ",s=" << h.sample_size() << ",r=" << h.num_projections()
-          << ",min_seq_len=" << h.min_seq_len() << ","
-          << (h.mask_padding() ? "masked" : "unmasked")
+          << ",min_seq_len=" << h.min_seq_len() << "," << (h.mask_padding() ? "masked" : "unmasked")
           << (h.bucket_order() == attention::BucketOrder::kGray ? "" : ",reference_order") << ")";
       break;
     }

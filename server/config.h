@@ -19,9 +19,9 @@ class ConfigError : public std::runtime_error {
 /// Attention mode of a request or a model default: the attention method of the model's plan
 /// for it (models::Model::plan_for; one mode per attention::Method, same order and names).
 enum class AttentionMode {
-  kExact,           ///< exact attention in every layer group
-  kKdeformer,       ///< KDEformer where the paper approximates, exact elsewhere
-  kPerformer,       ///< the peers, each with the paper's settings per layer group (peers.md)
+  kExact,      ///< exact attention in every layer group
+  kKdeformer,  ///< KDEformer where the paper approximates, exact elsewhere
+  kPerformer,  ///< the peers, each with the paper's settings per layer group (peers.md)
   kReformer,
   kScatterBrain,
   kHyperAttention,
@@ -31,9 +31,9 @@ enum class AttentionMode {
 
 /// Every mode, in declaration order.
 inline constexpr AttentionMode kAllAttentionModes[] = {
-    AttentionMode::kExact,        AttentionMode::kKdeformer,      AttentionMode::kPerformer,
-    AttentionMode::kReformer,     AttentionMode::kScatterBrain,   AttentionMode::kHyperAttention,
-    AttentionMode::kWildCat,      AttentionMode::kThinformer};
+    AttentionMode::kExact,    AttentionMode::kKdeformer,    AttentionMode::kPerformer,
+    AttentionMode::kReformer, AttentionMode::kScatterBrain, AttentionMode::kHyperAttention,
+    AttentionMode::kWildCat,  AttentionMode::kThinformer};
 
 /// "exact" / "kdeformer" / "performer" / "reformer" / "scatterbrain" / "hyperattention" /
 /// "wildcat" / "thinformer": attention::to_string of the mode's method.

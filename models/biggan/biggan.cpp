@@ -232,8 +232,7 @@ AttentionPlan biggan_plan(attention::Method method) {
       o.reformer().bucket_size(64).num_hashes(8).shared_qk(false);
       break;
     case Method::kScatterBrain:
-      o.scatterbrain().local_window(32).num_features(128).support(
-          attention::SparseSupport::kBand);
+      o.scatterbrain().local_window(32).num_features(128).support(attention::SparseSupport::kBand);
       break;
     case Method::kHyperAttention:
       // Never run on this protocol: KDEformer's b = 64, m = 128; no fallback (4096 queries

@@ -445,8 +445,7 @@ TEST_F(FakeServerTest, CliModels) {
   EXPECT_NE(out.find("default attention: wildcat\nallowed attention: wildcat hyperattention\n"),
             std::string::npos)
       << out;
-  EXPECT_NE(out.find("self_attention: wildcat(r=96,bins=8,clamped)\n"), std::string::npos)
-      << out;
+  EXPECT_NE(out.find("self_attention: wildcat(r=96,bins=8,clamped)\n"), std::string::npos) << out;
   EXPECT_NE(out.find("plans of the allowed modes:\n  hyperattention: "
                      "self_attention=hyperattention(b=64,s=128,r=7,min_seq_len=0,masked)\n"),
             std::string::npos)

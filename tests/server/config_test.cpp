@@ -227,9 +227,9 @@ TEST(ServerConfig, MetricsBlock) {
 // Every attention method has a config name (the library's, attention::to_string), parses back,
 // and can be a model's default or allowed mode; the error for an unknown name lists them all.
 TEST(ServerConfig, AttentionModesAreTheLibrarysMethods) {
-  const std::vector<std::string> names = {"exact",        "kdeformer",      "performer",
-                                          "reformer",     "scatterbrain",   "hyperattention",
-                                          "wildcat",      "thinformer"};
+  const std::vector<std::string> names = {"exact",    "kdeformer",    "performer",
+                                          "reformer", "scatterbrain", "hyperattention",
+                                          "wildcat",  "thinformer"};
   ASSERT_EQ(std::size(ks::kAllAttentionModes), names.size());
   for (size_t i = 0; i < names.size(); ++i) {
     const ks::AttentionMode mode = ks::kAllAttentionModes[i];

@@ -249,10 +249,9 @@ TEST_F(ServiceTest, AttentionModesOutsideTheConfigAreInvalidArgument) {
     v1::ClassifyResponse resp;
     return stub()->Classify(&ctx, r, &resp);
   };
-  for (v1::AttentionMode mode :
-       {v1::ATTENTION_MODE_PERFORMER, v1::ATTENTION_MODE_REFORMER, v1::ATTENTION_MODE_SCATTERBRAIN,
-        v1::ATTENTION_MODE_HYPERATTENTION, v1::ATTENTION_MODE_WILDCAT,
-        v1::ATTENTION_MODE_THINFORMER}) {
+  for (v1::AttentionMode mode : {v1::ATTENTION_MODE_PERFORMER, v1::ATTENTION_MODE_REFORMER,
+                                 v1::ATTENTION_MODE_SCATTERBRAIN, v1::ATTENTION_MODE_HYPERATTENTION,
+                                 v1::ATTENTION_MODE_WILDCAT, v1::ATTENTION_MODE_THINFORMER}) {
     const grpc::Status status = classify(mode);
     EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
     EXPECT_NE(status.error_message().find(" is not allowed for model t2t_vit_t_14 (allowed: "
