@@ -45,9 +45,10 @@ std::string describe(const attention::AttentionOptions& o) {
           << ",r=" << o.kdeformer().num_projections() << ")";
       break;
     case Method::kPerformer:
+      // The stabiliser is left out: it changes rounding, not the estimator (and its option is
+      // the port's to shape).
       out << "(m=" << o.performer().num_features() << ","
-          << (o.performer().orthogonal() ? "orthogonal" : "iid") << ","
-          << (o.performer().stabilize() ? "stabilized" : "unstabilized") << ")";
+          << (o.performer().orthogonal() ? "orthogonal" : "iid") << ")";
       break;
     case Method::kReformer:
       out << "(bucket=" << o.reformer().bucket_size() << ",hashes=" << o.reformer().num_hashes()

@@ -30,7 +30,7 @@ struct AttentionPlan {
 };
 
 /// One group's method and the settings that define its budget, e.g. "exact",
-/// "kdeformer(b=32,m=98,r=7)", "performer(m=49,orthogonal,stabilized)",
+/// "kdeformer(b=32,m=98,r=7)", "performer(m=49,orthogonal)",
 /// "reformer(bucket=49,hashes=2,keys)", "scatterbrain(w=49,f=48,band)",
 /// "hyperattention(b=32,s=98,r=7,min_seq_len=0,masked)", "wildcat(r=224,bins=224,clamped)",
 /// "thinformer(g=2,strided)".

@@ -32,8 +32,7 @@ struct EngineLoadOptions {
 struct LayerGroupPlan {
   std::string group;       ///< e.g. "t2t_layer1", "blocks", "self_attention"
   std::string method;      ///< attention::to_string(Method): "exact", "kdeformer", …
-  /// The method with its settings (models::describe), e.g. "performer(m=49,orthogonal,
-  /// stabilized)".
+  /// The method with its settings (models::describe), e.g. "performer(m=49,orthogonal)".
   std::string settings;
   bool kdeformer = false;  ///< the method is KDEformer: the sizes below are set
   /// KDEformer only (zero otherwise): bucket size b, sample size m, projections r.

@@ -61,8 +61,8 @@ TEST(AttentionPlan, WithGroupMixesMethodsPerGroup) {
 TEST(AttentionPlan, DescribesEveryMethodWithItsBudget) {
   using attention::Method;
   attention::AttentionOptions o(Method::kPerformer);
-  o.performer().num_features(12).orthogonal(false).stabilize(false);
-  EXPECT_EQ(describe(o), "performer(m=12,iid,unstabilized)");
+  o.performer().num_features(12).orthogonal(false);
+  EXPECT_EQ(describe(o), "performer(m=12,iid)");
   o.method(Method::kReformer).reformer().bucket_size(12).num_hashes(8).shared_qk(true);
   EXPECT_EQ(describe(o), "reformer(bucket=12,hashes=8,shared_qk)");
   o.method(Method::kScatterBrain)
@@ -107,8 +107,8 @@ TEST(ModelPlans, T2TViTRunsEachMethodWithThePapersSettingsPerLayer) {
             "t2t_layer2=kdeformer(b=32,m=24,r=7)");
   EXPECT_EQ(t2t_vit_plan(Method::kKdeformer).at("t2t_layer2").kdeformer().power_iterations(), 32);
   EXPECT_EQ(t2t_vit_plan(Method::kPerformer).describe(),
-            "blocks=exact, t2t_layer1=performer(m=49,orthogonal,stabilized), "
-            "t2t_layer2=performer(m=12,orthogonal,stabilized)");
+            "blocks=exact, t2t_layer1=performer(m=49,orthogonal), "
+            "t2t_layer2=performer(m=12,orthogonal)");
   EXPECT_EQ(t2t_vit_plan(Method::kReformer).describe(),
             "blocks=exact, t2t_layer1=reformer(bucket=49,hashes=2,keys), "
             "t2t_layer2=reformer(bucket=12,hashes=2,keys)");
@@ -141,7 +141,7 @@ TEST(ModelPlans, BigGANRunsEachMethodWithThePapersSettings) {
   EXPECT_EQ(self(Method::kKdeformer), "kdeformer(b=64,m=128,r=7)");
   EXPECT_EQ(biggan_plan(Method::kKdeformer).at("self_attention").kdeformer().power_iterations(),
             20);
-  EXPECT_EQ(self(Method::kPerformer), "performer(m=128,iid,stabilized)");
+  EXPECT_EQ(self(Method::kPerformer), "performer(m=128,iid)");
   EXPECT_EQ(self(Method::kReformer), "reformer(bucket=64,hashes=8,keys)");
   EXPECT_EQ(self(Method::kScatterBrain), "scatterbrain(w=32,f=128,band)");
   EXPECT_EQ(self(Method::kHyperAttention), "hyperattention(b=64,s=128,r=7,min_seq_len=0,masked)");
