@@ -6,7 +6,9 @@
 // their share of sgemm. A method that throws (e.g. a placeholder) is a "failed" row.
 //
 //   attention_bench [--threads N] [--device cpu|cuda] [--max-n N] [--shapes a,b]
-//                   [--methods a,b] [--min-time S] [--csv FILE] [gbench flags]
+//                   [--methods a,b] [--require a,b] [--min-time S] [--csv FILE] [gbench flags]
+//
+// --require: methods whose failure on any shape is an error (exit 4), for the smoke ctest.
 //
 // Shapes: t2t_layer1 (batch 8, 3136², D 64, scale 1/√147), t2t_layer2 (batch 8, 784², 1/24),
 // biggan (4096 × 1024, D 64, Dv 256, scale 1) and n = 8192 … max-n (D 64, 1/8, each options
@@ -165,6 +167,7 @@ struct Args {
   double min_time = 0.5;
   std::vector<std::string> shapes;  // empty: all
   std::vector<std::string> methods;
+  std::vector<std::string> required;  // must run without failing (exit 4 otherwise)
   std::string csv;
 };
 
@@ -208,6 +211,8 @@ Args parse_args(int& argc, char** argv) {
       a.shapes = split(v);
     } else if (value("--methods", v)) {
       methods = v;
+    } else if (value("--require", v)) {
+      a.required = kb::parse_variants(v);
     } else if (value("--csv", v)) {
       a.csv = v;
     } else {
@@ -324,6 +329,17 @@ int main(int argc, char** argv) {
   std::printf("sgemm %.0f^3 on %s, %d thread(s): %.1f GFLOP/s\n", sgemm_n, g_device.str().c_str(),
               args.threads, sgemm_gf);
   benchmark::Shutdown();
+  for (const std::string& r : args.required) {
+    for (const Shape& s : all) {
+      const auto it = g_figures.find(s.name + "/" + r + dev + tt);
+      if (it == g_figures.end() || it->second.status.rfind("failed", 0) == 0) {
+        std::fprintf(stderr, "attention_bench: required method %s did not run on %s: %s\n",
+                     r.c_str(), s.name.c_str(),
+                     it == g_figures.end() ? "not registered" : it->second.status.c_str());
+        return 4;
+      }
+    }
+  }
   if (exact_missing) {
     std::fprintf(stderr, "attention_bench: exact attention did not run on some shape\n");
     return 1;

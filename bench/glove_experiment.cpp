@@ -47,6 +47,7 @@ struct Config {
   std::vector<int64_t> sizes = {1024, 2048, 4096, 8192, 16384};
   std::vector<int64_t> samples = {32, 64, 128, 256, 512, 1024, 2048};
   std::vector<std::string> methods = kb::default_variants();
+  std::vector<std::string> required;  // must run without failing (exit 4 otherwise)
   int64_t pairs = 3;
   int64_t reps = 3;
   int64_t threads = 0;
@@ -66,11 +67,13 @@ void usage() {
       << "usage: glove_experiment [--out DIR] [--regime glove|diffuse|peaked|very_peaked]\n"
          "         [--data FILE.f32] [--dim D] [--sizes 1024,2048,...] [--samples 32,64,...]\n"
          "         [--methods default|all|a,b,...] [--pairs P] [--reps R] [--threads T]\n"
-         "         [--reformer-hashes H] [--wildcat-bins C] [--no-plot]\n"
+         "         [--reformer-hashes H] [--wildcat-bins C] [--require a,b,...] [--no-plot]\n"
          "Defaults: out/<regime>, GloVe ../shared/data/glove/glove.6B.100d.wink-first49152.f32\n"
          "(--data: any float32 file of rows of D = 100 values; queries from its first 2/3),\n"
          "sizes 1024..16384, m = 32..2048 per-query keys/features, 3 (Q, V) pairs, 3 interleaved\n"
          "repetitions per pair (fresh seeds), Reformer 1 hash, WildCat C = 1, all cores.\n"
+         "A method that throws is reported as failed and the run goes on; --require names\n"
+         "methods whose failure (or fallback to exact) is an error (exit 4).\n"
          "Methods (--methods):\n"
       << kb::describe_variants();
 }
@@ -93,6 +96,7 @@ Config parse(int argc, char** argv) {
     else if (a == "--sizes") c.sizes = parse_list(next());
     else if (a == "--samples") c.samples = parse_list(next());
     else if (a == "--methods") c.methods = kb::parse_variants(next());
+    else if (a == "--require") c.required = kb::parse_variants(next());
     else if (a == "--pairs") c.pairs = std::stoll(next());
     else if (a == "--reps") c.reps = std::max<int64_t>(std::stoll(next()), 1);
     else if (a == "--threads") c.threads = std::stoll(next());
@@ -369,6 +373,21 @@ int main(int argc, char** argv) {
   std::cout << "\nwrote " << c.out << "/calls.csv and " << c.out << "/summary.csv\n";
   std::fflush(stdout);
   if (self_check_failed) return 3;
+  for (const std::string& r : c.required) {
+    for (const SizeResult& res : results) {
+      for (const Case& k : res.cases) {
+        if (k.b.variant == r && k.status != "ok" && k.status.rfind("fallback", 0) != 0) {
+          std::cerr << "required method " << r << " did not run at n=" << res.n << ": " << k.status
+                    << "\n";
+          return 4;
+        }
+      }
+    }
+    if (std::find(c.methods.begin(), c.methods.end(), r) == c.methods.end()) {
+      std::cerr << "required method " << r << " is not among --methods\n";
+      return 4;
+    }
+  }
   if (c.plot) {
     const std::string script = std::string(KDESERVE_SOURCE_DIR) + "/bench/plot_glove.py";
     const std::string cmd = "/usr/bin/python3 '" + script + "' '" + c.out + "/summary.csv' '" +
