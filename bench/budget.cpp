@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <iostream>
 #include <sstream>
+#include <type_traits>
 #include <utility>
 
 namespace kdeserve::bench {
@@ -35,9 +36,10 @@ const std::vector<VariantInfo>& infos() {
       {"exact_sdpa", false, "exact attention, SDPA backend"},
       {"kdeformer_ref", false, "KDEformer, the reference bucket order, b = s = m/2"},
       {"performer_ref", false, "Performer as the KDEformer authors ran it: iid, no stabiliser"},
-      {"reformer_shared", false, "Reformer with shared QK (the reference)"},
+      {"reformer_ref", false, "Reformer as the root Reformer.py: shared QK, unmasked padding"},
       {"scatterbrain_lsh", false, "ScatterBrain with an LSH-block support"},
-      {"hyperattention_ref", false, "HyperAttention with the reference's unmasked padding"},
+      {"hyperattention_ref", false, "HyperAttention as the reference runs: unmasked padding, no "
+                                    "block de-duplication"},
       {"thinformer_pad", false, "Thinformer, keys padded to a power of 4 (no pre-thinning)"},
   };
   return v;
@@ -76,6 +78,78 @@ std::pair<int64_t, int64_t> thinformer_g(int64_t m, int64_t n_prime) {
   return {best_g, root << best_g};
 }
 
+// The ports may change their own options structs (Performer's bool stabilize became an enum
+// stabilizer; Reformer and HyperAttention gained reference-mode switches). The benchmarks build
+// against whichever version is on the branch, so the reference modes set what exists.
+template <typename T, typename = void>
+struct HasStabilizer : std::false_type {};
+template <typename T>
+struct HasStabilizer<T, std::void_t<decltype(std::declval<T&>().stabilizer())>> : std::true_type {};
+template <typename T, typename = void>
+struct HasLookBack : std::false_type {};
+template <typename T>
+struct HasLookBack<T, std::void_t<decltype(std::declval<T&>().look_back_across_rounds())>>
+    : std::true_type {};
+template <typename T, typename = void>
+struct HasDeduplicate : std::false_type {};
+template <typename T>
+struct HasDeduplicate<T, std::void_t<decltype(std::declval<T&>().deduplicate())>>
+    : std::true_type {};
+
+// The KDEformer authors' Performer.py: iid features, no stabiliser.
+template <typename T>
+void performer_reference(T& p) {
+  p.orthogonal(false);
+  if constexpr (HasStabilizer<T>::value) {
+    p.stabilizer(std::decay_t<decltype(p.stabilizer())>::kNone);
+  } else {
+    p.stabilize(false);
+  }
+}
+
+template <typename T>
+std::string performer_mode(const T& p) {
+  if constexpr (HasStabilizer<T>::value) {
+    using E = std::decay_t<decltype(p.stabilizer())>;
+    const E e = p.stabilizer();
+    return std::string("stabilizer=") +
+           (e == E::kNone ? "none" : e == E::kRowGlobal ? "row_global" : "joint");
+  } else {
+    return "stabilize=" + std::to_string(p.stabilize());
+  }
+}
+
+// The root Reformer.py: shared QK, unmasked zero padding, look-back across rounds.
+template <typename T>
+void reformer_reference(T& r) {
+  r.shared_qk(true);
+  if constexpr (HasLookBack<T>::value) r.mask_padding(false).look_back_across_rounds(true);
+}
+
+template <typename T>
+std::string reformer_mode(const T& r) {
+  std::string mode = "shared_qk=" + std::to_string(r.shared_qk());
+  if constexpr (HasLookBack<T>::value) {
+    mode += " mask_padding=" + std::to_string(r.mask_padding()) +
+            " look_back_across_rounds=" + std::to_string(r.look_back_across_rounds());
+  }
+  return mode;
+}
+
+// insuhan/hyper-attn in float32/float64: unmasked zero padding, no block de-duplication.
+template <typename T>
+void hyperattention_reference(T& h) {
+  h.mask_padding(false);
+  if constexpr (HasDeduplicate<T>::value) h.deduplicate(false);
+}
+
+template <typename T>
+std::string hyperattention_mode(const T& h) {
+  std::string mode = "mask_padding=" + std::to_string(h.mask_padding());
+  if constexpr (HasDeduplicate<T>::value) mode += " deduplicate=" + std::to_string(h.deduplicate());
+  return mode;
+}
+
 Budgeted exact_variant(const std::string& name, int64_t nk) {
   att::AttentionOptions o(att::Method::kExact);
   if (name == "exact_chunked") o.exact().backend(att::ExactBackend::kChunked);
@@ -96,11 +170,11 @@ std::string knobs_of(const att::AttentionOptions& o, int64_t nk) {
       break;
     case att::Method::kPerformer:
       k << "features=" << o.performer().num_features() << " orthogonal=" << o.performer().orthogonal()
-        << " stabilize=" << o.performer().stabilize();
+        << ' ' << performer_mode(o.performer());
       break;
     case att::Method::kReformer:
-      k << "bucket=" << o.reformer().bucket_size() << " hashes=" << o.reformer().num_hashes()
-        << " shared_qk=" << o.reformer().shared_qk();
+      k << "bucket=" << o.reformer().bucket_size() << " hashes=" << o.reformer().num_hashes() << ' '
+        << reformer_mode(o.reformer());
       break;
     case att::Method::kScatterBrain:
       k << "w=" << o.scatterbrain().local_window() << " f=" << o.scatterbrain().num_features()
@@ -108,8 +182,8 @@ std::string knobs_of(const att::AttentionOptions& o, int64_t nk) {
       break;
     case att::Method::kHyperAttention:
       k << "b=" << o.hyperattention().block_size() << " s=" << o.hyperattention().sample_size()
-        << " min_seq_len=" << o.hyperattention().min_seq_len()
-        << " mask_padding=" << o.hyperattention().mask_padding();
+        << " min_seq_len=" << o.hyperattention().min_seq_len() << ' '
+        << hyperattention_mode(o.hyperattention());
       break;
     case att::Method::kWildCat:
       k << "r=" << o.wildcat().rank() << " C=" << o.wildcat().num_bins()
@@ -191,21 +265,25 @@ Budgeted at_budget(const std::string& v, int64_t m, int64_t /*nq*/, int64_t nk,
   } else if (v == "performer" || v == "performer_ref") {
     o.method(att::Method::kPerformer);
     o.performer().num_features(m);
-    if (v == "performer_ref") o.performer().orthogonal(false).stabilize(false);
-  } else if (v == "reformer" || v == "reformer_shared") {
+    if (v == "performer_ref") performer_reference(o.performer());
+  } else if (v == "reformer" || v == "reformer_ref") {
     o.method(att::Method::kReformer);
     const int64_t h = std::max<int64_t>(choices.reformer_hashes, 1);
     const int64_t bucket = std::max<int64_t>(m / (2 * h), 1);
-    o.reformer().bucket_size(bucket).num_hashes(h).shared_qk(v == "reformer_shared");
+    o.reformer().bucket_size(bucket).num_hashes(h);
+    if (v == "reformer_ref") reformer_reference(o.reformer());
     real_m = 2 * bucket * h;
   } else if (v == "scatterbrain" || v == "scatterbrain_lsh") {
     o.method(att::Method::kScatterBrain);
-    o.scatterbrain().local_window(half).num_features(m - half);
+    // Its cosh feature map takes an even number of features, ≥ 2.
+    const int64_t f = std::max<int64_t>((m - half) / 2 * 2, 2);
+    o.scatterbrain().local_window(std::max<int64_t>(m - f, 1)).num_features(f);
+    real_m = o.scatterbrain().local_window() + f;
     if (v == "scatterbrain_lsh") o.scatterbrain().support(att::SparseSupport::kLsh);
   } else if (v == "hyperattention" || v == "hyperattention_ref") {
     o.method(att::Method::kHyperAttention);
     o.hyperattention().block_size(half).sample_size(m - half).min_seq_len(0);
-    if (v == "hyperattention_ref") o.hyperattention().mask_padding(false);
+    if (v == "hyperattention_ref") hyperattention_reference(o.hyperattention());
   } else if (v == "wildcat") {
     o.method(att::Method::kWildCat);
     o.wildcat().rank(m).num_bins(std::max<int64_t>(choices.wildcat_bins, 1));

@@ -42,7 +42,7 @@ struct BudgetChoices {
 /// `variant` at per-query budget m for nq queries and nk keys (peers.md §8):
 /// exact: exact attention (m = nk); kdeformer / kdeformer_ref / hyperattention(_ref): b = s =
 /// m/2; block_only: b = m, no residual; uniform: m keys; performer(_ref): m features;
-/// scatterbrain(_lsh): w = f = m/2; reformer(_shared): 2 · bucket · hashes = m; wildcat:
+/// scatterbrain(_lsh): w = f = m/2 (f even); reformer(_ref): 2 · bucket · hashes = m; wildcat:
 /// r = m; thinformer(_pad): the g ≥ 0 whose 2^g·√n' is closest to m. HyperAttention's
 /// min_seq_len is 0 here so it approximates at every n.
 Budgeted at_budget(const std::string& variant, int64_t m, int64_t nq, int64_t nk,
