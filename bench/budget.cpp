@@ -327,7 +327,7 @@ Budgeted paper_settings(const std::string& v, Protocol p, int64_t nq, int64_t nk
       o.performer().num_features(49);
       o.reformer().bucket_size(49).num_hashes(2);
       o.scatterbrain().local_window(49).num_features(48);
-      o.hyperattention().block_size(256).sample_size(256).min_seq_len(0);
+      o.hyperattention().block_size(32).sample_size(98).min_seq_len(0);
       o.wildcat().rank(224).num_bins(224);
       o.thinformer().g(2);
       break;
@@ -337,7 +337,7 @@ Budgeted paper_settings(const std::string& v, Protocol p, int64_t nq, int64_t nk
       o.performer().num_features(12);
       o.reformer().bucket_size(12).num_hashes(2);
       o.scatterbrain().local_window(12).num_features(6);
-      o.hyperattention().block_size(256).sample_size(256).min_seq_len(0);
+      o.hyperattention().block_size(32).sample_size(24).min_seq_len(0);
       o.wildcat().rank(196).num_bins(196);
       o.thinformer().g(4);
       break;

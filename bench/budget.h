@@ -58,8 +58,9 @@ enum class Protocol {
 
 /// `variant` with the settings the papers and their reproductions use on `protocol`
 /// (kdeformer.md §1.7, §3.2–3.3; peers.md §2.4, §4.5, §5.5, §6, §7.4), m per §8. "exact_chunked"
-/// and "exact_sdpa" pin the exact backend. HyperAttention was never run on T2T: there it gets
-/// its reference defaults b = s = 256 with min_seq_len 0 (the reference would run exact).
+/// and "exact_sdpa" pin the exact backend. HyperAttention was never run on T2T (its
+/// min_seq_len 4096 would make it exact there): it gets KDEformer's b = 32 and s = 98 / 24 with
+/// min_seq_len 0; elsewhere its reference defaults b = s = 256.
 Budgeted paper_settings(const std::string& variant, Protocol protocol, int64_t nq, int64_t nk);
 
 }  // namespace kdeserve::bench
