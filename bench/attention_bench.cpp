@@ -61,8 +61,8 @@ std::vector<Shape> shapes(int64_t max_n) {
 
 struct Figures {
   double peak_mib = 0;
-  double flops = 0;     // of exact attention: 2 · B · Nq · Nk · (D + Dv)
-  std::string backend;  // what the report says ran
+  double flops = 0;           // of exact attention: 2 · B · Nq · Nk · (D + Dv)
+  std::string backend;        // what the report says ran
   std::string status = "ok";  // ok / failed: … / fallback: … / no fused SDPA kernel: …
   bool ran = false;
 };
@@ -95,9 +95,9 @@ void bm_attention(benchmark::State& state, Shape s, kb::Budgeted variant, std::s
     kdeserve::testing::DevicePeakScope device_scope(g_device);
     benchmark::DoNotOptimize(att::attention(q, k, v, variant.options, call));
     sync();
-    fig.peak_mib = static_cast<double>(g_device.is_cuda() ? device_scope.peak_bytes()
-                                                          : scope.peak_bytes()) /
-                   (1 << 20);
+    fig.peak_mib =
+        static_cast<double>(g_device.is_cuda() ? device_scope.peak_bytes() : scope.peak_bytes()) /
+        (1 << 20);
   } catch (const std::exception& e) {
     fig.status = "failed: " + first_line(e.what());
     state.SkipWithError(fig.status.c_str());
@@ -273,10 +273,11 @@ int main(int argc, char** argv) {
   const double sgemm_s = reporter.seconds(sgemm_name);
   const double sgemm_n = reporter.sgemm_n();
   const double sgemm_gf = sgemm_s > 0 ? 2.0 * sgemm_n * sgemm_n * sgemm_n / sgemm_s * 1e-9 : 0;
-  std::printf("\nSummary (same run, %s, %d thread(s)): float32, time per call; speedup over the "
-              "fastest exact backend of the shape; peak extra memory of one call; m per query "
-              "(peers.md §8)\n",
-              g_device.str().c_str(), args.threads);
+  std::printf(
+      "\nSummary (same run, %s, %d thread(s)): float32, time per call; speedup over the "
+      "fastest exact backend of the shape; peak extra memory of one call; m per query "
+      "(peers.md §8)\n",
+      g_device.str().c_str(), args.threads);
   std::ofstream csv;
   if (!args.csv.empty()) {
     csv.open(args.csv);

@@ -38,8 +38,9 @@ const std::vector<VariantInfo>& infos() {
       {"performer_ref", false, "Performer as the KDEformer authors ran it: iid, no stabiliser"},
       {"reformer_ref", false, "Reformer as the root Reformer.py: shared QK, unmasked padding"},
       {"scatterbrain_lsh", false, "ScatterBrain with an LSH-block support"},
-      {"hyperattention_ref", false, "HyperAttention as the reference runs: unmasked padding, no "
-                                    "block de-duplication"},
+      {"hyperattention_ref", false,
+       "HyperAttention as the reference runs: unmasked padding, no "
+       "block de-duplication"},
       {"thinformer_pad", false, "Thinformer, keys padded to a power of 4 (no pre-thinning)"},
   };
   return v;
@@ -93,8 +94,8 @@ struct HasLookBack<T, std::void_t<decltype(std::declval<T&>().look_back_across_r
 template <typename T, typename = void>
 struct HasDeduplicate : std::false_type {};
 template <typename T>
-struct HasDeduplicate<T, std::void_t<decltype(std::declval<T&>().deduplicate())>>
-    : std::true_type {};
+struct HasDeduplicate<T, std::void_t<decltype(std::declval<T&>().deduplicate())>> : std::true_type {
+};
 
 // The KDEformer authors' Performer.py: iid features, no stabiliser.
 template <typename T>
@@ -112,8 +113,9 @@ std::string performer_mode(const T& p) {
   if constexpr (HasStabilizer<T>::value) {
     using E = std::decay_t<decltype(p.stabilizer())>;
     const E e = p.stabilizer();
-    return std::string("stabilizer=") +
-           (e == E::kNone ? "none" : e == E::kRowGlobal ? "row_global" : "joint");
+    return std::string("stabilizer=") + (e == E::kNone        ? "none"
+                                         : e == E::kRowGlobal ? "row_global"
+                                                              : "joint");
   } else {
     return "stabilize=" + std::to_string(p.stabilize());
   }
@@ -165,12 +167,13 @@ std::string knobs_of(const att::AttentionOptions& o, int64_t nk) {
       break;
     case att::Method::kKdeformer:
       if (o.kdeformer().heavy()) k << "b=" << o.kdeformer().bucket_size() << ' ';
-      k << "s=" << o.kdeformer().sample_size() << " order=" << att::to_string(o.kdeformer().bucket_order())
+      k << "s=" << o.kdeformer().sample_size()
+        << " order=" << att::to_string(o.kdeformer().bucket_order())
         << " sampling=" << att::to_string(o.kdeformer().sampling());
       break;
     case att::Method::kPerformer:
-      k << "features=" << o.performer().num_features() << " orthogonal=" << o.performer().orthogonal()
-        << ' ' << performer_mode(o.performer());
+      k << "features=" << o.performer().num_features()
+        << " orthogonal=" << o.performer().orthogonal() << ' ' << performer_mode(o.performer());
       break;
     case att::Method::kReformer:
       k << "bucket=" << o.reformer().bucket_size() << " hashes=" << o.reformer().num_hashes() << ' '
@@ -178,7 +181,8 @@ std::string knobs_of(const att::AttentionOptions& o, int64_t nk) {
       break;
     case att::Method::kScatterBrain:
       k << "w=" << o.scatterbrain().local_window() << " f=" << o.scatterbrain().num_features()
-        << " support=" << (o.scatterbrain().support() == att::SparseSupport::kBand ? "band" : "lsh");
+        << " support="
+        << (o.scatterbrain().support() == att::SparseSupport::kBand ? "band" : "lsh");
       break;
     case att::Method::kHyperAttention:
       k << "b=" << o.hyperattention().block_size() << " s=" << o.hyperattention().sample_size()
@@ -191,8 +195,10 @@ std::string knobs_of(const att::AttentionOptions& o, int64_t nk) {
       break;
     case att::Method::kThinformer: {
       const bool strided = o.thinformer().strided_prethinning();
-      const int64_t np = strided ? largest_power_of_4_at_most(nk) : smallest_power_of_4_at_least(nk);
-      k << "g=" << o.thinformer().g() << " n'=" << np << " prethin=" << (strided ? "strided" : "pad");
+      const int64_t np =
+          strided ? largest_power_of_4_at_most(nk) : smallest_power_of_4_at_least(nk);
+      k << "g=" << o.thinformer().g() << " n'=" << np
+        << " prethin=" << (strided ? "strided" : "pad");
       break;
     }
   }
@@ -306,14 +312,18 @@ Budgeted paper_settings(const std::string& v, Protocol p, int64_t nq, int64_t nk
   att::AttentionOptions& o = b.options;
   const att::AttentionOptions defaults(o.method());
   // Start from the method's defaults, keeping the variant's mode switches.
-  o.kdeformer().bucket_size(defaults.kdeformer().bucket_size())
+  o.kdeformer()
+      .bucket_size(defaults.kdeformer().bucket_size())
       .sample_size(defaults.kdeformer().sample_size());
   o.performer().num_features(defaults.performer().num_features());
-  o.reformer().bucket_size(defaults.reformer().bucket_size())
+  o.reformer()
+      .bucket_size(defaults.reformer().bucket_size())
       .num_hashes(defaults.reformer().num_hashes());
-  o.scatterbrain().local_window(defaults.scatterbrain().local_window())
+  o.scatterbrain()
+      .local_window(defaults.scatterbrain().local_window())
       .num_features(defaults.scatterbrain().num_features());
-  o.hyperattention().block_size(defaults.hyperattention().block_size())
+  o.hyperattention()
+      .block_size(defaults.hyperattention().block_size())
       .sample_size(defaults.hyperattention().sample_size())
       .min_seq_len(defaults.hyperattention().min_seq_len());
   o.wildcat().rank(defaults.wildcat().rank()).num_bins(defaults.wildcat().num_bins());
@@ -357,22 +367,31 @@ Budgeted paper_settings(const std::string& v, Protocol p, int64_t nq, int64_t nk
   if (v == "uniform") o.kdeformer().heavy(false);
   b.knobs = knobs_of(o, nk);
   switch (o.method()) {
-    case att::Method::kExact: b.m = nk; break;
+    case att::Method::kExact:
+      b.m = nk;
+      break;
     case att::Method::kKdeformer:
       b.m = (o.kdeformer().heavy() ? o.kdeformer().bucket_size() : 0) + o.kdeformer().sample_size();
       break;
-    case att::Method::kPerformer: b.m = o.performer().num_features(); break;
-    case att::Method::kReformer: b.m = 2 * o.reformer().bucket_size() * o.reformer().num_hashes(); break;
+    case att::Method::kPerformer:
+      b.m = o.performer().num_features();
+      break;
+    case att::Method::kReformer:
+      b.m = 2 * o.reformer().bucket_size() * o.reformer().num_hashes();
+      break;
     case att::Method::kScatterBrain:
       b.m = o.scatterbrain().local_window() + o.scatterbrain().num_features();
       break;
     case att::Method::kHyperAttention:
       b.m = o.hyperattention().block_size() + o.hyperattention().sample_size();
       break;
-    case att::Method::kWildCat: b.m = o.wildcat().rank(); break;
+    case att::Method::kWildCat:
+      b.m = o.wildcat().rank();
+      break;
     case att::Method::kThinformer: {
       const bool strided = o.thinformer().strided_prethinning();
-      const int64_t np = strided ? largest_power_of_4_at_most(nk) : smallest_power_of_4_at_least(nk);
+      const int64_t np =
+          strided ? largest_power_of_4_at_most(nk) : smallest_power_of_4_at_least(nk);
       const auto root = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(np))));
       b.m = std::min(root << o.thinformer().g(), np);
       break;

@@ -20,10 +20,14 @@ constexpr double kNoise = 0.7;
 
 double self_logit(Regime r) {
   switch (r) {
-    case Regime::kDiffuse: return 3.6;
-    case Regime::kPeaked: return 8.1;
-    case Regime::kVeryPeaked: return 14.4;
-    case Regime::kFile: break;
+    case Regime::kDiffuse:
+      return 3.6;
+    case Regime::kPeaked:
+      return 8.1;
+    case Regime::kVeryPeaked:
+      return 14.4;
+    case Regime::kFile:
+      break;
   }
   return 0;
 }
@@ -41,10 +45,14 @@ Regime regime_from_string(const std::string& name) {
 
 std::string to_string(Regime regime) {
   switch (regime) {
-    case Regime::kFile: return "glove";
-    case Regime::kDiffuse: return "diffuse";
-    case Regime::kPeaked: return "peaked";
-    case Regime::kVeryPeaked: return "very_peaked";
+    case Regime::kFile:
+      return "glove";
+    case Regime::kDiffuse:
+      return "diffuse";
+    case Regime::kPeaked:
+      return "peaked";
+    case Regime::kVeryPeaked:
+      return "very_peaked";
   }
   return "?";
 }
@@ -109,8 +117,8 @@ Errors errors_of(const at::Tensor& estimate, const Reference& ref) {
   const at::Tensor diff = estimate.to(at::kDouble) - ref.exact;
   Errors e;
   e.rel = attention::spectral_norm(diff).item<double>() / ref.norm;
-  e.centered = attention::spectral_norm(diff - diff.mean(0, true)).item<double>() /
-               ref.centered_norm;
+  e.centered =
+      attention::spectral_norm(diff - diff.mean(0, true)).item<double>() / ref.centered_norm;
   return e;
 }
 

@@ -45,7 +45,7 @@ Pair make_pair(Regime regime, const RowFile* file, int64_t n, int64_t p, int64_t
 
 /// The errors of an estimate against exact attention A [n, dv].
 struct Errors {
-  double rel = 0;       ///< ‖Â − A‖₂ / ‖A‖₂ (the paper's metric).
+  double rel = 0;  ///< ‖Â − A‖₂ / ‖A‖₂ (the paper's metric).
   double centered = 0;  ///< ‖(Â − A) − 1·mean_rows(Â − A)‖₂ / ‖A − 1·mean_rows(A)‖₂.
 };
 
