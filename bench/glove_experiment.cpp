@@ -44,6 +44,7 @@ struct Config {
   std::string data;
   int64_t dim = 100;
   kb::Regime regime = kb::Regime::kFile;
+  std::string label;  // the regime's name in the CSVs and the default out dir ("file" for --data)
   std::vector<int64_t> sizes = {1024, 2048, 4096, 8192, 16384};
   std::vector<int64_t> samples = {32, 64, 128, 256, 512, 1024, 2048};
   std::vector<std::string> methods = kb::default_variants();
@@ -110,10 +111,11 @@ Config parse(int argc, char** argv) {
     std::cerr << "--data reads a row file: it goes with --regime glove\n";
     std::exit(2);
   }
+  c.label = c.data.empty() ? kb::to_string(c.regime) : "file";
   if (c.data.empty() && c.regime == kb::Regime::kFile) {
     c.data = kdeserve::testing::shared_dir() + "/data/glove/glove.6B.100d.wink-first49152.f32";
   }
-  if (c.out.empty()) c.out = "out/" + kb::to_string(c.regime);
+  if (c.out.empty()) c.out = "out/" + c.label;
   return c;
 }
 
@@ -197,7 +199,7 @@ void print_tables(const Config& c, const SizeResult& r) {
   }
   std::printf("\nn = %lld  (%s, %lld pairs x %lld reps; exact attention %.1f ms; trivial floor: "
               "rel %.3f, centered %.3f)\n",
-              static_cast<long long>(r.n), kb::to_string(c.regime).c_str(),
+              static_cast<long long>(r.n), c.label.c_str(),
               static_cast<long long>(r.pairs), static_cast<long long>(c.reps), exact_ms,
               r.floor_rel / std::max<int64_t>(r.pairs, 1),
               r.floor_centered / std::max<int64_t>(r.pairs, 1));
@@ -248,7 +250,7 @@ int main(int argc, char** argv) {
   std::filesystem::create_directories(c.out);
   kb::RowFile file;
   if (c.regime == kb::Regime::kFile) file = kb::load_rows(c.data, c.dim);
-  std::cout << "Attention approximation, regime " << kb::to_string(c.regime)
+  std::cout << "Attention approximation, regime " << c.label
             << (c.regime == kb::Regime::kFile ? " (" + c.data + ")" : std::string(" (synthetic)"))
             << "\nthreads " << at::get_num_threads() << ", pairs " << c.pairs << ", reps "
             << c.reps << ", float64; rel = ||A~ - A||_op / ||A||_op, centered = "
@@ -261,6 +263,10 @@ int main(int argc, char** argv) {
       continue;
     }
     sizes.push_back(n);
+  }
+  if (sizes.empty()) {
+    std::cerr << "no size of --sizes fits the data\n";
+    return 2;
   }
   int64_t total = 0;
   for (int64_t n : sizes) total += c.pairs * c.reps * static_cast<int64_t>(cases_for(c, n).size());
@@ -285,7 +291,7 @@ int main(int argc, char** argv) {
       res.floor_rel += floor.rel;
       res.floor_centered += floor.centered;
       ++res.pairs;
-      calls << kb::to_string(c.regime) << ',' << n << ',' << p << ",0,trivial,-,0,every row = "
+      calls << c.label << ',' << n << ',' << p << ",0,trivial,-,0,every row = "
             << "mean(V),ok,-,-,0," << floor.rel << ',' << floor.centered << '\n';
       const auto count = static_cast<int64_t>(res.cases.size());
       for (int64_t rep = 0; rep < c.reps; ++rep) {
@@ -326,7 +332,7 @@ int main(int argc, char** argv) {
                         << err.rel << " at n=" << n << "\n";
             }
           }
-          calls << kb::to_string(c.regime) << ',' << n << ',' << p << ',' << rep << ','
+          calls << c.label << ',' << n << ',' << p << ',' << rep << ','
                 << k.b.variant << ',' << att::to_string(k.b.options.method()) << ',' << k.b.m
                 << ',' << k.b.knobs << ',' << csv_text(k.status) << ','
                 << att::to_string(report.ran) << ',' << report.backend << ',' << s << ','
@@ -350,12 +356,12 @@ int main(int argc, char** argv) {
       if (k.b.variant == "exact" && !k.seconds.empty()) exact_s = median(k.seconds);
     }
     const double fr = r.floor_rel / r.pairs, fc = r.floor_centered / r.pairs;
-    sum << kb::to_string(c.regime) << ',' << r.n << ",trivial,-,0,0,every row = mean(V),ok,"
+    sum << c.label << ',' << r.n << ",trivial,-,0,0,every row = mean(V),ok,"
         << r.pairs << ",0," << fr << ',' << fc << ',' << fr << ',' << fc << ',' << exact_s << '\n';
     for (const Case& k : r.cases) {
       std::string req;
       for (int64_t m : k.requested) req += (req.empty() ? "" : ";") + std::to_string(m);
-      sum << kb::to_string(c.regime) << ',' << r.n << ',' << k.b.variant << ','
+      sum << c.label << ',' << r.n << ',' << k.b.variant << ','
           << att::to_string(k.b.options.method()) << ',' << k.b.m << ',' << req << ','
           << k.b.knobs << ',' << csv_text(k.status) << ',' << k.errors << ',';
       if (k.errors > 0) {
