@@ -86,11 +86,11 @@ RowFile load_rows(const std::string& path, int64_t dim) {
 
 Pair make_pair(Regime regime, const RowFile* file, int64_t n, int64_t p, int64_t pairs) {
   if (regime == Regime::kFile) {
-    const int64_t rows = file->rows.size(0), dim = file->rows.size(1);
+    const int64_t rows = file->rows.size(0);
     const int64_t span = std::max<int64_t>(pairs - 1, 1);
     const int64_t q_off = p * (file->value_offset - n) / span;
     const int64_t v_off = file->value_offset + p * (rows - file->value_offset - n) / span;
-    return {file->rows.narrow(0, q_off, n).to(at::kDouble).div_(std::pow(double(dim), 0.25)),
+    return {file->rows.narrow(0, q_off, n).to(at::kDouble).div_(std::pow(10.0, 0.25)),
             file->rows.narrow(0, v_off, n).to(at::kDouble)};
   }
   at::Generator gen = at::detail::createCPUGenerator(

@@ -10,7 +10,7 @@ namespace kdeserve::bench {
 
 /// Where the (Q, V) pairs come from.
 enum class Regime {
-  kFile,        ///< Rows of a float32 file (GloVe by default): Q = K = rows / d^{1/4}.
+  kFile,        ///< Rows of a float32 file (GloVe by default): Q = K = rows / 10^{1/4}.
   kDiffuse,     ///< Synthetic clustered Q = K, mean self-logit 3.6 (kdeformer.md §3.1).
   kPeaked,      ///< ... mean self-logit 8.1.
   kVeryPeaked,  ///< ... mean self-logit 14.4.
@@ -38,9 +38,10 @@ struct Pair {
 };
 
 /// Pair p of `pairs` at size n. kFile: pairs spread over the query and value rows, Q divided by
-/// d^{1/4} (logits q·k/√d, the paper's protocol). Synthetic: d = 100, 32 Gaussian cluster
-/// centres, each row a centre plus 0.7 · N(0, I) noise, rescaled so the mean self-logit ‖q‖² is
-/// the regime's; V = N(0, I) + a common offset N(0, 0.25 I), dv = 100; seeded by (regime, n, p).
+/// 10^{1/4} whatever the row length (demo_glove.py's scaling: logits x·y/√10). Synthetic: d = 100,
+/// 32 Gaussian cluster centres, each row a centre plus 0.7 · N(0, I) noise, rescaled so the mean
+/// self-logit ‖q‖² is the regime's; V = N(0, I) + a common offset N(0, 0.25 I), dv = 100; seeded by
+/// (regime, n, p).
 Pair make_pair(Regime regime, const RowFile* file, int64_t n, int64_t p, int64_t pairs);
 
 /// The errors of an estimate against exact attention A [n, dv].
