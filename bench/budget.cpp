@@ -5,7 +5,6 @@
 #include <cstdlib>
 #include <iostream>
 #include <sstream>
-#include <type_traits>
 #include <utility>
 
 namespace kdeserve::bench {
@@ -79,77 +78,37 @@ std::pair<int64_t, int64_t> thinformer_g(int64_t m, int64_t n_prime) {
   return {best_g, root << best_g};
 }
 
-// The ports may change their own options structs (Performer's bool stabilize became an enum
-// stabilizer; Reformer and HyperAttention gained reference-mode switches). The benchmarks build
-// against whichever version is on the branch, so the reference modes set what exists.
-template <typename T, typename = void>
-struct HasStabilizer : std::false_type {};
-template <typename T>
-struct HasStabilizer<T, std::void_t<decltype(std::declval<T&>().stabilizer())>> : std::true_type {};
-template <typename T, typename = void>
-struct HasLookBack : std::false_type {};
-template <typename T>
-struct HasLookBack<T, std::void_t<decltype(std::declval<T&>().look_back_across_rounds())>>
-    : std::true_type {};
-template <typename T, typename = void>
-struct HasDeduplicate : std::false_type {};
-template <typename T>
-struct HasDeduplicate<T, std::void_t<decltype(std::declval<T&>().deduplicate())>> : std::true_type {
-};
-
 // The KDEformer authors' Performer.py: iid features, no stabiliser.
-template <typename T>
-void performer_reference(T& p) {
-  p.orthogonal(false);
-  if constexpr (HasStabilizer<T>::value) {
-    p.stabilizer(std::decay_t<decltype(p.stabilizer())>::kNone);
-  } else {
-    p.stabilize(false);
-  }
+void performer_reference(att::PerformerOptions& p) {
+  p.orthogonal(false).stabilizer(att::PerformerStabilizer::kNone);
 }
 
-template <typename T>
-std::string performer_mode(const T& p) {
-  if constexpr (HasStabilizer<T>::value) {
-    using E = std::decay_t<decltype(p.stabilizer())>;
-    const E e = p.stabilizer();
-    return std::string("stabilizer=") + (e == E::kNone        ? "none"
-                                         : e == E::kRowGlobal ? "row_global"
-                                                              : "joint");
-  } else {
-    return "stabilize=" + std::to_string(p.stabilize());
-  }
+std::string performer_mode(const att::PerformerOptions& p) {
+  const auto e = p.stabilizer();
+  return std::string("stabilizer=") + (e == att::PerformerStabilizer::kNone        ? "none"
+                                       : e == att::PerformerStabilizer::kRowGlobal ? "row_global"
+                                                                                   : "joint");
 }
 
 // The root Reformer.py: shared QK, unmasked zero padding, look-back across rounds.
-template <typename T>
-void reformer_reference(T& r) {
-  r.shared_qk(true);
-  if constexpr (HasLookBack<T>::value) r.mask_padding(false).look_back_across_rounds(true);
+void reformer_reference(att::ReformerOptions& r) {
+  r.shared_qk(true).mask_padding(false).look_back_across_rounds(true);
 }
 
-template <typename T>
-std::string reformer_mode(const T& r) {
-  std::string mode = "shared_qk=" + std::to_string(r.shared_qk());
-  if constexpr (HasLookBack<T>::value) {
-    mode += " mask_padding=" + std::to_string(r.mask_padding()) +
-            " look_back_across_rounds=" + std::to_string(r.look_back_across_rounds());
-  }
-  return mode;
+std::string reformer_mode(const att::ReformerOptions& r) {
+  return "shared_qk=" + std::to_string(r.shared_qk()) +
+         " mask_padding=" + std::to_string(r.mask_padding()) +
+         " look_back_across_rounds=" + std::to_string(r.look_back_across_rounds());
 }
 
 // insuhan/hyper-attn in float32/float64: unmasked zero padding, no block de-duplication.
-template <typename T>
-void hyperattention_reference(T& h) {
-  h.mask_padding(false);
-  if constexpr (HasDeduplicate<T>::value) h.deduplicate(false);
+void hyperattention_reference(att::HyperAttentionOptions& h) {
+  h.mask_padding(false).deduplicate(false);
 }
 
-template <typename T>
-std::string hyperattention_mode(const T& h) {
-  std::string mode = "mask_padding=" + std::to_string(h.mask_padding());
-  if constexpr (HasDeduplicate<T>::value) mode += " deduplicate=" + std::to_string(h.deduplicate());
-  return mode;
+std::string hyperattention_mode(const att::HyperAttentionOptions& h) {
+  return "mask_padding=" + std::to_string(h.mask_padding()) +
+         " deduplicate=" + std::to_string(h.deduplicate());
 }
 
 Budgeted exact_variant(const std::string& name, int64_t nk) {
