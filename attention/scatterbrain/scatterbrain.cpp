@@ -125,15 +125,13 @@ at::Tensor scatterbrain_attention(const at::Tensor& q, const at::Tensor& k, cons
                                   double scale, const ScatterBrainOptions& options,
                                   const AttentionCall& call) {
   check_options(options);
-  const int64_t batch = q.size(0), heads = q.size(1), nq = q.size(2), dim = q.size(3);
-  const int64_t nk = k.size(2), dv = v.size(3), groups = batch * heads;
-  const int64_t m = options.num_features();
+  const random_features::GroupedInputs g = random_features::group_inputs(q, k, v);
+  const int64_t batch = g.batch, heads = g.heads, nq = g.nq, nk = g.nk, dim = g.dim, dv = g.dv;
+  const int64_t groups = batch * heads, m = options.num_features();
   if (call.report != nullptr) call.report->num_features = m;
   if (nq == 0) return at::empty({batch, heads, 0, dv}, v.options());
   TORCH_CHECK(nk >= 1, "scatterbrain: needs at least one key");
-  at::Tensor q3 = q.reshape({groups, nq, dim});
-  at::Tensor k3 = k.reshape({groups, nk, dim});
-  at::Tensor v3 = v.reshape({groups, nk, dv});
+  const at::Tensor &q3 = g.q, &k3 = g.k, &v3 = g.v;
 
   // Low-rank part over all keys: φ(q)·Σφ(k) and φ(q)(φ(K)ᵀV), relative to exp(log_scale).
   at::Tensor dirs = random_features::directions(batch, heads, dim, m / 2,
@@ -142,8 +140,9 @@ at::Tensor scatterbrain_attention(const at::Tensor& q, const at::Tensor& k, cons
   random_features::StabilizedFeatures f =
       random_features::stabilize(random_features::log_features(q3, dirs, scale, true),
                                  random_features::log_features(k3, dirs, scale, true));
-  at::Tensor lr_num = at::bmm(f.query, at::bmm(f.key.transpose(1, 2), v3));    // [G, Nq, Dv]
-  at::Tensor lr_den = at::bmm(f.query, f.key.sum(1).unsqueeze(2)).squeeze(2);  // [G, Nq]
+  const random_features::LowRankProducts lr =
+      random_features::low_rank_products(f.query, f.key, v3);
+  const at::Tensor &lr_num = lr.numerator, &lr_den = lr.denominator;  // [G, Nq, Dv], [G, Nq]
 
   const Support s = options.support() == SparseSupport::kLsh
                         ? lsh_support(q3, k3, batch, heads, options, call)
