@@ -79,6 +79,21 @@ inline void expect_deterministic_and_entries_independent(const Attend& attend, c
   EXPECT_LT(max_rel_diff(attend(q2, k, v, scale, call).slice(0, 1), out.slice(0, 1)), 1e-14);
 }
 
+/// Unbiasedness of a kernel estimator: estimates [P, draws] (independent draws) of P pairs whose
+/// exact kernel values are exact [P]. Each pair's mean lies within 4 empirical standard errors of
+/// the mean and within 10 % of the exact value.
+inline void expect_unbiased_estimates(const at::Tensor& estimates, const at::Tensor& exact) {
+  const at::Tensor mean = estimates.mean(1);
+  const at::Tensor stderr_ = estimates.std(1) / std::sqrt(static_cast<double>(estimates.size(1)));
+  for (int64_t i = 0; i < estimates.size(0); ++i) {
+    const double e = exact[i].item<double>(), got = mean[i].item<double>();
+    std::cout << "pair " << i << ": exact " << e << ", mean " << got << " ± "
+              << stderr_[i].item<double>() << "\n";
+    EXPECT_LT(std::abs(got - e), 4 * stderr_[i].item<double>()) << "pair " << i;
+    EXPECT_LT(std::abs(got - e), 0.1 * e) << "pair " << i;
+  }
+}
+
 /// Adding 5 to every value adds 5 to the output (within 1e-12; seed 2).
 inline void expect_value_shift_shifts_output(const Attend& attend, const at::Tensor& q,
                                              const at::Tensor& k, const at::Tensor& v,
