@@ -265,11 +265,7 @@ TEST(HyperAttention, DeterministicAndIndependentOfTheBatch) {
   const at::Tensor v = seeded_randn({3, 2, 200, 16}, 52, at::kFloat);
   const auto opt = HyperAttentionOptions().block_size(32).sample_size(32);
   testing::expect_deterministic_and_batch_independent(
-      [&](const at::Tensor& q, const at::Tensor& k, const at::Tensor& vv, double scale,
-          const AttentionCall& call) {
-        return hyperattention_attention(q, k, vv, scale, opt, call);
-      },
-      x, v);
+      testing::with_options(hyperattention_attention, opt), x, v);
 }
 
 // Through attention(): the min_seq_len fallback is visible in the report; otherwise it runs

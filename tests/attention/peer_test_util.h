@@ -21,6 +21,17 @@ namespace kdeserve::testing {
 using Attend = std::function<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                         double, const attention::AttentionCall&)>;
 
+/// method(q, k, v, scale, options, call) with `options` bound, as an Attend.
+template <typename Options>
+Attend with_options(at::Tensor (*method)(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                         double, const Options&, const attention::AttentionCall&),
+                    const Options& options) {
+  return [method, options](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                           double scale, const attention::AttentionCall& call) {
+    return method(q, k, v, scale, options, call);
+  };
+}
+
 /// A call seeded with `seed`, no injection.
 inline attention::AttentionCall seeded_call(uint64_t seed) {
   attention::AttentionCall call;

@@ -25,13 +25,7 @@ using kdeserve::testing::naive_attention;
 using kdeserve::testing::PeakMemoryScope;
 using kdeserve::testing::seeded_call;
 using kdeserve::testing::seeded_randn;
-
-// Performer with `opt` as a testing::Attend.
-testing::Attend performer_with(const PerformerOptions& opt) {
-  return
-      [opt](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
-            const AttentionCall& call) { return performer_attention(q, k, v, scale, opt, call); };
-}
+using kdeserve::testing::with_options;
 using random_features::Directions;
 
 // The estimator written densely from its definition with directions w [m, D] (shared by every
@@ -169,20 +163,22 @@ TEST(Performer, FiniteAtLargeLogitsAndAConvexCombinationOfValues) {
 TEST(Performer, Float32MatchesFloat64) {
   const at::Tensor q = seeded_randn({2, 2, 17, 8}, 1), k = seeded_randn({2, 2, 23, 8}, 2);
   const at::Tensor v = seeded_randn({2, 2, 23, 6}, 3);
-  testing::expect_float32_matches_float64(performer_with(PerformerOptions()), q, k, v, 0.35, 1e-5);
+  testing::expect_float32_matches_float64(with_options(performer_attention, PerformerOptions()), q,
+                                          k, v, 0.35, 1e-5);
 }
 
 TEST(Performer, DeterministicPerSeedAndEntriesAreIndependent) {
   const at::Tensor q = seeded_randn({2, 2, 12, 6}, 1), k = seeded_randn({2, 2, 10, 6}, 2);
   const at::Tensor v = seeded_randn({2, 2, 10, 5}, 3);
   testing::expect_deterministic_and_entries_independent(
-      performer_with(PerformerOptions().num_features(16)), q, k, v, 0.4);
+      with_options(performer_attention, PerformerOptions().num_features(16)), q, k, v, 0.4);
 }
 
 TEST(Performer, ValueShiftShiftsTheOutput) {
   const at::Tensor q = seeded_randn({1, 1, 9, 4}, 1), k = seeded_randn({1, 1, 7, 4}, 2);
   const at::Tensor v = seeded_randn({1, 1, 7, 3}, 3);
-  testing::expect_value_shift_shifts_output(performer_with(PerformerOptions()), q, k, v, 0.5);
+  testing::expect_value_shift_shifts_output(with_options(performer_attention, PerformerOptions()),
+                                            q, k, v, 0.5);
 }
 
 TEST(Performer, DispatchReportsFeaturesAndHasNoExactLimit) {
@@ -206,7 +202,7 @@ TEST(Performer, DispatchReportsFeaturesAndHasNoExactLimit) {
 TEST(Performer, MemoryIsLinearInTheSequenceLength) {
   const int64_t m = 64, d = 64;
   testing::expect_memory_linear_in_sequence_length(
-      performer_with(PerformerOptions().num_features(m)),
+      with_options(performer_attention, PerformerOptions().num_features(m)),
       [&](int64_t n) { return 8 * n * (m + 2 * d) * 4; });
 }
 

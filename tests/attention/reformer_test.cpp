@@ -231,9 +231,7 @@ TEST(Reformer, DeterministicAndIndependentOfTheBatch) {
   const at::Tensor v = seeded_randn({3, 2, 200, 16}, 52, at::kFloat);
   const auto opt = ReformerOptions().bucket_size(16).num_hashes(2);
   testing::expect_deterministic_and_batch_independent(
-      [&](const at::Tensor& q, const at::Tensor& k, const at::Tensor& vv, double scale,
-          const AttentionCall& call) { return reformer_attention(q, k, vv, scale, opt, call); },
-      x, v);
+      testing::with_options(reformer_attention, opt), x, v);
 }
 
 // Through attention(): shared-QK on Nq ≠ Nk falls back visibly; the BigGAN shape (Nq 4096,

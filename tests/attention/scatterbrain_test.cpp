@@ -26,14 +26,7 @@ using kdeserve::testing::naive_attention;
 using kdeserve::testing::PeakMemoryScope;
 using kdeserve::testing::seeded_call;
 using kdeserve::testing::seeded_randn;
-
-// ScatterBrain with `opt` as a testing::Attend.
-testing::Attend scatterbrain_with(const ScatterBrainOptions& opt) {
-  return [opt](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
-               const AttentionCall& call) {
-    return scatterbrain_attention(q, k, v, scale, opt, call);
-  };
-}
+using kdeserve::testing::with_options;
 
 // The reference's band as a dense mask [Nq, Nk]: −⌊w/2⌋ ≤ j − i < ⌈w/2⌉.
 at::Tensor band_mask(int64_t nq, int64_t nk, int64_t w) {
@@ -223,7 +216,8 @@ TEST(ScatterBrain, Float32MatchesFloat64) {
   const at::Tensor v = seeded_randn({2, 2, 23, 6}, 3);
   for (auto support : {SparseSupport::kBand, SparseSupport::kLsh}) {
     const auto opt = ScatterBrainOptions().support(support).local_window(5).num_features(16);
-    testing::expect_float32_matches_float64(scatterbrain_with(opt), q, k, v, 0.35, 1e-4);
+    testing::expect_float32_matches_float64(with_options(scatterbrain_attention, opt), q, k, v,
+                                            0.35, 1e-4);
   }
 }
 
@@ -232,7 +226,8 @@ TEST(ScatterBrain, DeterministicPerSeedAndEntriesAreIndependent) {
   const at::Tensor v = seeded_randn({2, 2, 10, 5}, 3);
   for (auto support : {SparseSupport::kBand, SparseSupport::kLsh}) {
     const auto opt = ScatterBrainOptions().support(support).local_window(3).num_features(8);
-    testing::expect_deterministic_and_entries_independent(scatterbrain_with(opt), q, k, v, 0.4);
+    testing::expect_deterministic_and_entries_independent(with_options(scatterbrain_attention, opt),
+                                                          q, k, v, 0.4);
   }
 }
 
@@ -240,7 +235,8 @@ TEST(ScatterBrain, ValueShiftShiftsTheOutput) {
   const at::Tensor q = seeded_randn({1, 1, 9, 4}, 1), k = seeded_randn({1, 1, 12, 4}, 2);
   const at::Tensor v = seeded_randn({1, 1, 12, 3}, 3);
   testing::expect_value_shift_shifts_output(
-      scatterbrain_with(ScatterBrainOptions().local_window(4).num_features(8)), q, k, v, 0.5);
+      with_options(scatterbrain_attention, ScatterBrainOptions().local_window(4).num_features(8)),
+      q, k, v, 0.5);
 }
 
 // No Nq × Nk tensor: the extra memory grows linearly in n and stays below n² bytes.
@@ -248,7 +244,8 @@ TEST(ScatterBrain, MemoryIsLinearInTheSequenceLength) {
   const int64_t m = 64, d = 64, w = 32;
   for (auto support : {SparseSupport::kBand, SparseSupport::kLsh}) {
     testing::expect_memory_linear_in_sequence_length(
-        scatterbrain_with(ScatterBrainOptions().support(support).local_window(w).num_features(m)),
+        with_options(scatterbrain_attention,
+                     ScatterBrainOptions().support(support).local_window(w).num_features(m)),
         [&](int64_t n) { return 8 * n * (2 * w + 64 + m + 2 * d) * 4; });
   }
 }
