@@ -36,7 +36,7 @@ def import_from(directory, module):
 
 
 def parse_args(default_mirror, fixture):
-    """--mirror (default `default_mirror`) and --out (default tests/attention/fixtures/`fixture`)."""
+    """--mirror (default `default_mirror`), --out (default tests/attention/fixtures/`fixture`)."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--mirror", default=default_mirror)
     parser.add_argument("--out", default=os.path.join(FIXTURE_DIR, fixture))
