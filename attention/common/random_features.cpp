@@ -78,4 +78,26 @@ StabilizedFeatures stabilize(const at::Tensor& a, const at::Tensor& b) {
   return f;
 }
 
+GroupedInputs group_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  GroupedInputs g;
+  g.batch = q.size(0);
+  g.heads = q.size(1);
+  g.nq = q.size(2);
+  g.dim = q.size(3);
+  g.nk = k.size(2);
+  g.dv = v.size(3);
+  const int64_t groups = g.batch * g.heads;
+  g.q = q.reshape({groups, g.nq, g.dim});
+  g.k = k.reshape({groups, g.nk, g.dim});
+  g.v = v.reshape({groups, g.nk, g.dv});
+  return g;
+}
+
+LowRankProducts low_rank_products(const at::Tensor& qf, const at::Tensor& kf, const at::Tensor& v) {
+  LowRankProducts p;
+  p.numerator = at::bmm(qf, at::bmm(kf.transpose(1, 2), v));
+  p.denominator = at::bmm(qf, kf.sum(1).unsqueeze(2)).squeeze(2);
+  return p;
+}
+
 }  // namespace kdeserve::attention::random_features

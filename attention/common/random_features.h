@@ -57,4 +57,26 @@ struct StabilizedFeatures {
 /// a [G, Nq, m], b [G, Nk, m] (Nk ≥ 1) → StabilizedFeatures.
 StabilizedFeatures stabilize(const at::Tensor& a, const at::Tensor& b);
 
+/// q [B, H, Nq, D], k [B, H, Nk, D], v [B, H, Nk, Dv] with the (entry, head) pairs folded into
+/// G = B·H groups, as the feature maps take them.
+struct GroupedInputs {
+  int64_t batch = 0, heads = 0, nq = 0, nk = 0, dim = 0, dv = 0;
+  at::Tensor q;  ///< [G, Nq, D]
+  at::Tensor k;  ///< [G, Nk, D]
+  at::Tensor v;  ///< [G, Nk, Dv]
+};
+
+/// Folds q, k, v as above (views where the inputs allow).
+GroupedInputs group_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
+
+/// The low-rank attention products of features over all keys: query features qf [G, Nq, m],
+/// key features kf [G, Nk, m], values v [G, Nk, Dv].
+struct LowRankProducts {
+  at::Tensor numerator;    ///< [G, Nq, Dv]: φ(q)·(φ(K)ᵀ V), the m × Dv context formed first
+  at::Tensor denominator;  ///< [G, Nq]: φ(q)·Σ_n φ(k_n)
+};
+
+/// qf, kf, v as in LowRankProducts → LowRankProducts; O((Nq + Nk)·m·Dv), no Nq × Nk tensor.
+LowRankProducts low_rank_products(const at::Tensor& qf, const at::Tensor& kf, const at::Tensor& v);
+
 }  // namespace kdeserve::attention::random_features

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <vector>
 
+#include "attention/common/blocks.h"
 #include "attention/common/lse_merge.h"
 #include "attention/kdeformer/lsh.h"
 #include "attention/random.h"
@@ -13,56 +14,7 @@
 namespace kdeserve::attention::hyperattention {
 namespace {
 
-// Sorted positions [start[j], start[j+1]) form segment j, laid out in `width` rows per segment.
-struct Layout {
-  int64_t segments = 1;
-  int64_t width = 0;
-  at::Tensor position_of_row;  // [segments·width] sorted position of each row (pads → 0)
-  at::Tensor row_pad;          // [segments·width] bool: row holds no position
-  at::Tensor row_of_position;  // [n]
-};
-
-Layout make_layout(const std::vector<int64_t>& start, int64_t min_width, at::Device device) {
-  Layout layout;
-  layout.segments = static_cast<int64_t>(start.size()) - 1;
-  layout.width = min_width;
-  for (int64_t j = 0; j < layout.segments; ++j) {
-    layout.width = std::max(layout.width, start[j + 1] - start[j]);
-  }
-  const int64_t rows = layout.segments * layout.width, n = start.back();
-  at::Tensor position_of_row = at::zeros({rows}, at::kLong);
-  at::Tensor row_pad = at::ones({rows}, at::kBool);
-  at::Tensor row_of_position = at::empty({n}, at::kLong);
-  int64_t* por = position_of_row.data_ptr<int64_t>();
-  bool* pad = row_pad.data_ptr<bool>();
-  int64_t* rop = row_of_position.data_ptr<int64_t>();
-  for (int64_t j = 0; j < layout.segments; ++j) {
-    for (int64_t p = start[j]; p < start[j + 1]; ++p) {
-      const int64_t row = j * layout.width + (p - start[j]);
-      por[row] = p;
-      pad[row] = false;
-      rop[p] = row;
-    }
-  }
-  layout.position_of_row = position_of_row.to(device);
-  layout.row_pad = row_pad.to(device);
-  layout.row_of_position = row_of_position.to(device);
-  return layout;
-}
-
-// inv[g, perm[g, i]] = i. perm [G, N] → [G, N].
-at::Tensor invert(const at::Tensor& perm) {
-  at::Tensor iota = at::arange(perm.size(1), perm.options()).expand_as(perm);
-  return at::empty_like(perm).scatter_(1, perm, iota);
-}
-
-// Rows of x [G, N, C] selected per group by idx [G, R] → [G, R, C].
-at::Tensor gather_rows(const at::Tensor& x, const at::Tensor& idx) {
-  const int64_t groups = x.size(0), n = x.size(1), c = x.size(2);
-  at::Tensor offsets = at::arange(groups, idx.options()).mul_(n).unsqueeze(1);
-  return at::embedding(x.reshape({groups * n, c}), (idx + offsets).flatten())
-      .view({groups, idx.size(1), c});
-}
+using common::gather_rows;
 
 void check_options(const HyperAttentionOptions& opt) {
   TORCH_CHECK(opt.block_size() >= 1, "hyperattention: block_size must be >= 1, got ",
@@ -152,29 +104,27 @@ HyperAttentionResult hyperattention_with_lse(const at::Tensor& q, const at::Tens
   at::Tensor k_order = kdeformer::hash_sort(kdeformer::bucket_ranks(k3, proj, opt.bucket_order()));
 
   // 2. Key block j = sorted positions [j·b, (j+1)·b); its queries in proportion to its keys.
-  std::vector<int64_t> k_start(blocks + 1), q_start(blocks + 1);
-  for (int64_t j = 0; j <= blocks; ++j) {
-    k_start[j] = std::min(j * b, nk);
-    q_start[j] = k_start[j] * nq / nk;
-  }
-  const Layout kl = make_layout(k_start, opt.mask_padding() ? 0 : b, q.device());
-  const Layout ql = make_layout(q_start, 0, q.device());
+  const std::vector<int64_t> k_start = common::fixed_starts(nk, b);
+  const common::BlockLayout kl =
+      common::block_layout(k_start, q.device(), opt.mask_padding() ? 0 : b);
+  const common::BlockLayout ql =
+      common::block_layout(common::proportional_starts(k_start, nq), q.device());
   const int64_t kw = kl.width, qw = ql.width, rows = blocks * qw;
-  at::Tensor q_rows = gather_rows(  // [G, rows, D]
-      q3, q_order.gather(1, ql.position_of_row.unsqueeze(0).expand({groups, rows})));
-  at::Tensor k_idx =
-      k_order.gather(1, kl.position_of_row.unsqueeze(0).expand({groups, blocks * kw}));
-  at::Tensor k_blk = gather_rows(k3, k_idx);  // [G, blocks·kw, D]
+  at::Tensor q_rows = gather_rows(q3, common::items_of_rows(ql, q_order));  // [G, rows, D]
+  at::Tensor k_idx = common::items_of_rows(kl, k_order);                    // [G, blocks·kw]
+  at::Tensor k_blk = gather_rows(k3, k_idx);                                // [G, blocks·kw, D]
   at::Tensor v_blk = gather_rows(v3, k_idx);
   at::Tensor drop_blk;
   if (opt.mask_padding()) {
-    drop_blk = kl.row_pad.view({1, blocks, 1, kw})
+    drop_blk = kl.row_valid.logical_not()
+                   .view({1, blocks, 1, kw})
                    .expand({groups, blocks, 1, kw})
                    .reshape({groups * blocks, 1, kw});
   } else {
     // The reference's zero rows: logit 0, value 0, counted in the softmax.
-    k_blk.masked_fill_(kl.row_pad.view({1, -1, 1}), 0);
-    v_blk.masked_fill_(kl.row_pad.view({1, -1, 1}), 0);
+    at::Tensor row_pad = kl.row_valid.logical_not().view({1, -1, 1});
+    k_blk.masked_fill_(row_pad, 0);
+    v_blk.masked_fill_(row_pad, 0);
   }
   common::PartialAttention blk = common::attend_with_lse(
       q_rows.view({groups * blocks, qw, dim}), k_blk.view({groups * blocks, kw, dim}),
@@ -189,7 +139,7 @@ HyperAttentionResult hyperattention_with_lse(const at::Tensor& q, const at::Tens
     at::Tensor samples = residual_samples(batch, heads, nk, s, q.device(), call);  // [G, s]
     at::Tensor drop_res;
     if (opt.deduplicate()) {
-      at::Tensor sample_block = invert(k_order).gather(1, samples).div_(b, "floor");  // [G, s]
+      at::Tensor sample_block = common::blocks_of_items(kl, k_order).gather(1, samples);  // [G, s]
       at::Tensor row_block = at::arange(blocks, samples.options()).repeat_interleave(qw);
       drop_res = row_block.view({1, rows, 1}).eq(sample_block.unsqueeze(1));  // [G, rows, s]
     }
@@ -200,7 +150,7 @@ HyperAttentionResult hyperattention_with_lse(const at::Tensor& q, const at::Tens
   }
 
   // 4. Back to the original query order.
-  at::Tensor row_of_query = at::take(ql.row_of_position, invert(q_order));  // [G, Nq]
+  at::Tensor row_of_query = common::rows_of_items(ql, q_order);  // [G, Nq]
   HyperAttentionResult result;
   result.output = gather_rows(merged.out, row_of_query).view({batch, heads, nq, dv});
   result.lse = gather_rows(merged.lse.unsqueeze(2), row_of_query).view({batch, heads, nq});

@@ -30,19 +30,16 @@ at::Tensor performer_attention(const at::Tensor& q, const at::Tensor& k, const a
                                double scale, const PerformerOptions& options,
                                const AttentionCall& call) {
   check_options(options);
-  const int64_t batch = q.size(0), heads = q.size(1), nq = q.size(2), dim = q.size(3);
-  const int64_t nk = k.size(2), dv = v.size(3), groups = batch * heads;
+  const random_features::GroupedInputs g = random_features::group_inputs(q, k, v);
   const int64_t m = options.num_features();
   if (call.report != nullptr) call.report->num_features = m;
-  if (nq == 0) return at::empty({batch, heads, 0, dv}, v.options());
-  TORCH_CHECK(nk >= 1, "performer: needs at least one key");
-  at::Tensor q3 = q.reshape({groups, nq, dim});
-  at::Tensor k3 = k.reshape({groups, nk, dim});
-  at::Tensor v3 = v.reshape({groups, nk, dv});
+  if (g.nq == 0) return at::empty({g.batch, g.heads, 0, g.dv}, v.options());
+  TORCH_CHECK(g.nk >= 1, "performer: needs at least one key");
+  const at::Tensor &q3 = g.q, &k3 = g.k;
 
   using random_features::Directions;
   at::Tensor dirs = random_features::directions(
-      batch, heads, dim, m, options.orthogonal() ? Directions::kOrthogonal : Directions::kIid,
+      g.batch, g.heads, g.dim, m, options.orthogonal() ? Directions::kOrthogonal : Directions::kIid,
       q.scalar_type(), q.device(), call, "performer");
   at::Tensor a = random_features::log_features(q3, dirs, scale, false);  // [G, Nq, m]
   at::Tensor b = random_features::log_features(k3, dirs, scale, false);  // [G, Nk, m]
@@ -79,11 +76,9 @@ at::Tensor performer_attention(const at::Tensor& q, const at::Tensor& k, const a
   qf.mul_(ratio);
   kf.mul_(ratio);
 
-  at::Tensor context = at::bmm(kf.transpose(1, 2), v3);  // [G, m, Dv]
-  at::Tensor key_sum = kf.sum(1).unsqueeze(2);           // [G, m, 1]
-  at::Tensor den = at::bmm(qf, key_sum);                 // [G, Nq, 1]
-  if (options.normalization_eps() != 0) den.add_(options.normalization_eps());
-  return at::bmm(qf, context).div_(den).view({batch, heads, nq, dv});
+  random_features::LowRankProducts p = random_features::low_rank_products(qf, kf, g.v);
+  if (options.normalization_eps() != 0) p.denominator.add_(options.normalization_eps());
+  return p.numerator.div_(p.denominator.unsqueeze(2)).view({g.batch, g.heads, g.nq, g.dv});
 }
 
 }  // namespace kdeserve::attention::performer

@@ -6,6 +6,7 @@
 #include <limits>
 #include <vector>
 
+#include "attention/common/blocks.h"
 #include "attention/common/lse_merge.h"
 #include "attention/kdeformer/lsh.h"
 #include "attention/random.h"
@@ -13,52 +14,7 @@
 namespace kdeserve::attention::reformer {
 namespace {
 
-// Sorted positions [start[c], start[c+1]) form chunk c, laid out in `width` rows per chunk.
-struct Layout {
-  int64_t width = 0;
-  at::Tensor position_of_row;  // [chunks·width] sorted position of each row (pads → 0)
-  at::Tensor row_pad;          // [chunks·width] bool: row holds no position
-  at::Tensor row_of_position;  // [n]
-};
-
-Layout make_layout(const std::vector<int64_t>& start, at::Device device) {
-  const int64_t chunks = static_cast<int64_t>(start.size()) - 1, n = start.back();
-  Layout layout;
-  for (int64_t c = 0; c < chunks; ++c)
-    layout.width = std::max(layout.width, start[c + 1] - start[c]);
-  const int64_t rows = chunks * layout.width;
-  at::Tensor position_of_row = at::zeros({rows}, at::kLong);
-  at::Tensor row_pad = at::ones({rows}, at::kBool);
-  at::Tensor row_of_position = at::empty({n}, at::kLong);
-  int64_t* por = position_of_row.data_ptr<int64_t>();
-  bool* pad = row_pad.data_ptr<bool>();
-  int64_t* rop = row_of_position.data_ptr<int64_t>();
-  for (int64_t c = 0; c < chunks; ++c) {
-    for (int64_t p = start[c]; p < start[c + 1]; ++p) {
-      const int64_t row = c * layout.width + (p - start[c]);
-      por[row] = p;
-      pad[row] = false;
-      rop[p] = row;
-    }
-  }
-  layout.position_of_row = position_of_row.to(device);
-  layout.row_pad = row_pad.to(device);
-  layout.row_of_position = row_of_position.to(device);
-  return layout;
-}
-
-at::Tensor invert(const at::Tensor& perm) {
-  at::Tensor iota = at::arange(perm.size(1), perm.options()).expand_as(perm);
-  return at::empty_like(perm).scatter_(1, perm, iota);
-}
-
-// Rows of x [G, N, C] selected per group by idx [G, R] → [G, R, C].
-at::Tensor gather_rows(const at::Tensor& x, const at::Tensor& idx) {
-  const int64_t groups = x.size(0), n = x.size(1), c = x.size(2);
-  at::Tensor offsets = at::arange(groups, idx.options()).mul_(n).unsqueeze(1);
-  return at::embedding(x.reshape({groups * n, c}), (idx + offsets).flatten())
-      .view({groups, idx.size(1), c});
-}
+using common::gather_rows;
 
 at::Tensor pad_rows(const at::Tensor& x, int64_t rows) {
   if (x.size(1) == rows) return x;
@@ -149,14 +105,12 @@ at::Tensor reformer_attention(const at::Tensor& q, const at::Tensor& k, const at
   at::Tensor k_hashed = shared ? q_hashed : pad_rows(k.reshape({groups, nk, dim}), n);
   at::Tensor keys = shared ? q_hashed / q_hashed.norm(2, {2}, true).clamp_min_(1e-12) : k_hashed;
 
-  std::vector<int64_t> k_start(chunks + 1), q_start(chunks + 1);
-  for (int64_t c = 0; c <= chunks; ++c) {
-    k_start[c] = std::min(c * b, n);
-    q_start[c] = shared ? k_start[c] : k_start[c] * nq / n;
-  }
-  const Layout kl = make_layout(k_start, q.device());
-  const Layout ql = make_layout(q_start, q.device());
-  const int64_t kw = kl.width, qw = ql.width, k_rows = chunks * kw, q_rows = chunks * qw;
+  // Key chunk c = sorted positions [c·b, (c+1)·b); its queries in proportion to its keys.
+  const std::vector<int64_t> k_start = common::fixed_starts(n, b);
+  const common::BlockLayout kl = common::block_layout(k_start, q.device());
+  const common::BlockLayout ql =
+      common::block_layout(shared ? k_start : common::proportional_starts(k_start, nq), q.device());
+  const int64_t kw = kl.width, qw = ql.width, q_rows = chunks * qw;
 
   // Key chunks of every round first: a round's first chunk may look back into another round.
   at::Tensor rot = rotations(batch, heads, hashes, dim, half, q.scalar_type(), q.device(), call);
@@ -165,11 +119,9 @@ at::Tensor reformer_attention(const at::Tensor& q, const at::Tensor& k, const at
     at::Tensor r = rot.select(1, h);  // [G, D, half]
     k_order[h] = bucket_order(k_hashed, r);
     q_order[h] = shared ? k_order[h] : bucket_order(q_hashed, r);
-    chunk_keys[h] = k_order[h]
-                        .gather(1, kl.position_of_row.unsqueeze(0).expand({groups, k_rows}))
-                        .view({groups, chunks, kw});
+    chunk_keys[h] = common::items_of_rows(kl, k_order[h]).view({groups, chunks, kw});
   }
-  at::Tensor chunk_pad = kl.row_pad.view({chunks, kw});
+  at::Tensor chunk_pad = kl.row_valid.logical_not().view({chunks, kw});
 
   std::vector<common::PartialAttention> rounds;
   rounds.reserve(hashes);
@@ -191,8 +143,7 @@ at::Tensor reformer_attention(const at::Tensor& q, const at::Tensor& k, const at
       window_pad = at::cat({window_pad, prev_pad}, 1);
     }
     const int64_t w = window.size(2);
-    at::Tensor q_idx =
-        q_order[h].gather(1, ql.position_of_row.unsqueeze(0).expand({groups, q_rows}));
+    at::Tensor q_idx = common::items_of_rows(ql, q_order[h]);  // [G, q_rows]
     at::Tensor qs = gather_rows(q_hashed, q_idx).view({groups * chunks, qw, dim});
     at::Tensor ks =
         gather_rows(keys, window.view({groups, chunks * w})).view({groups * chunks, w, dim});
@@ -212,7 +163,7 @@ at::Tensor reformer_attention(const at::Tensor& q, const at::Tensor& k, const at
     if (self_only.defined())
       lse = lse.masked_fill(self_only, -std::numeric_limits<double>::infinity());
     // Back to the original query order (padded query rows are dropped).
-    at::Tensor row_of_query = at::take(ql.row_of_position, invert(q_order[h])).narrow(1, 0, nq);
+    at::Tensor row_of_query = common::rows_of_items(ql, q_order[h]).narrow(1, 0, nq);
     rounds.push_back({gather_rows(part.out.view({groups, q_rows, dv}), row_of_query),
                       gather_rows(lse.unsqueeze(2), row_of_query).squeeze(2)});
   }

@@ -6,11 +6,14 @@
 #include <limits>
 #include <vector>
 
+#include "attention/common/blocks.h"
 #include "attention/common/random_features.h"
 #include "attention/kdeformer/lsh.h"
 
 namespace kdeserve::attention::scatterbrain {
 namespace {
+
+using common::gather_rows;
 
 // Query blocks of the band hold c ∈ [kMinBandBlock, kMaxBandBlock] queries (c = w inside that
 // range) and the c + w − 1 keys they reach: tiny blocks would mean many tiny matrix products,
@@ -58,44 +61,10 @@ Support band_support(int64_t groups, int64_t nq, int64_t nk, int64_t w, at::Devi
   return s;
 }
 
-// Balanced split of n sorted positions into `blocks` blocks padded to the largest, `width`:
-// block j holds positions [⌊j·n/blocks⌋, ⌊(j+1)·n/blocks⌋).
-struct Layout {
-  int64_t width = 0;
-  at::Tensor position_of_row;  // [blocks·width] (pads: 0)
-  at::Tensor row_valid;        // [blocks·width] bool
-  at::Tensor row_of_position;  // [n]
-};
-
-Layout balanced_layout(int64_t n, int64_t blocks) {
-  Layout layout;
-  std::vector<int64_t> start(blocks + 1);
-  for (int64_t j = 0; j <= blocks; ++j) start[j] = j * n / blocks;
-  for (int64_t j = 0; j < blocks; ++j)
-    layout.width = std::max(layout.width, start[j + 1] - start[j]);
-  layout.width = std::max<int64_t>(layout.width, 1);
-  const int64_t rows = blocks * layout.width;
-  layout.position_of_row = at::zeros({rows}, at::kLong);
-  layout.row_valid = at::zeros({rows}, at::kBool);
-  layout.row_of_position = at::empty({n}, at::kLong);
-  int64_t* por = layout.position_of_row.data_ptr<int64_t>();
-  bool* valid = layout.row_valid.data_ptr<bool>();
-  int64_t* rop = layout.row_of_position.data_ptr<int64_t>();
-  for (int64_t j = 0; j < blocks; ++j) {
-    for (int64_t p = start[j]; p < start[j + 1]; ++p) {
-      const int64_t row = j * layout.width + (p - start[j]);
-      por[row] = p;
-      valid[row] = true;
-      rop[p] = row;
-    }
-  }
-  return layout;
-}
-
 // Hash-sorted blocks: ⌈Nk/w⌉ key blocks of at most w keys and as many query blocks.
 Support lsh_support(const at::Tensor& q3, const at::Tensor& k3, int64_t batch, int64_t heads,
                     const ScatterBrainOptions& opt, const AttentionCall& call) {
-  const int64_t groups = q3.size(0), nq = q3.size(1), nk = k3.size(1), dim = q3.size(2);
+  const int64_t nq = q3.size(1), nk = k3.size(1), dim = q3.size(2);
   const at::Device device = q3.device();
   at::Tensor proj = kdeformer::lsh_projections(batch, heads, dim, opt.num_projections(),
                                                q3.scalar_type(), device, call);
@@ -103,30 +72,19 @@ Support lsh_support(const at::Tensor& q3, const at::Tensor& k3, int64_t batch, i
   at::Tensor k_order = kdeformer::hash_sort(kdeformer::bucket_ranks(k3, proj, opt.bucket_order()));
   Support s;
   s.blocks = (nk + opt.local_window() - 1) / opt.local_window();
-  const Layout ql = balanced_layout(nq, s.blocks);
-  const Layout kl = balanced_layout(nk, s.blocks);
+  // Balanced split: block sizes differ by at most one; rows never narrower than 1.
+  const common::BlockLayout ql =
+      common::block_layout(common::balanced_starts(nq, s.blocks), device, 1);
+  const common::BlockLayout kl =
+      common::block_layout(common::balanced_starts(nk, s.blocks), device, 1);
   s.qwidth = ql.width;
   s.kwidth = kl.width;
-  s.q_rows = q_order.gather(
-      1, ql.position_of_row.to(device).unsqueeze(0).expand({groups, s.blocks * s.qwidth}));
-  s.k_slots = k_order.gather(
-      1, kl.position_of_row.to(device).unsqueeze(0).expand({groups, s.blocks * s.kwidth}));
-  s.allowed = (ql.row_valid.view({1, s.blocks, s.qwidth, 1}) &
-               kl.row_valid.view({1, s.blocks, 1, s.kwidth}))
-                  .to(device);
-  // Inverse permutation: sorted position of each query, then its padded row.
-  at::Tensor position_of_query = at::empty_like(q_order).scatter_(
-      1, q_order, at::arange(nq, q_order.options()).unsqueeze(0).expand({groups, nq}));
-  s.row_of_query = at::take(ql.row_of_position.to(device), position_of_query);
+  s.q_rows = common::items_of_rows(ql, q_order);
+  s.k_slots = common::items_of_rows(kl, k_order);
+  s.allowed =
+      ql.row_valid.view({1, s.blocks, s.qwidth, 1}) & kl.row_valid.view({1, s.blocks, 1, s.kwidth});
+  s.row_of_query = common::rows_of_items(ql, q_order);
   return s;
-}
-
-// Rows of x [G, N, C] selected per group by idx [G, R] → [G, R, C].
-at::Tensor gather_rows(const at::Tensor& x, const at::Tensor& idx) {
-  const int64_t groups = x.size(0), n = x.size(1), c = x.size(2);
-  at::Tensor offsets = at::arange(groups, idx.options()).mul_(n).unsqueeze(1);
-  return at::embedding(x.reshape({groups * n, c}), (idx + offsets).flatten())
-      .view({groups, idx.size(1), c});
 }
 
 void check_options(const ScatterBrainOptions& opt) {
@@ -167,15 +125,13 @@ at::Tensor scatterbrain_attention(const at::Tensor& q, const at::Tensor& k, cons
                                   double scale, const ScatterBrainOptions& options,
                                   const AttentionCall& call) {
   check_options(options);
-  const int64_t batch = q.size(0), heads = q.size(1), nq = q.size(2), dim = q.size(3);
-  const int64_t nk = k.size(2), dv = v.size(3), groups = batch * heads;
-  const int64_t m = options.num_features();
+  const random_features::GroupedInputs g = random_features::group_inputs(q, k, v);
+  const int64_t batch = g.batch, heads = g.heads, nq = g.nq, nk = g.nk, dim = g.dim, dv = g.dv;
+  const int64_t groups = batch * heads, m = options.num_features();
   if (call.report != nullptr) call.report->num_features = m;
   if (nq == 0) return at::empty({batch, heads, 0, dv}, v.options());
   TORCH_CHECK(nk >= 1, "scatterbrain: needs at least one key");
-  at::Tensor q3 = q.reshape({groups, nq, dim});
-  at::Tensor k3 = k.reshape({groups, nk, dim});
-  at::Tensor v3 = v.reshape({groups, nk, dv});
+  const at::Tensor &q3 = g.q, &k3 = g.k, &v3 = g.v;
 
   // Low-rank part over all keys: φ(q)·Σφ(k) and φ(q)(φ(K)ᵀV), relative to exp(log_scale).
   at::Tensor dirs = random_features::directions(batch, heads, dim, m / 2,
@@ -184,8 +140,9 @@ at::Tensor scatterbrain_attention(const at::Tensor& q, const at::Tensor& k, cons
   random_features::StabilizedFeatures f =
       random_features::stabilize(random_features::log_features(q3, dirs, scale, true),
                                  random_features::log_features(k3, dirs, scale, true));
-  at::Tensor lr_num = at::bmm(f.query, at::bmm(f.key.transpose(1, 2), v3));    // [G, Nq, Dv]
-  at::Tensor lr_den = at::bmm(f.query, f.key.sum(1).unsqueeze(2)).squeeze(2);  // [G, Nq]
+  const random_features::LowRankProducts lr =
+      random_features::low_rank_products(f.query, f.key, v3);
+  const at::Tensor &lr_num = lr.numerator, &lr_den = lr.denominator;  // [G, Nq, Dv], [G, Nq]
 
   const Support s = options.support() == SparseSupport::kLsh
                         ? lsh_support(q3, k3, batch, heads, options, call)

@@ -8,10 +8,13 @@
 #include <limits>
 #include <vector>
 
+#include "attention/common/blocks.h"
 #include "attention/random.h"
 
 namespace kdeserve::attention::thinformer {
 namespace {
+
+using common::gather_rows;
 
 // 4^30 · 4 still fits int64, and no sequence comes near 4^30 keys.
 constexpr int64_t kMaxG = 30;
@@ -33,14 +36,6 @@ int64_t floor_log4(int64_t n) {
     ++l;
   }
   return l;
-}
-
-// Rows of x [G, N, C] selected per group by idx [G, R] (indices into N) → [G, R, C].
-at::Tensor gather_rows(const at::Tensor& x, const at::Tensor& idx) {
-  const int64_t groups = x.size(0), n = x.size(1), c = x.size(2);
-  at::Tensor offsets = at::arange(groups, idx.options()).mul_(n).unsqueeze(1);
-  return at::embedding(x.reshape({groups * n, c}), (idx + offsets).flatten())
-      .view({groups, idx.size(1), c});
 }
 
 template <typename T>

@@ -13,6 +13,7 @@
 #include "attention/attention.h"
 #include "attention/common/random_features.h"
 #include "models/weights/safetensors.h"
+#include "tests/attention/peer_test_util.h"
 #include "tests/attention/test_util.h"
 #include "tests/support/peak_memory.h"
 
@@ -22,7 +23,9 @@ namespace {
 using kdeserve::testing::max_rel_diff;
 using kdeserve::testing::naive_attention;
 using kdeserve::testing::PeakMemoryScope;
+using kdeserve::testing::seeded_call;
 using kdeserve::testing::seeded_randn;
+using kdeserve::testing::with_options;
 using random_features::Directions;
 
 // The estimator written densely from its definition with directions w [m, D] (shared by every
@@ -38,12 +41,6 @@ at::Tensor dense_performer(const at::Tensor& q, const at::Tensor& k, const at::T
   };
   at::Tensor kernel = at::matmul(phi(q), phi(k).transpose(-2, -1));  // [B, H, Nq, Nk]
   return at::matmul(kernel, v.to(at::kDouble)) / kernel.sum(-1, true);
-}
-
-AttentionCall seeded_call(uint64_t seed) {
-  AttentionCall call;
-  call.seed = seed;
-  return call;
 }
 
 TEST(RandomFeatures, OrthogonalDirectionsAreOrthogonalWithinBlocksAndGaussianInNorm) {
@@ -90,15 +87,7 @@ TEST(RandomFeatures, KernelEstimateIsUnbiased) {
     at::Tensor a = random_features::log_features(q, w, scale, false);  // [1, 3, draws·m]
     at::Tensor b = random_features::log_features(k, w, scale, false);
     at::Tensor estimates = (a + b).exp().view({3, draws, m}).mean(2);  // [3, draws]
-    const at::Tensor mean = estimates.mean(1);
-    const at::Tensor stderr_ = estimates.std(1) / std::sqrt(static_cast<double>(draws));
-    for (int64_t i = 0; i < 3; ++i) {
-      const double e = exact[i].item<double>(), got = mean[i].item<double>();
-      std::cout << "pair " << i << ": exact " << e << ", mean " << got << " ± "
-                << stderr_[i].item<double>() << "\n";
-      EXPECT_LT(std::abs(got - e), 4 * stderr_[i].item<double>()) << "pair " << i;
-      EXPECT_LT(std::abs(got - e), 0.1 * e) << "pair " << i;
-    }
+    testing::expect_unbiased_estimates(estimates, exact);
   }
 }
 
@@ -141,24 +130,11 @@ TEST(Performer, PerHeadInjectedFeaturesAreUsedPerHead) {
 // factor 4 per 16× features, required: a factor 2). Moderate norms (‖q̃‖² ≈ 0.7): with larger
 // ones the estimator is heavy-tailed and needs far more features (peers.md §6).
 TEST(Performer, ErrorShrinksAsFeaturesGrow) {
-  const at::Tensor q = seeded_randn({1, 1, 64, 8}, 1) * 0.5,
-                   k = seeded_randn({1, 1, 64, 8}, 2) * 0.5;
-  const at::Tensor v = seeded_randn({1, 1, 64, 4}, 3);
-  const double scale = 1.0 / std::sqrt(8.0);
-  const at::Tensor exact = naive_attention(q, k, v, scale);
-  double previous = 1e9;
-  for (int64_t m : {16, 256, 4096}) {
-    double err = 0;
-    for (uint64_t seed = 0; seed < 4; ++seed) {
-      const at::Tensor out = performer_attention(q, k, v, scale, PerformerOptions().num_features(m),
-                                                 seeded_call(seed));
-      err += ((out - exact).norm() / exact.norm()).item<double>() / 4;
-    }
-    std::cout << "m=" << m << ": mean relative Frobenius error " << err << "\n";
-    EXPECT_LT(err, previous / 2) << "m=" << m;
-    previous = err;
-  }
-  EXPECT_LT(previous, 0.05);
+  testing::expect_error_shrinks_as_features_grow([](const at::Tensor& q, const at::Tensor& k,
+                                                    const at::Tensor& v, double scale, int64_t m,
+                                                    const AttentionCall& call) {
+    return performer_attention(q, k, v, scale, PerformerOptions().num_features(m), call);
+  });
 }
 
 TEST(Performer, FiniteAtLargeLogitsAndAConvexCombinationOfValues) {
@@ -187,45 +163,22 @@ TEST(Performer, FiniteAtLargeLogitsAndAConvexCombinationOfValues) {
 TEST(Performer, Float32MatchesFloat64) {
   const at::Tensor q = seeded_randn({2, 2, 17, 8}, 1), k = seeded_randn({2, 2, 23, 8}, 2);
   const at::Tensor v = seeded_randn({2, 2, 23, 6}, 3);
-  const at::Tensor o64 = performer_attention(q, k, v, 0.35, PerformerOptions(), seeded_call(4));
-  const at::Tensor o32 = performer_attention(q.to(at::kFloat), k.to(at::kFloat), v.to(at::kFloat),
-                                             0.35, PerformerOptions(), seeded_call(4));
-  EXPECT_EQ(o32.scalar_type(), at::kFloat);
-  EXPECT_LT(max_rel_diff(o32, o64), 1e-5);
+  testing::expect_float32_matches_float64(with_options(performer_attention, PerformerOptions()), q,
+                                          k, v, 0.35, 1e-5);
 }
 
 TEST(Performer, DeterministicPerSeedAndEntriesAreIndependent) {
   const at::Tensor q = seeded_randn({2, 2, 12, 6}, 1), k = seeded_randn({2, 2, 10, 6}, 2);
   const at::Tensor v = seeded_randn({2, 2, 10, 5}, 3);
-  AttentionCall call;
-  call.seed = 9;
-  call.entry_seeds = {21, 22};
-  const PerformerOptions opt = PerformerOptions().num_features(16);
-  const at::Tensor out = performer_attention(q, k, v, 0.4, opt, call);
-  EXPECT_TRUE(out.equal(performer_attention(q, k, v, 0.4, opt, call)));
-  AttentionCall other = call;
-  other.seed = 10;
-  EXPECT_FALSE(out.equal(performer_attention(q, k, v, 0.4, opt, other)));
-  // Entry 1 alone (same entry seed) equals its slice, whatever entry 0 holds.
-  AttentionCall alone = call;
-  alone.entry_seeds = {22};
-  const at::Tensor one =
-      performer_attention(q.slice(0, 1), k.slice(0, 1), v.slice(0, 1), 0.4, opt, alone);
-  EXPECT_LT(max_rel_diff(one, out.slice(0, 1)), 1e-14);
-  const at::Tensor q2 = q.clone();
-  q2[0].normal_();
-  EXPECT_LT(
-      max_rel_diff(performer_attention(q2, k, v, 0.4, opt, call).slice(0, 1), out.slice(0, 1)),
-      1e-14);
+  testing::expect_deterministic_and_entries_independent(
+      with_options(performer_attention, PerformerOptions().num_features(16)), q, k, v, 0.4);
 }
 
 TEST(Performer, ValueShiftShiftsTheOutput) {
   const at::Tensor q = seeded_randn({1, 1, 9, 4}, 1), k = seeded_randn({1, 1, 7, 4}, 2);
   const at::Tensor v = seeded_randn({1, 1, 7, 3}, 3);
-  const at::Tensor out = performer_attention(q, k, v, 0.5, PerformerOptions(), seeded_call(2));
-  const at::Tensor shifted =
-      performer_attention(q, k, v + 5.0, 0.5, PerformerOptions(), seeded_call(2));
-  EXPECT_LT((shifted - 5.0 - out).abs().max().item<double>(), 1e-12);
+  testing::expect_value_shift_shifts_output(with_options(performer_attention, PerformerOptions()),
+                                            q, k, v, 0.5);
 }
 
 TEST(Performer, DispatchReportsFeaturesAndHasNoExactLimit) {
@@ -248,20 +201,9 @@ TEST(Performer, DispatchReportsFeaturesAndHasNoExactLimit) {
 // No Nq × Nk tensor: the extra memory grows linearly in n and stays below n² bytes.
 TEST(Performer, MemoryIsLinearInTheSequenceLength) {
   const int64_t m = 64, d = 64;
-  int64_t previous = 0;
-  for (int64_t n : {8192, 16384}) {
-    const at::Tensor q = at::randn({1, 1, n, d}), v = at::randn({1, 1, n, d});
-    PeakMemoryScope scope;
-    const at::Tensor out = performer_attention(q, q, v, 0.125, PerformerOptions().num_features(m));
-    const int64_t peak = scope.peak_bytes();
-    std::cout << "n=" << n << ": peak extra " << peak / 1e6 << " MB\n";
-    EXPECT_LT(peak, 8 * n * (m + 2 * d) * 4) << "n=" << n;
-    EXPECT_LT(peak, n * n) << "n=" << n;  // any Nq × Nk tensor, even of bools, is n² bytes
-    if (previous > 0) {
-      EXPECT_LT(static_cast<double>(peak) / previous, 2.5);
-    }
-    previous = peak;
-  }
+  testing::expect_memory_linear_in_sequence_length(
+      with_options(performer_attention, PerformerOptions().num_features(m)),
+      [&](int64_t n) { return 8 * n * (m + 2 * d) * 4; });
 }
 
 TEST(Performer, RejectsBadOptions) {

@@ -15,6 +15,7 @@
 
 #include "attention/attention.h"
 #include "models/weights/safetensors.h"
+#include "tests/attention/peer_test_util.h"
 #include "tests/attention/test_util.h"
 #include "tests/support/peak_memory.h"
 
@@ -229,27 +230,8 @@ TEST(Reformer, DeterministicAndIndependentOfTheBatch) {
   const at::Tensor x = seeded_randn({3, 2, 200, 16}, 51, at::kFloat);
   const at::Tensor v = seeded_randn({3, 2, 200, 16}, 52, at::kFloat);
   const auto opt = ReformerOptions().bucket_size(16).num_hashes(2);
-  AttentionCall call;
-  call.seed = 99;
-  const at::Tensor a = reformer_attention(x, x, v, 1.0, opt, call);
-  EXPECT_TRUE(a.equal(reformer_attention(x, x, v, 1.0, opt, call)));
-  call.seed = 100;
-  EXPECT_FALSE(a.equal(reformer_attention(x, x, v, 1.0, opt, call)));
-  call.seed = 99;
-  at::Tensor v2 = v.clone();
-  v2[1][1].neg_();
-  const at::Tensor changed = reformer_attention(x, x, v2, 1.0, opt, call);
-  EXPECT_TRUE(changed[0].equal(a[0]));
-  EXPECT_TRUE(changed[2].equal(a[2]));
-  EXPECT_TRUE(changed[1][0].equal(a[1][0]));
-  EXPECT_FALSE(changed[1][1].equal(a[1][1]));
-  call.entry_seeds = {5};
-  const at::Tensor alone =
-      reformer_attention(x.narrow(0, 0, 1), x.narrow(0, 0, 1), v.narrow(0, 0, 1), 1.0, opt, call);
-  const at::Tensor xm = at::cat({x.narrow(0, 1, 2), x.narrow(0, 0, 1)});
-  const at::Tensor vm = at::cat({v.narrow(0, 1, 2), v.narrow(0, 0, 1)});
-  call.entry_seeds = {8, 9, 5};
-  EXPECT_TRUE(reformer_attention(xm, xm, vm, 1.0, opt, call)[2].equal(alone[0]));
+  testing::expect_deterministic_and_batch_independent(
+      testing::with_options(reformer_attention, opt), x, v);
 }
 
 // Through attention(): shared-QK on Nq ≠ Nk falls back visibly; the BigGAN shape (Nq 4096,

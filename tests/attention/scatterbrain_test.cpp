@@ -14,6 +14,7 @@
 #include "attention/common/random_features.h"
 #include "attention/kdeformer/lsh.h"
 #include "models/weights/safetensors.h"
+#include "tests/attention/peer_test_util.h"
 #include "tests/attention/test_util.h"
 #include "tests/support/peak_memory.h"
 
@@ -23,7 +24,9 @@ namespace {
 using kdeserve::testing::max_rel_diff;
 using kdeserve::testing::naive_attention;
 using kdeserve::testing::PeakMemoryScope;
+using kdeserve::testing::seeded_call;
 using kdeserve::testing::seeded_randn;
+using kdeserve::testing::with_options;
 
 // The reference's band as a dense mask [Nq, Nk]: −⌊w/2⌋ ≤ j − i < ⌈w/2⌉.
 at::Tensor band_mask(int64_t nq, int64_t nk, int64_t w) {
@@ -70,12 +73,6 @@ at::Tensor dense_scatterbrain(const at::Tensor& q, const at::Tensor& k, const at
   at::Tensor exact = at::matmul(q.to(at::kDouble), k.to(at::kDouble).t()).mul(scale).exp();
   at::Tensor a = at::where(mask, exact, low_rank);
   return at::matmul(a, v.to(at::kDouble)) / a.sum(-1, true);
-}
-
-AttentionCall seeded_call(uint64_t seed) {
-  AttentionCall call;
-  call.seed = seed;
-  return call;
 }
 
 TEST(ScatterBrain, BandMatchesTheDenseEstimatorOnOddSizesWithNqNeNkAndDvNeD) {
@@ -189,36 +186,16 @@ TEST(ScatterBrain, CoshKernelEstimateIsUnbiased) {
   const at::Tensor a = random_features::log_features(q.expand({draws, 3, dim}), w, scale, true);
   const at::Tensor b = random_features::log_features(k.expand({draws, 3, dim}), w, scale, true);
   const at::Tensor estimates = (a + b).exp().mean(2);  // [draws, 3]
-  const at::Tensor mean = estimates.mean(0);
-  const at::Tensor stderr_ = estimates.std(0) / std::sqrt(static_cast<double>(draws));
-  for (int64_t i = 0; i < 3; ++i) {
-    const double e = exact[i].item<double>(), got = mean[i].item<double>();
-    std::cout << "pair " << i << ": exact " << e << ", mean " << got << " ± "
-              << stderr_[i].item<double>() << "\n";
-    EXPECT_LT(std::abs(got - e), 4 * stderr_[i].item<double>()) << "pair " << i;
-    EXPECT_LT(std::abs(got - e), 0.1 * e) << "pair " << i;
-  }
+  testing::expect_unbiased_estimates(estimates.t(), exact);
 }
 
 TEST(ScatterBrain, ErrorShrinksAsFeaturesGrow) {
-  const at::Tensor q = seeded_randn({1, 1, 64, 8}, 1) * 0.5,
-                   k = seeded_randn({1, 1, 64, 8}, 2) * 0.5;
-  const at::Tensor v = seeded_randn({1, 1, 64, 4}, 3);
-  const double scale = 1.0 / std::sqrt(8.0);
-  const at::Tensor exact = naive_attention(q, k, v, scale);
-  double previous = 1e9;
-  for (int64_t m : {16, 256, 4096}) {
-    double err = 0;
-    for (uint64_t seed = 0; seed < 4; ++seed) {
-      const at::Tensor out = scatterbrain_attention(
-          q, k, v, scale, ScatterBrainOptions().local_window(8).num_features(m), seeded_call(seed));
-      err += ((out - exact).norm() / exact.norm()).item<double>() / 4;
-    }
-    std::cout << "m=" << m << ": mean relative Frobenius error " << err << "\n";
-    EXPECT_LT(err, previous / 2) << "m=" << m;
-    previous = err;
-  }
-  EXPECT_LT(previous, 0.05);
+  testing::expect_error_shrinks_as_features_grow([](const at::Tensor& q, const at::Tensor& k,
+                                                    const at::Tensor& v, double scale, int64_t m,
+                                                    const AttentionCall& call) {
+    return scatterbrain_attention(q, k, v, scale,
+                                  ScatterBrainOptions().local_window(8).num_features(m), call);
+  });
 }
 
 TEST(ScatterBrain, FiniteAtLargeLogits) {
@@ -239,11 +216,8 @@ TEST(ScatterBrain, Float32MatchesFloat64) {
   const at::Tensor v = seeded_randn({2, 2, 23, 6}, 3);
   for (auto support : {SparseSupport::kBand, SparseSupport::kLsh}) {
     const auto opt = ScatterBrainOptions().support(support).local_window(5).num_features(16);
-    const at::Tensor o64 = scatterbrain_attention(q, k, v, 0.35, opt, seeded_call(4));
-    const at::Tensor o32 = scatterbrain_attention(q.to(at::kFloat), k.to(at::kFloat),
-                                                  v.to(at::kFloat), 0.35, opt, seeded_call(4));
-    EXPECT_EQ(o32.scalar_type(), at::kFloat);
-    EXPECT_LT(max_rel_diff(o32, o64), 1e-4);
+    testing::expect_float32_matches_float64(with_options(scatterbrain_attention, opt), q, k, v,
+                                            0.35, 1e-4);
   }
 }
 
@@ -251,56 +225,28 @@ TEST(ScatterBrain, DeterministicPerSeedAndEntriesAreIndependent) {
   const at::Tensor q = seeded_randn({2, 2, 12, 6}, 1), k = seeded_randn({2, 2, 10, 6}, 2);
   const at::Tensor v = seeded_randn({2, 2, 10, 5}, 3);
   for (auto support : {SparseSupport::kBand, SparseSupport::kLsh}) {
-    AttentionCall call;
-    call.seed = 9;
-    call.entry_seeds = {21, 22};
     const auto opt = ScatterBrainOptions().support(support).local_window(3).num_features(8);
-    const at::Tensor out = scatterbrain_attention(q, k, v, 0.4, opt, call);
-    EXPECT_TRUE(out.equal(scatterbrain_attention(q, k, v, 0.4, opt, call)));
-    AttentionCall other = call;
-    other.seed = 10;
-    EXPECT_FALSE(out.equal(scatterbrain_attention(q, k, v, 0.4, opt, other)));
-    AttentionCall alone = call;
-    alone.entry_seeds = {22};
-    const at::Tensor one =
-        scatterbrain_attention(q.slice(0, 1), k.slice(0, 1), v.slice(0, 1), 0.4, opt, alone);
-    EXPECT_LT(max_rel_diff(one, out.slice(0, 1)), 1e-14);
-    const at::Tensor q2 = q.clone();
-    q2[0].normal_();
-    EXPECT_LT(
-        max_rel_diff(scatterbrain_attention(q2, k, v, 0.4, opt, call).slice(0, 1), out.slice(0, 1)),
-        1e-14);
+    testing::expect_deterministic_and_entries_independent(with_options(scatterbrain_attention, opt),
+                                                          q, k, v, 0.4);
   }
 }
 
 TEST(ScatterBrain, ValueShiftShiftsTheOutput) {
   const at::Tensor q = seeded_randn({1, 1, 9, 4}, 1), k = seeded_randn({1, 1, 12, 4}, 2);
   const at::Tensor v = seeded_randn({1, 1, 12, 3}, 3);
-  const auto opt = ScatterBrainOptions().local_window(4).num_features(8);
-  const at::Tensor out = scatterbrain_attention(q, k, v, 0.5, opt, seeded_call(2));
-  const at::Tensor shifted = scatterbrain_attention(q, k, v + 5.0, 0.5, opt, seeded_call(2));
-  EXPECT_LT((shifted - 5.0 - out).abs().max().item<double>(), 1e-12);
+  testing::expect_value_shift_shifts_output(
+      with_options(scatterbrain_attention, ScatterBrainOptions().local_window(4).num_features(8)),
+      q, k, v, 0.5);
 }
 
 // No Nq × Nk tensor: the extra memory grows linearly in n and stays below n² bytes.
 TEST(ScatterBrain, MemoryIsLinearInTheSequenceLength) {
   const int64_t m = 64, d = 64, w = 32;
   for (auto support : {SparseSupport::kBand, SparseSupport::kLsh}) {
-    int64_t previous = 0;
-    for (int64_t n : {8192, 16384}) {
-      const at::Tensor q = at::randn({1, 1, n, d}), v = at::randn({1, 1, n, d});
-      PeakMemoryScope scope;
-      const at::Tensor out = scatterbrain_attention(
-          q, q, v, 0.125, ScatterBrainOptions().support(support).local_window(w).num_features(m));
-      const int64_t peak = scope.peak_bytes();
-      std::cout << "n=" << n << ": peak extra " << peak / 1e6 << " MB\n";
-      EXPECT_LT(peak, 8 * n * (2 * w + 64 + m + 2 * d) * 4) << "n=" << n;
-      EXPECT_LT(peak, n * n) << "n=" << n;  // any Nq × Nk tensor, even of bools, is n² bytes
-      if (previous > 0) {
-        EXPECT_LT(static_cast<double>(peak) / previous, 2.5);
-      }
-      previous = peak;
-    }
+    testing::expect_memory_linear_in_sequence_length(
+        with_options(scatterbrain_attention,
+                     ScatterBrainOptions().support(support).local_window(w).num_features(m)),
+        [&](int64_t n) { return 8 * n * (2 * w + 64 + m + 2 * d) * 4; });
   }
 }
 

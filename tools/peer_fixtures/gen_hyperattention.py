@@ -17,19 +17,14 @@ Two outputs per case:
 Samples are stored as original key indices (the reference draws sorted positions; they are mapped
 through its key sort).
 """
-import argparse
-import importlib
 import math
 import os
-import subprocess
 import sys
-import tempfile
 
-import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import safetensors_io  # noqa: E402
+import reference  # noqa: E402
 
 COMMIT = "68b91e9b"
 FILES = ["angular_lsh.py", "hyper_attn.py", "utils.py"]
@@ -57,18 +52,11 @@ def extract(mirror, tmp):
     pkg = os.path.join(tmp, "hyperref")
     os.makedirs(pkg)
     for name in FILES:
-        text = subprocess.check_output(
-            ["git", "-C", mirror, "show", f"{COMMIT}:models/attention/{name}"])
-        with open(os.path.join(pkg, name), "wb") as f:
-            f.write(text)
-    with open(os.path.join(pkg, "__init__.py"), "w") as f:
-        f.write("")
-    with open(os.path.join(pkg, "flash_attn_triton_for_hyper.py"), "w") as f:
-        f.write(TRITON_STUB)
-    with open(os.path.join(tmp, "einops.py"), "w") as f:
-        f.write(EINOPS_STUB)
-    sys.path.insert(0, tmp)
-    return importlib.import_module("hyperref.hyper_attn")
+        reference.write(pkg, name, reference.git_show(mirror, COMMIT, f"models/attention/{name}"))
+    reference.write(pkg, "__init__.py", "")
+    reference.write(pkg, "flash_attn_triton_for_hyper.py", TRITON_STUB)
+    reference.write(tmp, "einops.py", EINOPS_STUB)
+    return reference.import_from(tmp, "hyperref.hyper_attn")
 
 
 def exact_attention_with_bias(query, key, value, softmax_scale, causal=False, bias=None):
@@ -108,23 +96,12 @@ def run_case(ha, case, gen):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--mirror", default="/work/.mirror/insuhan+hyper-attn/repo")
-    here = os.path.dirname(os.path.abspath(__file__))
-    parser.add_argument("--out", default=os.path.join(
-        here, "..", "..", "tests", "attention", "fixtures", "hyperattention_parity.safetensors"))
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        ha = extract(args.mirror, tmp)
-        gen = torch.Generator().manual_seed(20231130)
-        tensors = {}
-        for case in CASES:
-            tensors.update(run_case(ha, case, gen))
-    meta = {"reference": f"insuhan/hyper-attn@{COMMIT} models/attention (cuda=False)",
-            "cases": ";".join(",".join(str(x) for x in c) for c in CASES),
-            "case_fields": "name,B,H,Nq,Nk,D,block_size,sample_size,num_projections,scale",
-            "bucket_order": "reference (perm[code] = gray(code))"}
-    safetensors_io.save(os.path.abspath(args.out), tensors, meta)
+    args = reference.parse_args("/work/.mirror/insuhan+hyper-attn/repo",
+                                "hyperattention_parity.safetensors")
+    tensors = reference.run_cases(args.mirror, extract, run_case, CASES, 20231130)
+    reference.save(args.out, tensors, f"insuhan/hyper-attn@{COMMIT} models/attention (cuda=False)",
+                   CASES, "name,B,H,Nq,Nk,D,block_size,sample_size,num_projections,scale",
+                   bucket_order="reference (perm[code] = gray(code))")
     for name in sorted(tensors):
         if name.endswith("_out_ref"):
             base = name[:-len("_out_ref")]

@@ -11,17 +11,13 @@ torch.randn returning the injected rotations (shape [1, D, n_hashes, n_buckets/2
 stored as [n_hashes, D, n_buckets/2], the layout of InjectedRandomness::rotations).
 Tensors are stored in kdeserve's [B, H, N, D] layout.
 """
-import argparse
-import importlib
 import os
-import subprocess
 import sys
-import tempfile
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import safetensors_io  # noqa: E402
+import reference  # noqa: E402
 
 COMMIT = "427df2d5"
 EINOPS_STUB = '''
@@ -43,13 +39,9 @@ CASES = [
 
 
 def extract(mirror, tmp):
-    text = subprocess.check_output(["git", "-C", mirror, "show", f"{COMMIT}:Reformer.py"])
-    with open(os.path.join(tmp, "Reformer.py"), "wb") as f:
-        f.write(text)
-    with open(os.path.join(tmp, "einops.py"), "w") as f:
-        f.write(EINOPS_STUB)
-    sys.path.insert(0, tmp)
-    return importlib.import_module("Reformer")
+    reference.write(tmp, "Reformer.py", reference.git_show(mirror, COMMIT, "Reformer.py"))
+    reference.write(tmp, "einops.py", EINOPS_STUB)
+    return reference.import_from(tmp, "Reformer")
 
 
 def run_case(ref, case, gen):
@@ -71,23 +63,13 @@ def run_case(ref, case, gen):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--mirror", default="/work/.mirror/majid-daliri+kdeformer/repo")
-    here = os.path.dirname(os.path.abspath(__file__))
-    parser.add_argument("--out", default=os.path.join(
-        here, "..", "..", "tests", "attention", "fixtures", "reformer_parity.safetensors"))
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        ref = extract(args.mirror, tmp)
-        gen = torch.Generator().manual_seed(20250317)
-        tensors = {}
-        for case in CASES:
-            tensors.update(run_case(ref, case, gen))
-    meta = {"reference": f"majid-daliri/kdeformer@{COMMIT} Reformer.py ReformerAttention",
-            "cases": ";".join(",".join(str(x) for x in c) for c in CASES),
-            "case_fields": "name,B,H,N,D,Dv,bucket_size,n_hashes",
-            "mode": "shared_qk, scale 1, unmasked zero padding, look-back across rounds"}
-    safetensors_io.save(os.path.abspath(args.out), tensors, meta)
+    args = reference.parse_args("/work/.mirror/majid-daliri+kdeformer/repo",
+                                "reformer_parity.safetensors")
+    tensors = reference.run_cases(args.mirror, extract, run_case, CASES, 20250317)
+    reference.save(args.out, tensors,
+                   f"majid-daliri/kdeformer@{COMMIT} Reformer.py ReformerAttention", CASES,
+                   "name,B,H,N,D,Dv,bucket_size,n_hashes",
+                   mode="shared_qk, scale 1, unmasked zero padding, look-back across rounds")
     for name in sorted(tensors):
         print(name, tuple(tensors[name].shape))
 
