@@ -6,8 +6,14 @@
 #include <cmath>
 
 #include "attention/exact.h"
+#include "attention/hyperattention/hyperattention.h"
 #include "attention/kdeformer/kdeformer.h"
+#include "attention/performer/performer.h"
+#include "attention/reformer/reformer.h"
+#include "attention/scatterbrain/scatterbrain.h"
 #include "attention/sdpa.h"
+#include "attention/thinformer/thinformer.h"
+#include "attention/wildcat/wildcat.h"
 
 namespace kdeserve::attention {
 namespace {
@@ -93,9 +99,10 @@ void check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     TORCH_CHECK(std::isfinite(*options.scale()), "attention: scale must be finite, got ",
                 *options.scale());
   }
-  if (options.method() == Method::kKdeformer) {
-    TORCH_CHECK(!options.scale() || *options.scale() > 0,
-                "attention: KDEformer needs a positive scale, got ", *options.scale());
+  if (options.method() != Method::kExact) {
+    // The kernel methods take sqrt(scale) or hash directions that a negative scale would flip.
+    TORCH_CHECK(!options.scale() || *options.scale() > 0, "attention: ",
+                to_string(options.method()), " needs a positive scale, got ", *options.scale());
   }
 }
 
@@ -124,26 +131,68 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   std::string why;
   if (widen) why = std::string("computed in float32 for ") + c10::toString(q.scalar_type());
 
+  // An approximate method runs unless it says why it would be exact on these sizes; then the
+  // exact path runs and the report says why.
   at::Tensor out;
+  AttentionCall inner = call;
+  inner.report = &report;
+  const auto approximate = [&](Method method, const std::string& exact_why, auto&& run) {
+    if (exact_why.empty()) {
+      report.ran = method;
+      out = run();
+    } else {
+      report.ran = Method::kExact;
+      append_reason(why, exact_why);
+      out = run_exact(qc, kc, vc, scale, options.exact(), report, why);
+    }
+  };
+  const int64_t nq = q.size(2), nk = k.size(2);
   switch (options.method()) {
     case Method::kExact:
       report.ran = Method::kExact;
       out = run_exact(qc, kc, vc, scale, options.exact(), report, why);
       break;
-    case Method::kKdeformer: {
-      const std::string skip = kdeformer_skip_reason(options.kdeformer(), k.size(2));
-      if (skip.empty()) {
-        report.ran = Method::kKdeformer;
-        AttentionCall inner = call;
-        inner.report = &report;
-        out = kdeformer::kdeformer_attention(qc, kc, vc, scale, options.kdeformer(), inner);
-      } else {
-        report.ran = Method::kExact;
-        append_reason(why, skip);
-        out = run_exact(qc, kc, vc, scale, options.exact(), report, why);
-      }
+    case Method::kKdeformer:
+      approximate(Method::kKdeformer, kdeformer_skip_reason(options.kdeformer(), nk), [&] {
+        return kdeformer::kdeformer_attention(qc, kc, vc, scale, options.kdeformer(), inner);
+      });
       break;
-    }
+    case Method::kPerformer:
+      approximate(Method::kPerformer, performer::exact_reason(options.performer(), nq, nk), [&] {
+        return performer::performer_attention(qc, kc, vc, scale, options.performer(), inner);
+      });
+      break;
+    case Method::kReformer:
+      approximate(Method::kReformer, reformer::exact_reason(options.reformer(), nq, nk), [&] {
+        return reformer::reformer_attention(qc, kc, vc, scale, options.reformer(), inner);
+      });
+      break;
+    case Method::kScatterBrain:
+      approximate(Method::kScatterBrain,
+                  scatterbrain::exact_reason(options.scatterbrain(), nq, nk), [&] {
+                    return scatterbrain::scatterbrain_attention(qc, kc, vc, scale,
+                                                                options.scatterbrain(), inner);
+                  });
+      break;
+    case Method::kHyperAttention:
+      approximate(Method::kHyperAttention,
+                  hyperattention::exact_reason(options.hyperattention(), nq, nk), [&] {
+                    return hyperattention::hyperattention_attention(
+                        qc, kc, vc, scale, options.hyperattention(), inner);
+                  });
+      break;
+    case Method::kWildCat:
+      approximate(Method::kWildCat, wildcat::exact_reason(options.wildcat(), nq, nk), [&] {
+        return wildcat::wildcat_attention(qc, kc, vc, scale, options.wildcat(), inner);
+      });
+      break;
+    case Method::kThinformer:
+      approximate(Method::kThinformer, thinformer::exact_reason(options.thinformer(), nq, nk),
+                  [&] {
+                    return thinformer::thinformer_attention(qc, kc, vc, scale,
+                                                            options.thinformer(), inner);
+                  });
+      break;
   }
   report.fell_back = !why.empty();
   report.reason = why;

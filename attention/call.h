@@ -20,6 +20,15 @@ struct InjectedRandomness {
   std::optional<at::Tensor> sample_indices;
   /// Start vector of the power method: [Dv + 1] or [B, H, Dv + 1].
   std::optional<at::Tensor> power_init;
+  /// Random-feature directions (Performer, ScatterBrain): [m, D] or [B, H, m, D].
+  std::optional<at::Tensor> features;
+  /// Reformer's random rotations: [n_hashes, D, n_buckets / 2] or [B, H, n_hashes, D, ...].
+  std::optional<at::Tensor> rotations;
+  /// Uniform draws in (0, 1) of sequential samplers (WildCat's pivots, Thinformer's walk); the
+  /// method's header gives the shape.
+  std::optional<at::Tensor> uniforms;
+  /// Fair coins (Thinformer's symmetrisation); the method's header gives the shape.
+  std::optional<at::Tensor> coins;
 };
 
 /// What a call did; the server logs and counts it (the library never logs).
@@ -34,8 +43,12 @@ struct AttentionReport {
   /// Why it fell back (empty otherwise).
   std::string reason;
   int64_t batch = 0, heads = 0, num_queries = 0, num_keys = 0, head_dim = 0, value_dim = 0;
-  /// KDEformer only: diagonal blocks per (entry, head), largest block, samples per (entry, head).
+  /// Block methods (KDEformer, HyperAttention, Reformer, ScatterBrain's LSH support): diagonal
+  /// blocks per (entry, head), largest block; sampled keys per (entry, head).
   int64_t num_blocks = 0, block_keys = 0, sample_size = 0;
+  /// Random features (Performer, ScatterBrain), hash rounds (Reformer), coreset keys per
+  /// (entry, head) (WildCat, Thinformer).
+  int64_t num_features = 0, num_hashes = 0, coreset_size = 0;
   /// Wall-clock seconds of the call (host time; on CUDA it includes no device synchronisation).
   double seconds = 0;
 };

@@ -10,6 +10,18 @@ std::string to_string(Method method) {
       return "exact";
     case Method::kKdeformer:
       return "kdeformer";
+    case Method::kPerformer:
+      return "performer";
+    case Method::kReformer:
+      return "reformer";
+    case Method::kScatterBrain:
+      return "scatterbrain";
+    case Method::kHyperAttention:
+      return "hyperattention";
+    case Method::kWildCat:
+      return "wildcat";
+    case Method::kThinformer:
+      return "thinformer";
   }
   return "unknown";
 }
@@ -42,9 +54,12 @@ ExactBackend exact_backend_from_string(const std::string& name) {
 }
 
 Method method_from_string(const std::string& name) {
-  if (name == "exact") return Method::kExact;
-  if (name == "kdeformer") return Method::kKdeformer;
-  TORCH_CHECK(false, "unknown attention method '", name, "' (expected exact or kdeformer)");
+  std::string expected;
+  for (const Method m : kAllMethods) {
+    if (name == to_string(m)) return m;
+    expected += (expected.empty() ? "" : ", ") + to_string(m);
+  }
+  TORCH_CHECK(false, "unknown attention method '", name, "' (expected one of ", expected, ")");
 }
 
 BucketOrder bucket_order_from_string(const std::string& name) {

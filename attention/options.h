@@ -8,19 +8,15 @@
 #include <optional>
 #include <string>
 
+#include "attention/hyperattention/options.h"
+#include "attention/method.h"
+#include "attention/performer/options.h"
+#include "attention/reformer/options.h"
+#include "attention/scatterbrain/options.h"
+#include "attention/thinformer/options.h"
+#include "attention/wildcat/options.h"
+
 namespace kdeserve::attention {
-
-/// The attention methods the library implements.
-enum class Method {
-  kExact,      ///< softmax(q kᵀ · scale) v, chunked over queries.
-  kKdeformer,  ///< KDEformer practical algorithm (Zandieh et al. 2023, Alg. 3).
-};
-
-/// How LSH bucket codes are ordered before the hash sort (kdeformer.md §2.6 a).
-enum class BucketOrder {
-  kGray,       ///< Rank of the code in the reflected Gray sequence: neighbours differ in one bit.
-  kReference,  ///< The authors' table lookup perm[code] = code ^ (code >> 1) (for parity tests).
-};
 
 /// Which distribution the residual keys are drawn from.
 enum class Sampling {
@@ -38,7 +34,8 @@ enum class ExactBackend {
              ///< the reason, where SDPA would only run its unfused math path.
 };
 
-/// Returns "exact" / "kdeformer".
+/// Returns "exact" / "kdeformer" / "performer" / "reformer" / "scatterbrain" / "hyperattention"
+/// / "wildcat" / "thinformer".
 std::string to_string(Method method);
 /// Returns "gray" / "reference".
 std::string to_string(BucketOrder order);
@@ -84,6 +81,12 @@ struct AttentionOptions {
   TORCH_ARG(std::optional<double>, scale) = std::nullopt;
   TORCH_ARG(ExactOptions, exact) = {};
   TORCH_ARG(KdeformerOptions, kdeformer) = {};
+  TORCH_ARG(PerformerOptions, performer) = {};
+  TORCH_ARG(ReformerOptions, reformer) = {};
+  TORCH_ARG(ScatterBrainOptions, scatterbrain) = {};
+  TORCH_ARG(HyperAttentionOptions, hyperattention) = {};
+  TORCH_ARG(WildCatOptions, wildcat) = {};
+  TORCH_ARG(ThinformerOptions, thinformer) = {};
 };
 
 }  // namespace kdeserve::attention

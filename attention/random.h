@@ -14,6 +14,10 @@ enum class Stream : uint64_t {
   kProjections = 1,  ///< LSH hyperplanes.
   kPowerInit = 2,    ///< Start vector of the power method.
   kSamples = 3,      ///< Residual key samples.
+  kFeatures = 4,     ///< Random-feature directions.
+  kRotations = 5,    ///< Reformer's rotations.
+  kUniforms = 6,     ///< Sequential samplers' uniforms.
+  kCoins = 7,        ///< Fair coins.
 };
 
 /// splitmix64 finaliser of a ^ f(b): a well-mixed 64-bit combination of two seeds.

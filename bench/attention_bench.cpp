@@ -1,79 +1,84 @@
-// Google Benchmark: exact attention on each exact backend (ours, chunked; SDPA's fused kernel)
-// vs KDEformer (float32) at the paper's shapes, with peak extra memory, plus the machine's sgemm
-// throughput, and a closing table measured in the same run: KDEformer's speedup over the
-// FASTEST exact backend, and each exact backend's share of sgemm.
+// Google Benchmark: every attention method at the model shapes, with the settings the papers
+// use there (bench/budget.cpp paper_settings), against exact attention on each exact backend
+// (ours, chunked; SDPA's fused kernel), plus the machine's sgemm throughput. The closing table,
+// measured in the same run, gives each method's speedup over the FASTEST exact backend of the
+// shape, its peak extra memory, its per-query budget m and its knobs; exact backends also get
+// their share of sgemm. A method that throws (e.g. a placeholder) is a "failed" row.
 //
-//   attention_bench [--threads N] [--device cpu|cuda] [--max-n N] [--csv FILE] [gbench flags]
+//   attention_bench [--threads N] [--device cpu|cuda] [--max-n N] [--shapes a,b]
+//                   [--methods a,b] [--require a,b] [--min-time S] [--csv FILE] [gbench flags]
+//
+// --require: methods whose failure on any shape is an error (exit 4), for the smoke ctest.
+//
+// Shapes: t2t_layer1 (batch 8, 3136², D 64, scale 1/√147), t2t_layer2 (batch 8, 784², 1/24),
+// biggan (4096 × 1024, D 64, Dv 256, scale 1) and n = 8192 … max-n (D 64, 1/8, each options
+// struct's defaults). Peak memory: the untimed warm-up call's peak of tensor storage above what
+// was allocated before it, counted by a wrapper around LibTorch's CPU allocator
+// (tests/support/peak_memory.h); on CUDA the caching allocator's peak statistic.
 //
 // One thread count per process (BLIS fixes its threads at its first call);
 // bench/run_attention_bench.sh runs 1 thread and every core. On CUDA (scripts/gpu_check.sh)
-// every timed call ends with a device synchronisation, memory is the caching allocator's peak,
-// and the shapes go up to n = 65536.
+// every timed call ends with a device synchronisation and the shapes go up to n = 65536.
 #include <ATen/ATen.h>
 #include <benchmark/benchmark.h>
 #include <torch/cuda.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <map>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "attention/attention.h"
-#include "attention/sdpa.h"
 #include "attention/threads.h"
+#include "bench/budget.h"
 #include "tests/support/device_memory.h"
 #include "tests/support/peak_memory.h"
 
 namespace {
 
 namespace att = kdeserve::attention;
+namespace kb = kdeserve::bench;
 using kdeserve::testing::PeakMemoryScope;
 
 struct Shape {
   std::string name;
-  int64_t batch, nq, nk, d, dv, bucket, samples;
+  int64_t batch, nq, nk, d, dv;
+  kb::Protocol protocol;
 };
 
 std::vector<Shape> shapes(int64_t max_n) {
-  std::vector<Shape> s;
-  for (int64_t n = 1024; n <= max_n; n *= 2) {
-    s.push_back({"n=" + std::to_string(n), 1, n, n, 64, 64, 64, 128});
+  std::vector<Shape> s = {{"t2t_layer1", 8, 3136, 3136, 64, 64, kb::Protocol::kT2tLayer1},
+                          {"t2t_layer2", 8, 784, 784, 64, 64, kb::Protocol::kT2tLayer2},
+                          {"biggan", 1, 4096, 1024, 64, 256, kb::Protocol::kBigGan}};
+  for (int64_t n = 8192; n <= max_n; n *= 2) {
+    s.push_back({"n=" + std::to_string(n), 1, n, n, 64, 64, kb::Protocol::kGeneric});
   }
-  s.push_back({"t2t_layer1", 8, 3136, 3136, 64, 64, 32, 98});
-  s.push_back({"biggan", 1, 4096, 1024, 64, 256, 64, 128});
   return s;
-}
-
-// The variants timed per shape: every exact backend, then KDEformer.
-struct Variant {
-  std::string name;  // "exact-chunked", "exact-sdpa", "kdeformer"
-  att::AttentionOptions options;
-};
-
-std::vector<Variant> variants(const Shape& s) {
-  att::AttentionOptions chunked(att::Method::kExact), sdpa(att::Method::kExact),
-      kde(att::Method::kKdeformer);
-  chunked.exact().backend(att::ExactBackend::kChunked);
-  sdpa.exact().backend(att::ExactBackend::kSdpa);
-  kde.kdeformer().bucket_size(s.bucket).sample_size(s.samples);
-  return {{"exact-chunked", chunked}, {"exact-sdpa", sdpa}, {"kdeformer", kde}};
 }
 
 struct Figures {
   double peak_mib = 0;
-  double flops = 0;     // of exact attention: 2 · B · Nq · Nk · (D + Dv)
-  std::string backend;  // what the report says ran
-  bool ran = false;     // false: the variant does not exist here (e.g. SDPA on LibTorch 1.13)
+  double flops = 0;           // of exact attention: 2 · B · Nq · Nk · (D + Dv)
+  std::string backend;        // what the report says ran
+  std::string status = "ok";  // ok / failed: … / fallback: … / no fused SDPA kernel: …
+  bool ran = false;
 };
-std::map<std::string, Figures> g_figures;  // "<shape>/<variant>/t=<threads>"
+std::map<std::string, Figures> g_figures;  // benchmark name
 at::Device g_device = at::kCPU;
 
 void sync() {
   if (g_device.is_cuda()) torch::cuda::synchronize();
 }
 
-void bm_attention(benchmark::State& state, Shape s, Variant variant, std::string key) {
+std::string first_line(const std::string& s) {
+  const std::string line = s.substr(0, s.find('\n'));
+  return line.size() > 120 ? line.substr(0, 120) : line;
+}
+
+void bm_attention(benchmark::State& state, Shape s, kb::Budgeted variant, std::string key) {
   at::Generator gen = at::detail::createCPUGenerator(42);
   const at::TensorOptions f32(at::kFloat);
   const at::Tensor q = at::randn({s.batch, 1, s.nq, s.d}, gen, f32).mul_(0.5).to(g_device);
@@ -84,21 +89,27 @@ void bm_attention(benchmark::State& state, Shape s, Variant variant, std::string
   call.report = &report;
   Figures& fig = g_figures[key];
   fig.flops = 2.0 * s.batch * s.nq * s.nk * (s.d + s.dv);
-  {
+  try {
     // Untimed warm-up call that measures peak extra memory.
     PeakMemoryScope scope;
     kdeserve::testing::DevicePeakScope device_scope(g_device);
     benchmark::DoNotOptimize(att::attention(q, k, v, variant.options, call));
     sync();
-    fig.peak_mib = static_cast<double>(g_device.is_cuda() ? device_scope.peak_bytes()
-                                                          : scope.peak_bytes()) /
-                   (1 << 20);
-  }
-  fig.backend = report.backend;
-  if (variant.name == "exact-sdpa" && report.backend.rfind("sdpa-", 0) != 0) {
-    state.SkipWithError(("no fused SDPA kernel: " + report.reason).c_str());
+    fig.peak_mib =
+        static_cast<double>(g_device.is_cuda() ? device_scope.peak_bytes() : scope.peak_bytes()) /
+        (1 << 20);
+  } catch (const std::exception& e) {
+    fig.status = "failed: " + first_line(e.what());
+    state.SkipWithError(fig.status.c_str());
     return;
   }
+  fig.backend = report.backend;
+  if (variant.variant == "exact_sdpa" && report.backend.rfind("sdpa-", 0) != 0) {
+    fig.status = "no fused SDPA kernel: " + first_line(report.reason);
+    state.SkipWithError(fig.status.c_str());
+    return;
+  }
+  if (report.ran != report.requested) fig.status = "fallback: " + first_line(report.reason);
   fig.ran = true;
   for (auto _ : state) {
     ++call.seed;
@@ -106,11 +117,11 @@ void bm_attention(benchmark::State& state, Shape s, Variant variant, std::string
     sync();
   }
   state.counters["peak_MiB"] = fig.peak_mib;
-  if (variant.name != "kdeformer") {
+  if (variant.options.method() == att::Method::kExact) {
     state.counters["flop/s"] =
         benchmark::Counter(fig.flops, benchmark::Counter::kIsIterationInvariantRate);
   }
-  state.SetLabel(report.backend);
+  state.SetLabel(report.backend + (fig.status == "ok" ? "" : " " + fig.status));
 }
 
 void bm_sgemm(benchmark::State& state) {
@@ -153,12 +164,26 @@ struct Args {
   int threads = att::hardware_threads();
   std::string device = "cpu";
   int64_t max_n = 16384;
+  double min_time = 0.5;
+  std::vector<std::string> shapes;  // empty: all
+  std::vector<std::string> methods;
+  std::vector<std::string> required;  // must run without failing (exit 4 otherwise)
   std::string csv;
 };
+
+std::vector<std::string> split(const std::string& text) {
+  std::vector<std::string> out;
+  std::stringstream in(text);
+  for (std::string item; std::getline(in, item, ',');) {
+    if (!item.empty()) out.push_back(item);
+  }
+  return out;
+}
 
 // Our own flags; the rest stay for Google Benchmark.
 Args parse_args(int& argc, char** argv) {
   Args a;
+  std::string methods = "default";
   int kept = 1;
   for (int i = 1; i < argc; ++i) {
     const std::string s = argv[i];
@@ -180,6 +205,17 @@ Args parse_args(int& argc, char** argv) {
       a.device = v;
     } else if (value("--max-n", v)) {
       a.max_n = std::stoll(v);
+    } else if (value("--min-time", v)) {
+      a.min_time = std::stod(v);
+    } else if (value("--shapes", v)) {
+      a.shapes = split(v);
+    } else if (value("--methods", v)) {
+      methods = v;
+    } else if (value("--require", v)) {
+      // "exact" is always timed, as exact_chunked and exact_sdpa.
+      for (const std::string& m : kb::parse_variants(v)) {
+        if (m != "exact") a.required.push_back(m);
+      }
     } else if (value("--csv", v)) {
       a.csv = v;
     } else {
@@ -187,6 +223,11 @@ Args parse_args(int& argc, char** argv) {
     }
   }
   argc = kept;
+  // The exact backends always run: the speedups are against the fastest of them.
+  a.methods = {"exact_chunked", "exact_sdpa"};
+  for (const std::string& m : kb::parse_variants(methods)) {
+    if (m.rfind("exact", 0) != 0) a.methods.push_back(m);
+  }
   return a;
 }
 
@@ -206,15 +247,24 @@ int main(int argc, char** argv) {
   const std::string sgemm_name = "sgemm" + dev + tt;
   benchmark::RegisterBenchmark(sgemm_name.c_str(), bm_sgemm)
       ->Unit(benchmark::kMillisecond)
-      ->MinTime(0.5)
+      ->MinTime(args.min_time)
       ->UseRealTime();
-  const std::vector<Shape> all = shapes(args.max_n);
+  std::vector<Shape> all;
+  for (const Shape& s : shapes(args.max_n)) {
+    if (args.shapes.empty() ||
+        std::find(args.shapes.begin(), args.shapes.end(), s.name) != args.shapes.end()) {
+      all.push_back(s);
+    }
+  }
+  std::map<std::string, kb::Budgeted> configured;  // shape/variant
   for (const Shape& s : all) {
-    for (const Variant& variant : variants(s)) {
-      const std::string name = s.name + "/" + variant.name + dev + tt;
-      benchmark::RegisterBenchmark(name.c_str(), bm_attention, s, variant, name)
+    for (const std::string& v : args.methods) {
+      const kb::Budgeted b = kb::paper_settings(v, s.protocol, s.nq, s.nk);
+      configured[s.name + "/" + v] = b;
+      const std::string name = s.name + "/" + v + dev + tt;
+      benchmark::RegisterBenchmark(name.c_str(), bm_attention, s, b, name)
           ->Unit(benchmark::kMillisecond)
-          ->MinTime(0.5)
+          ->MinTime(args.min_time)
           ->UseRealTime();
     }
   }
@@ -226,45 +276,77 @@ int main(int argc, char** argv) {
   const double sgemm_s = reporter.seconds(sgemm_name);
   const double sgemm_n = reporter.sgemm_n();
   const double sgemm_gf = sgemm_s > 0 ? 2.0 * sgemm_n * sgemm_n * sgemm_n / sgemm_s * 1e-9 : 0;
-  std::printf("\nSummary (same run, %s, %d thread(s)): time per call; KDEformer's speedup over the "
-              "fastest exact backend; exact GFLOP/s as %% of sgemm\n",
-              g_device.str().c_str(), args.threads);
-  std::printf("%-11s %10s %10s %10s %-9s %9s %8s %8s %9s %9s\n", "shape", "chunked ms", "sdpa ms",
-              "kde ms", "fastest", "speedup", "chk %sg", "sdpa %sg", "exact MiB", "kde MiB");
+  std::printf(
+      "\nSummary (same run, %s, %d thread(s)): float32, time per call; speedup over the "
+      "fastest exact backend of the shape; peak extra memory of one call; m per query "
+      "(peers.md §8)\n",
+      g_device.str().c_str(), args.threads);
   std::ofstream csv;
   if (!args.csv.empty()) {
     csv.open(args.csv);
-    csv << "device,threads,shape,chunked_ms,sdpa_ms,sdpa_backend,kdeformer_ms,fastest_exact,"
-           "speedup_vs_fastest,chunked_pct_sgemm,sdpa_pct_sgemm,exact_peak_mib,"
-           "kdeformer_peak_mib,sgemm_gflops\n";
+    csv << "device,threads,shape,variant,method,ms,fastest_exact,fastest_exact_ms,"
+           "speedup_vs_fastest,pct_sgemm,peak_mib,m,knobs,backend,status,sgemm_gflops\n";
   }
+  bool exact_missing = false;
   for (const Shape& s : all) {
     auto key = [&](const std::string& v) { return s.name + "/" + v + dev + tt; };
-    const double tc = reporter.seconds(key("exact-chunked"));
-    const double ts = g_figures[key("exact-sdpa")].ran ? reporter.seconds(key("exact-sdpa")) : 0;
-    const double tk = reporter.seconds(key("kdeformer"));
-    if (tc == 0 || tk == 0) continue;
-    const bool sdpa_faster = ts > 0 && ts < tc;
+    const double tc = reporter.seconds(key("exact_chunked"));
+    const double ts = g_figures[key("exact_sdpa")].ran ? reporter.seconds(key("exact_sdpa")) : 0;
+    const bool sdpa_faster = ts > 0 && (tc == 0 || ts < tc);
     const double fastest = sdpa_faster ? ts : tc;
-    const Figures& fc = g_figures[key("exact-chunked")];
-    const Figures& fs = g_figures[key("exact-sdpa")];
-    const Figures& fk = g_figures[key("kdeformer")];
-    auto pct = [&](double t) { return t > 0 && sgemm_gf > 0 ? 100 * fc.flops / t * 1e-9 / sgemm_gf : 0.0; };
-    const double exact_mib = sdpa_faster ? fs.peak_mib : fc.peak_mib;
-    std::printf("%-11s %10.2f %10s %10.2f %-9s %8.1fx %7.0f%% %7s %9.1f %9.1f\n", s.name.c_str(),
-                tc * 1e3, ts > 0 ? std::to_string(ts * 1e3).substr(0, 8).c_str() : "n/a",
-                tk * 1e3, sdpa_faster ? "sdpa" : "chunked", fastest / tk, pct(tc),
-                ts > 0 ? (std::to_string(static_cast<int>(pct(ts) + 0.5)) + "%").c_str() : "n/a",
-                exact_mib, fk.peak_mib);
-    if (csv) {
-      csv << g_device.str() << ',' << args.threads << ',' << s.name << ',' << tc * 1e3 << ','
-          << ts * 1e3 << ',' << fs.backend << ',' << tk * 1e3 << ','
-          << (sdpa_faster ? "sdpa" : "chunked") << ',' << fastest / tk << ',' << pct(tc) << ','
-          << pct(ts) << ',' << exact_mib << ',' << fk.peak_mib << ',' << sgemm_gf << '\n';
+    const std::string fastest_name = sdpa_faster ? "sdpa" : "chunked";
+    // Without an exact time there is no speedup to report: an error unless filtered out.
+    if (fastest == 0 && g_figures.count(key("exact_chunked"))) exact_missing = true;
+    std::printf("\n%s (batch %lld, %lld x %lld, D %lld, Dv %lld): fastest exact %s %.2f ms\n",
+                s.name.c_str(), static_cast<long long>(s.batch), static_cast<long long>(s.nq),
+                static_cast<long long>(s.nk), static_cast<long long>(s.d),
+                static_cast<long long>(s.dv), fastest_name.c_str(), fastest * 1e3);
+    std::printf("  %-19s %10s %9s %8s %10s %6s  %s\n", "method", "ms", "speedup", "%sgemm",
+                "peak MiB", "m", "knobs / status");
+    for (const std::string& v : args.methods) {
+      if (!g_figures.count(key(v))) continue;  // filtered out by --benchmark_filter
+      const Figures& f = g_figures[key(v)];
+      const kb::Budgeted& b = configured[s.name + "/" + v];
+      const double t = f.ran ? reporter.seconds(key(v)) : 0;
+      const bool exact = b.options.method() == att::Method::kExact;
+      const double pct = exact && t > 0 && sgemm_gf > 0 ? 100 * f.flops / t * 1e-9 / sgemm_gf : 0;
+      const double speedup = t > 0 && fastest > 0 ? fastest / t : 0;
+      if (t > 0) {
+        std::printf("  %-19s %10.2f %8.2fx %7s %10.1f %6lld  %s%s\n", v.c_str(), t * 1e3, speedup,
+                    exact ? (std::to_string(static_cast<int>(pct + 0.5)) + "%").c_str() : "",
+                    f.peak_mib, static_cast<long long>(b.m), b.knobs.c_str(),
+                    f.status == "ok" ? "" : ("  [" + f.status + "]").c_str());
+      } else {
+        std::printf("  %-19s %s  (%s)\n", v.c_str(), f.status.c_str(), b.knobs.c_str());
+      }
+      if (csv) {
+        csv << g_device.str() << ',' << args.threads << ',' << s.name << ',' << v << ','
+            << att::to_string(b.options.method()) << ',' << t * 1e3 << ',' << fastest_name << ','
+            << fastest * 1e3 << ',' << speedup << ',' << pct << ',' << f.peak_mib << ',' << b.m
+            << ',' << b.knobs << ',' << f.backend << ',';
+        std::string status = f.status;
+        std::replace(status.begin(), status.end(), ',', ';');
+        csv << status << ',' << sgemm_gf << '\n';
+      }
     }
   }
   std::printf("sgemm %.0f^3 on %s, %d thread(s): %.1f GFLOP/s\n", sgemm_n, g_device.str().c_str(),
               args.threads, sgemm_gf);
   benchmark::Shutdown();
+  for (const std::string& r : args.required) {
+    for (const Shape& s : all) {
+      const auto it = g_figures.find(s.name + "/" + r + dev + tt);
+      if (it == g_figures.end() || it->second.status.rfind("failed", 0) == 0) {
+        std::fprintf(stderr, "attention_bench: required method %s did not run on %s: %s\n",
+                     r.c_str(), s.name.c_str(),
+                     it == g_figures.end() ? "not registered" : it->second.status.c_str());
+        return 4;
+      }
+    }
+  }
+  if (exact_missing) {
+    std::fprintf(stderr, "attention_bench: exact attention did not run on some shape\n");
+    return 1;
+  }
   return 0;
 }

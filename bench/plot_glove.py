@@ -1,10 +1,14 @@
 #!/usr/bin/python3
-"""Plots the GloVe experiment summary (bench/glove_experiment): error vs m and vs wall-clock,
-log-log, for each bucket convention, plus KDEformer's error vs m for every n.
+"""Plots the summary of bench/glove_experiment: one PNG per metric (relative spectral error,
+centered error), one row of panels per n: error vs m (per-query keys or features, peers.md §8)
+and error vs median time per call, log-log, every method, with the trivial floor "every row =
+mean(V)" as a horizontal line and exact attention's time as a vertical one.
 
-usage: /usr/bin/python3 bench/plot_glove.py summary.csv out.png [n]
-Runs with Debian's python3-matplotlib (no other dependency)."""
+usage: /usr/bin/python3 bench/plot_glove.py summary.csv OUT_DIR
+Writes OUT_DIR/rel_error.png and OUT_DIR/centered_error.png. Runs with Debian's
+python3-matplotlib (no other dependency)."""
 import csv
+import os
 import sys
 from collections import defaultdict
 
@@ -13,77 +17,73 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+METRICS = (("mean_rel_error", "floor_rel_error", "relative spectral error", "rel_error.png"),
+           ("mean_centered_error", "floor_centered_error", "centered error",
+            "centered_error.png"))
+
 
 def main():
-    if len(sys.argv) < 3:
+    if len(sys.argv) != 3:
         sys.exit(__doc__)
     rows = list(csv.DictReader(open(sys.argv[1])))
+    if not rows:
+        sys.exit(f"{sys.argv[1]}: no rows")
+    regime = rows[0]["regime"]
     sizes = sorted({int(r["n"]) for r in rows})
-    n = int(sys.argv[3]) if len(sys.argv) > 3 else (8192 if 8192 in sizes else sizes[-1])
-    conventions = sorted({r["convention"] for r in rows if r["convention"].startswith("b=")},
-                         key=lambda c: (c != "b=m/2", c))
-    series = defaultdict(list)  # (n, label, convention) -> [(m, seconds, error)]
-    exact_s = {}
+    variants = []
     for r in rows:
-        rn, method = int(r["n"]), r["method"]
-        if method == "exact":
-            exact_s[rn] = float(r["mean_seconds"])
-            continue
-        m = int(r["samples"]) if method != "block_only" else 2 * int(r["bucket"])
-        label = method if r["order"] == "-" else f"{method} ({r['order']})"
-        for conv in conventions:
-            if r["convention"] in (conv, "-"):
-                if method == "block_only" and r["convention"] != conv:
+        if r["variant"] not in variants and not r["variant"].startswith("exact") \
+                and r["variant"] != "trivial":
+            variants.append(r["variant"])
+    style = {v: (f"C{i % 10}", "osx^vD<>p*h"[i % 11]) for i, v in enumerate(variants)}
+    for column, floor_column, label, filename in METRICS:
+        series = defaultdict(list)  # (n, variant) -> [(m, seconds, error)]
+        floor, exact_s, failed = {}, {}, defaultdict(set)
+        for r in rows:
+            n, v = int(r["n"]), r["variant"]
+            floor[n] = float(r[floor_column])
+            if r["exact_median_seconds"]:
+                exact_s[n] = float(r["exact_median_seconds"])
+            if v == "trivial" or v.startswith("exact"):
+                continue
+            if not r[column]:
+                if r["status"].startswith("failed"):
+                    failed[n].add(v)
+                continue
+            series[(n, v)].append((int(r["m"]), float(r["median_seconds"]), float(r[column])))
+        fig, axes = plt.subplots(len(sizes), 2, figsize=(14, 4.8 * len(sizes)), squeeze=False)
+        for row, n in enumerate(sizes):
+            ax_m, ax_t = axes[row]
+            for v in variants:
+                pts = sorted(series.get((n, v), []))
+                if not pts:
                     continue
-                series[(rn, label, conv)].append((m, float(r["mean_seconds"]),
-                                                  float(r["mean_rel_error"])))
-    fig, axes = plt.subplots(len(conventions), 3, figsize=(17, 5 * len(conventions)),
-                             squeeze=False)
-    styles = {"kdeformer (gray)": "o-", "kdeformer (reference)": "s--",
-              "block_only (gray)": "^-", "uniform": "x:"}
-    colors = {"kdeformer (gray)": "C0", "kdeformer (reference)": "C1",
-              "block_only (gray)": "C2", "uniform": "C3"}
-    for row, conv in enumerate(conventions):
-        ax_m, ax_t, ax_n = axes[row]
-        for (rn, label, c), pts in sorted(series.items()):
-            if rn != n or c != conv or label not in styles:
-                continue
-            pts.sort()
-            if label.startswith("block_only") and conv != "b=m/2":
-                ax_t.plot([p[1] * 1e3 for p in pts], [p[2] for p in pts], styles[label],
-                          color=colors[label], label=f"{label}, b={pts[0][0] // 2}")
-                ax_m.axhline(pts[0][2], color=colors[label], lw=1, ls="-.",
-                             label=f"{label}, b={pts[0][0] // 2}")
-                continue
-            ax_m.plot([p[0] for p in pts], [p[2] for p in pts], styles[label],
-                      color=colors[label], label=label)
-            ax_t.plot([p[1] * 1e3 for p in pts], [p[2] for p in pts], styles[label],
-                      color=colors[label], label=label)
-        if n in exact_s:
-            ax_t.axvline(exact_s[n] * 1e3, color="k", ls=":", label="exact attention time")
-        for ax, xl in ((ax_m, "m (samples; block-only: 2b)"), (ax_t, "wall-clock (ms)")):
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            ax.set_xlabel(xl)
-            ax.set_ylabel("relative spectral error")
-            ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=8)
-        ax_m.set_title(f"GloVe n={n}, {conv}: error vs m")
-        ax_t.set_title(f"GloVe n={n}, {conv}: error vs wall-clock")
-        for rn in sizes:
-            pts = sorted(series.get((rn, "kdeformer (gray)", conv), []))
-            if pts:
-                ax_n.plot([p[0] for p in pts], [p[2] for p in pts], "o-", label=f"n={rn}")
-        ax_n.set_xscale("log")
-        ax_n.set_yscale("log")
-        ax_n.set_xlabel("m (samples)")
-        ax_n.set_ylabel("relative spectral error")
-        ax_n.set_title(f"KDEformer (gray), {conv}: every n")
-        ax_n.grid(True, which="both", alpha=0.3)
-        ax_n.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(sys.argv[2], dpi=110)
-    print(f"wrote {sys.argv[2]}")
+                color, marker = style[v]
+                ax_m.plot([p[0] for p in pts], [p[2] for p in pts], marker=marker, ls="-",
+                          color=color, label=v)
+                ax_t.plot([p[1] * 1e3 for p in pts], [p[2] for p in pts], marker=marker, ls="-",
+                          color=color, label=v)
+            for ax in (ax_m, ax_t):
+                if n in floor:
+                    ax.axhline(floor[n], color="k", ls="--", lw=1.2,
+                               label=f"trivial floor (mean(V)) {floor[n]:.3f}")
+            if n in exact_s and exact_s[n] > 0:
+                ax_t.axvline(exact_s[n] * 1e3, color="k", ls=":", label="exact attention time")
+            note = f"; failed: {', '.join(sorted(failed[n]))}" if failed[n] else ""
+            ax_m.set_title(f"{regime} n={n}: {label} vs m{note}", fontsize=9)
+            ax_t.set_title(f"{regime} n={n}: {label} vs time per call", fontsize=9)
+            for ax, xl in ((ax_m, "m (per-query keys or features)"), (ax_t, "ms per call")):
+                ax.set_xscale("log")
+                ax.set_yscale("log")
+                ax.set_xlabel(xl)
+                ax.set_ylabel(label)
+                ax.grid(True, which="both", alpha=0.3)
+                ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = os.path.join(sys.argv[2], filename)
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

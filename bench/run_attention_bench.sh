@@ -1,9 +1,19 @@
 #!/usr/bin/env bash
 # Runs attention_bench with one thread and with every core (one process each: BLIS fixes its
-# thread count at its first call). Extra arguments go to Google Benchmark.
+# thread count at its first call), keeps each run's output and CSV in out/attention_bench/
+# (KDESERVE_BENCH_OUT to change) and ends with both runs' summary tables together.
+# Extra arguments go to attention_bench (e.g. --methods kdeformer,wildcat, --shapes biggan) and
+# Google Benchmark.
 set -euo pipefail
 bin=${KDESERVE_BUILD_DIR:-build}/bench/attention_bench
-for t in 1 "$(nproc)"; do
+out=${KDESERVE_BENCH_OUT:-out/attention_bench}
+mkdir -p "$out"
+threads=(1)
+[ "$(nproc)" -gt 1 ] && threads+=("$(nproc)")
+for t in "${threads[@]}"; do
   echo "== attention_bench --threads $t"
-  "$bin" --threads "$t" "$@"
+  "$bin" --threads "$t" --csv "$out/t$t.csv" "$@" | tee "$out/t$t.txt"
 done
+echo
+for t in "${threads[@]}"; do sed -n '/^Summary/,$p' "$out/t$t.txt"; echo; done
+echo "CSV: $out/t*.csv"

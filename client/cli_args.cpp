@@ -93,7 +93,9 @@ void apply(CliArgs& args, const std::string& name, const std::string& value) {
   } else if (name == "--attention") {
     auto mode = parse_attention_mode(value);
     if (!mode) {
-      throw ParseError{"--attention must be exact, kdeformer or default, got '" + value + "'"};
+      std::string names;
+      for (const std::string& n : attention_mode_names()) names += n + ", ";
+      throw ParseError{"--attention must be " + names + "or default, got '" + value + "'"};
     }
     args.attention = *mode;
   } else if (name == "--top-k") {
@@ -210,13 +212,15 @@ std::string cli_usage() {
   return R"(usage: kdeserve-cli [GLOBAL OPTIONS] COMMAND [OPTIONS] [ARGS]
 
 Commands:
-  classify [--model M] [--top-k K] [--batch B] [--attention exact|kdeformer] FILE|DIR...
+  classify [--model M] [--top-k K] [--batch B] [--attention MODE] FILE|DIR...
       Classify image files (JPEG/PNG/BMP/WebP; a DIR means its image files). Sends up to B
       images per request (default 8); prints the top-k classes per image (default 5).
   generate [--model M] --classes 207,980 [--count N] [--seed S] [--truncation T]
-           [--out DIR] [--attention exact|kdeformer]
+           [--out DIR] [--attention MODE]
       Generate N images per class (default 1) and write them as PNG files into DIR (default .).
       Item i uses seed S+i; without --seed the server draws seeds. Prints the seeds used.
+      MODE: exact, kdeformer, performer, reformer, scatterbrain, hyperattention, wildcat,
+      thinformer or default (the model's); it must be allowed by the server's config.
   models [NAME]
       List the hosted models, or describe one.
   health [--service NAME]

@@ -201,12 +201,17 @@ void print_model(const v1::ModelInfo& info, std::ostream& out) {
   }
   out << "\nattention plan:\n";
   for (const auto& layer : info.attention_plan()) {
-    out << "  " << layer.group() << ": " << layer.method();
-    if (layer.method() == "kdeformer") {
+    out << "  " << layer.group() << ": "
+        << (layer.settings().empty() ? layer.method() : layer.settings());
+    if (layer.settings().empty() && layer.method() == "kdeformer") {  // an older server
       out << " (bucket " << layer.bucket_size() << ", samples " << layer.sample_size()
           << ", projections " << layer.num_projections() << ")";
     }
     out << "\n";
+  }
+  if (info.plans_size() > 0) out << "plans of the allowed modes:\n";
+  for (const auto& plan : info.plans()) {
+    out << "  " << attention_mode_name(plan.attention()) << ": " << plan.description() << "\n";
   }
 }
 

@@ -65,22 +65,41 @@ v1::GenerateItem make_generate_item(uint32_t class_id, std::optional<uint64_t> s
   return item;
 }
 
+namespace {
+constexpr const char* kModePrefix = "ATTENTION_MODE_";
+}  // namespace
+
+// The names come from the proto enum (ATTENTION_MODE_PERFORMER → "performer"), so a mode added
+// to the proto is accepted without a second list here.
 std::optional<v1::AttentionMode> parse_attention_mode(const std::string& text) {
-  std::string lower = text;
-  std::transform(lower.begin(), lower.end(), lower.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  if (lower == "exact") return v1::ATTENTION_MODE_EXACT;
-  if (lower == "kdeformer") return v1::ATTENTION_MODE_KDEFORMER;
-  if (lower == "default" || lower.empty()) return v1::ATTENTION_MODE_UNSPECIFIED;
-  return std::nullopt;
+  std::string upper = text;
+  std::transform(upper.begin(), upper.end(), upper.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
+  if (upper == "DEFAULT" || upper.empty()) return v1::ATTENTION_MODE_UNSPECIFIED;
+  if (upper == "UNSPECIFIED") return std::nullopt;
+  v1::AttentionMode mode = v1::ATTENTION_MODE_UNSPECIFIED;
+  if (!v1::AttentionMode_Parse(kModePrefix + upper, &mode)) return std::nullopt;
+  return mode;
 }
 
 std::string attention_mode_name(v1::AttentionMode mode) {
-  switch (mode) {
-    case v1::ATTENTION_MODE_EXACT: return "exact";
-    case v1::ATTENTION_MODE_KDEFORMER: return "kdeformer";
-    default: return "default";
+  if (mode == v1::ATTENTION_MODE_UNSPECIFIED) return "default";
+  const std::string& name = v1::AttentionMode_Name(mode);
+  if (name.rfind(kModePrefix, 0) != 0) return "mode " + std::to_string(static_cast<int>(mode));
+  std::string lower = name.substr(std::string(kModePrefix).size());
+  std::transform(lower.begin(), lower.end(), lower.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return lower;
+}
+
+std::vector<std::string> attention_mode_names() {
+  std::vector<std::string> names;
+  const auto* descriptor = v1::AttentionMode_descriptor();
+  for (int i = 0; i < descriptor->value_count(); ++i) {
+    const auto mode = static_cast<v1::AttentionMode>(descriptor->value(i)->number());
+    if (mode != v1::ATTENTION_MODE_UNSPECIFIED) names.push_back(attention_mode_name(mode));
   }
+  return names;
 }
 
 namespace {

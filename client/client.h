@@ -75,10 +75,15 @@ class Result {
 v1::GenerateItem make_generate_item(uint32_t class_id, std::optional<uint64_t> seed = std::nullopt,
                                     double truncation = 0.0);
 
-/// Parses "exact" / "kdeformer" / "default" (case-insensitive); nullopt for anything else.
+/// Parses a mode name ("exact", "kdeformer", "performer", "reformer", "scatterbrain",
+/// "hyperattention", "wildcat", "thinformer": the proto's ATTENTION_MODE_* values) or "default"
+/// (case-insensitive); nullopt for anything else.
 std::optional<v1::AttentionMode> parse_attention_mode(const std::string& text);
-/// "exact", "kdeformer" or "default".
+/// The mode's name as parse_attention_mode reads it, "default" for UNSPECIFIED, "mode N" for a
+/// value this client does not know.
 std::string attention_mode_name(v1::AttentionMode mode);
+/// Every mode name the proto defines (UNSPECIFIED excluded), in wire order.
+std::vector<std::string> attention_mode_names();
 
 /// Typed wrapper over one channel. Thread-safe: each method makes one unary call.
 class Client {

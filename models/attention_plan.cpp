@@ -25,15 +25,69 @@ AttentionPlan AttentionPlan::with_method(attention::Method method) const {
   return plan;
 }
 
+AttentionPlan AttentionPlan::with_group(const std::string& group,
+                                        const attention::AttentionOptions& options) const {
+  (void)at(group);  // throws for an unknown group
+  AttentionPlan plan = *this;
+  plan.groups[group] = options;
+  return plan;
+}
+
+std::string describe(const attention::AttentionOptions& o) {
+  using attention::Method;
+  std::ostringstream out;
+  out << attention::to_string(o.method());
+  switch (o.method()) {
+    case Method::kExact:
+      return out.str();
+    case Method::kKdeformer:
+      out << "(b=" << o.kdeformer().bucket_size() << ",m=" << o.kdeformer().sample_size()
+          << ",r=" << o.kdeformer().num_projections() << ")";
+      break;
+    case Method::kPerformer:
+      // The stabiliser is left out: it changes rounding, not the estimator (and its option is
+      // the port's to shape).
+      out << "(m=" << o.performer().num_features() << ","
+          << (o.performer().orthogonal() ? "orthogonal" : "iid") << ")";
+      break;
+    case Method::kReformer:
+      out << "(bucket=" << o.reformer().bucket_size() << ",hashes=" << o.reformer().num_hashes()
+          << "," << (o.reformer().shared_qk() ? "shared_qk" : "keys") << ")";
+      break;
+    case Method::kScatterBrain: {
+      const auto& sb = o.scatterbrain();
+      out << "(w=" << sb.local_window() << ",f=" << sb.num_features() << ",";
+      if (sb.support() == attention::SparseSupport::kBand) {
+        out << "band)";
+      } else {
+        out << "lsh,r=" << sb.num_projections() << ")";
+      }
+      break;
+    }
+    case Method::kHyperAttention: {
+      const auto& h = o.hyperattention();
+      out << "(b=" << h.block_size() << ",s=" << h.sample_size() << ",r=" << h.num_projections()
+          << ",min_seq_len=" << h.min_seq_len() << "," << (h.mask_padding() ? "masked" : "unmasked")
+          << (h.bucket_order() == attention::BucketOrder::kGray ? "" : ",reference_order") << ")";
+      break;
+    }
+    case Method::kWildCat:
+      out << "(r=" << o.wildcat().rank() << ",bins=" << o.wildcat().num_bins() << ","
+          << (o.wildcat().clamp_output() ? "clamped" : "unclamped") << ")";
+      break;
+    case Method::kThinformer:
+      out << "(g=" << o.thinformer().g() << ","
+          << (o.thinformer().strided_prethinning() ? "strided" : "padded") << ")";
+      break;
+  }
+  return out.str();
+}
+
 std::string AttentionPlan::describe() const {
   std::ostringstream out;
   bool first = true;
   for (const auto& [name, o] : groups) {
-    out << (first ? "" : ", ") << name << "=" << attention::to_string(o.method());
-    if (o.method() == attention::Method::kKdeformer) {
-      out << "(b=" << o.kdeformer().bucket_size() << ",m=" << o.kdeformer().sample_size()
-          << ",r=" << o.kdeformer().num_projections() << ")";
-    }
+    out << (first ? "" : ", ") << name << "=" << models::describe(o);
     first = false;
   }
   return out.str();

@@ -20,9 +20,21 @@ struct AttentionPlan {
   const attention::AttentionOptions& at(const std::string& group) const;
   /// A copy with every group switched to `method` (other settings kept).
   AttentionPlan with_method(attention::Method method) const;
-  /// "t2t_layer1=kdeformer(b=32,m=98,r=7), blocks=exact" — for logs and model info.
+  /// A copy with `group` running `options` (the other groups kept): how a plan mixes methods
+  /// per layer group, e.g. t2t_layer1 from the WildCat plan and t2t_layer2 from KDEformer's.
+  /// Throws c10::Error naming the known groups when `group` is not one of them.
+  AttentionPlan with_group(const std::string& group,
+                           const attention::AttentionOptions& options) const;
+  /// "blocks=exact, t2t_layer1=kdeformer(b=32,m=98,r=7)" — for logs, responses and model info.
   std::string describe() const;
 };
+
+/// One group's method and the settings that define its budget, e.g. "exact",
+/// "kdeformer(b=32,m=98,r=7)", "performer(m=49,orthogonal)",
+/// "reformer(bucket=49,hashes=2,keys)", "scatterbrain(w=49,f=48,band)",
+/// "hyperattention(b=32,s=98,r=7,min_seq_len=0,masked)", "wildcat(r=224,bins=224,clamped)",
+/// "thinformer(g=2,strided)".
+std::string describe(const attention::AttentionOptions& options);
 
 /// Per-call context of a model forward pass.
 struct ForwardContext {

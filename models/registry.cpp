@@ -29,7 +29,7 @@ class T2TViTModel final : public Model {
  public:
   T2TViTModel(const std::string& name, const LoadOptions& o) : module_(nullptr) {
     spec_ = model_spec(name);
-    default_plan_ = T2TViTImpl::default_plan();
+    for (attention::Method m : attention::kAllMethods) plans_[m] = t2t_vit_plan(m);
     weights_source_ = weights_description(o);
     has_weights_ = o.weights.has_value();
     device_ = o.device;
@@ -62,7 +62,7 @@ class BigGANModel final : public Model {
  public:
   BigGANModel(const std::string& name, const LoadOptions& o) : module_(nullptr) {
     spec_ = model_spec(name);
-    default_plan_ = BigGANImpl::default_plan();
+    for (attention::Method m : attention::kAllMethods) plans_[m] = biggan_plan(m);
     weights_source_ = weights_description(o);
     has_weights_ = o.weights.has_value();
     device_ = o.device;

@@ -6,6 +6,7 @@
 #include <c10/core/Device.h>
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -32,13 +33,13 @@ class Model {
  public:
   virtual ~Model() = default;
   const ModelSpec& spec() const { return spec_; }
-  /// The paper's per-layer-group plan for this model (exact: .with_method(kExact)).
-  const AttentionPlan& default_plan() const { return default_plan_; }
-  /// The plan of an attention mode: kExact → exact attention in every group; kKdeformer → the
-  /// default plan (KDEformer where the paper approximates, exact elsewhere).
-  AttentionPlan plan_for(attention::Method mode) const {
-    return mode == attention::Method::kExact ? default_plan_.with_method(mode) : default_plan_;
-  }
+  /// The paper's per-layer-group plan for this model: plan_for(kKdeformer).
+  const AttentionPlan& default_plan() const { return plans_.at(attention::Method::kKdeformer); }
+  /// The plan of a method: kExact → exact attention in every group; any other method → that
+  /// method, with the paper's settings for this model (kdeformer.md §1.7, peers.md tables), in
+  /// the groups the paper approximates, exact elsewhere (t2t_vit_plan, biggan_plan). Groups
+  /// of different plans combine with AttentionPlan::with_group.
+  const AttentionPlan& plan_for(attention::Method method) const { return plans_.at(method); }
   /// "file <path>" or "random init (seed N)".
   const std::string& weights_source() const { return weights_source_; }
   bool has_weights() const { return has_weights_; }
@@ -56,7 +57,8 @@ class Model {
 
  protected:
   ModelSpec spec_;
-  AttentionPlan default_plan_;
+  /// One plan per attention::kAllMethods entry, filled by the subclass's constructor.
+  std::map<attention::Method, AttentionPlan> plans_;
   std::string weights_source_;
   bool has_weights_ = false;
   c10::Device device_ = c10::Device(c10::DeviceType::CPU);

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <set>
 #include <sstream>
 #include <system_error>
@@ -135,13 +136,41 @@ std::string read_text_file(const std::string& path) {
 }  // namespace
 
 std::string to_string(AttentionMode mode) {
-  return mode == AttentionMode::kExact ? "exact" : "kdeformer";
+  switch (mode) {
+    case AttentionMode::kExact:
+      return "exact";
+    case AttentionMode::kKdeformer:
+      return "kdeformer";
+    case AttentionMode::kPerformer:
+      return "performer";
+    case AttentionMode::kReformer:
+      return "reformer";
+    case AttentionMode::kScatterBrain:
+      return "scatterbrain";
+    case AttentionMode::kHyperAttention:
+      return "hyperattention";
+    case AttentionMode::kWildCat:
+      return "wildcat";
+    case AttentionMode::kThinformer:
+      return "thinformer";
+  }
+  return "unknown";
+}
+
+std::string join_modes(const std::vector<AttentionMode>& modes) {
+  std::string list;
+  for (AttentionMode m : modes) list += (list.empty() ? "" : ", ") + to_string(m);
+  return list;
 }
 
 AttentionMode attention_mode_from_string(const std::string& name) {
-  if (name == "exact") return AttentionMode::kExact;
-  if (name == "kdeformer") return AttentionMode::kKdeformer;
-  throw ConfigError("unknown attention mode '" + name + "' (expected exact or kdeformer)");
+  for (AttentionMode m : kAllAttentionModes) {
+    if (name == to_string(m)) return m;
+  }
+  const std::vector<AttentionMode> all(std::begin(kAllAttentionModes),
+                                       std::end(kAllAttentionModes));
+  throw ConfigError("unknown attention mode '" + name + "' (expected one of " + join_modes(all) +
+                    ")");
 }
 
 const ModelConfig* ServerConfig::find_model(const std::string& name) const {
@@ -379,6 +408,12 @@ void validate(const ServerConfig& c) {
       }
     }
     if (m.allowed_attention.empty()) fail(p + ".allowed_attention: must not be empty");
+    for (size_t a = 0; a < m.allowed_attention.size(); ++a) {
+      if (std::find(m.allowed_attention.begin(), m.allowed_attention.begin() + a,
+                    m.allowed_attention[a]) != m.allowed_attention.begin() + a) {
+        fail(p + ".allowed_attention: " + to_string(m.allowed_attention[a]) + " listed twice");
+      }
+    }
     if (std::find(m.allowed_attention.begin(), m.allowed_attention.end(), m.default_attention) ==
         m.allowed_attention.end()) {
       fail(p + ".allowed_attention: must contain default_attention (" +

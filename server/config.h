@@ -16,13 +16,32 @@ class ConfigError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-/// Attention mode of a request or a model default.
-enum class AttentionMode { kExact, kKdeformer };
+/// Attention mode of a request or a model default: the attention method of the model's plan
+/// for it (models::Model::plan_for; one mode per attention::Method, same order and names).
+enum class AttentionMode {
+  kExact,      ///< exact attention in every layer group
+  kKdeformer,  ///< KDEformer where the paper approximates, exact elsewhere
+  kPerformer,  ///< the peers, each with the paper's settings per layer group (peers.md)
+  kReformer,
+  kScatterBrain,
+  kHyperAttention,
+  kWildCat,
+  kThinformer,
+};
 
-/// "exact" / "kdeformer".
+/// Every mode, in declaration order.
+inline constexpr AttentionMode kAllAttentionModes[] = {
+    AttentionMode::kExact,    AttentionMode::kKdeformer,    AttentionMode::kPerformer,
+    AttentionMode::kReformer, AttentionMode::kScatterBrain, AttentionMode::kHyperAttention,
+    AttentionMode::kWildCat,  AttentionMode::kThinformer};
+
+/// "exact" / "kdeformer" / "performer" / "reformer" / "scatterbrain" / "hyperattention" /
+/// "wildcat" / "thinformer": attention::to_string of the mode's method.
 std::string to_string(AttentionMode mode);
-/// Parses "exact" / "kdeformer"; throws ConfigError otherwise.
+/// Parses the names above; throws ConfigError naming them otherwise.
 AttentionMode attention_mode_from_string(const std::string& name);
+/// "exact, kdeformer, …": the names of `modes`, for messages.
+std::string join_modes(const std::vector<AttentionMode>& modes);
 
 /// Dynamic batching of one model.
 struct BatchingConfig {
@@ -52,7 +71,8 @@ struct ModelConfig {
   /// "cpu" or "cuda:N".
   std::string device = "cpu";
   AttentionMode default_attention = AttentionMode::kKdeformer;
-  /// Modes a request may ask for; always contains default_attention.
+  /// Modes a request may ask for; always contains default_attention. Each is warmed up at
+  /// start-up; a request for another one is INVALID_ARGUMENT.
   std::vector<AttentionMode> allowed_attention = {AttentionMode::kExact,
                                                   AttentionMode::kKdeformer};
   BatchingConfig batching;

@@ -298,15 +298,26 @@ void InferenceService::fill_info(const Hosted& h, v1::ModelInfo* info) const {
   for (AttentionMode a : h.config.allowed_attention) info->add_allowed_attention(to_proto(a));
   const bool ready = h.ready.load();
   if (ready) {
-    for (const LayerGroupPlan& g : h.engine->plan(h.config.default_attention)) {
-      auto* la = info->add_attention_plan();
-      la->set_group(g.group);
-      la->set_method(g.method);
-      if (g.kdeformer) {
-        la->set_bucket_size(static_cast<uint32_t>(g.bucket_size));
-        la->set_sample_size(static_cast<uint32_t>(g.sample_size));
-        la->set_num_projections(static_cast<uint32_t>(g.num_projections));
+    auto fill_layers = [](const std::vector<LayerGroupPlan>& plan, const auto& add) {
+      for (const LayerGroupPlan& g : plan) {
+        v1::LayerAttention* la = add();
+        la->set_group(g.group);
+        la->set_method(g.method);
+        la->set_settings(g.settings);
+        if (g.kdeformer) {
+          la->set_bucket_size(static_cast<uint32_t>(g.bucket_size));
+          la->set_sample_size(static_cast<uint32_t>(g.sample_size));
+          la->set_num_projections(static_cast<uint32_t>(g.num_projections));
+        }
       }
+    };
+    fill_layers(h.engine->plan(h.config.default_attention),
+                [info] { return info->add_attention_plan(); });
+    for (AttentionMode a : h.config.allowed_attention) {
+      v1::AttentionModePlan* p = info->add_plans();
+      p->set_attention(to_proto(a));
+      p->set_description(h.engine->describe_plan(a));
+      fill_layers(h.engine->plan(a), [p] { return p->add_layers(); });
     }
     info->set_weights_source(h.engine->weights_source());
   } else {

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -28,9 +29,11 @@ inline double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
-inline v1::AttentionMode to_proto(AttentionMode mode) {
-  return mode == AttentionMode::kExact ? v1::ATTENTION_MODE_EXACT : v1::ATTENTION_MODE_KDEFORMER;
-}
+/// The wire value of a mode (proto enum AttentionMode, same order from 1).
+v1::AttentionMode to_proto(AttentionMode mode);
+/// The mode of a wire value; nullopt for UNSPECIFIED and for values this server does not know
+/// (a newer client's).
+std::optional<AttentionMode> from_proto(v1::AttentionMode mode);
 
 /// FNV-1a of bytes: the per-image attention seed of Classify, so a result depends only on the
 /// image.
@@ -49,24 +52,25 @@ struct InferenceService::Hosted {
   std::atomic<bool> ready{false};
   std::unique_ptr<Batcher<std::shared_ptr<Job>>> batcher;
 
+  /// The mode a request runs: its own (UNSPECIFIED: the model's default). Throws
+  /// INVALID_ARGUMENT (naming the allowed modes) for an unknown value or a mode the model's
+  /// config does not allow; called before anything is decoded or computed.
   AttentionMode resolve(v1::AttentionMode requested) const {
     AttentionMode mode = config.default_attention;
-    if (requested == v1::ATTENTION_MODE_EXACT) {
-      mode = AttentionMode::kExact;
-    } else if (requested == v1::ATTENTION_MODE_KDEFORMER) {
-      mode = AttentionMode::kKdeformer;
-    } else if (requested != v1::ATTENTION_MODE_UNSPECIFIED) {
-      throw_invalid("unknown attention mode " + std::to_string(static_cast<int>(requested)));
+    if (requested != v1::ATTENTION_MODE_UNSPECIFIED) {
+      const std::optional<AttentionMode> known = from_proto(requested);
+      if (!known) {
+        throw_invalid("unknown attention mode " + std::to_string(static_cast<int>(requested)) +
+                      " (allowed for model " + config.name + ": " +
+                      join_modes(config.allowed_attention) + ")");
+      }
+      mode = *known;
     }
     for (AttentionMode a : config.allowed_attention) {
       if (a == mode) return mode;
     }
-    std::string allowed;
-    for (AttentionMode a : config.allowed_attention) {
-      allowed += (allowed.empty() ? "" : ", ") + to_string(a);
-    }
     throw_invalid("attention " + to_string(mode) + " is not allowed for model " + config.name +
-                  " (allowed: " + allowed + ")");
+                  " (allowed: " + join_modes(config.allowed_attention) + ")");
   }
 };
 

@@ -12,6 +12,35 @@
 
 namespace kdeserve::server {
 
+v1::AttentionMode to_proto(AttentionMode mode) {
+  switch (mode) {
+    case AttentionMode::kExact:
+      return v1::ATTENTION_MODE_EXACT;
+    case AttentionMode::kKdeformer:
+      return v1::ATTENTION_MODE_KDEFORMER;
+    case AttentionMode::kPerformer:
+      return v1::ATTENTION_MODE_PERFORMER;
+    case AttentionMode::kReformer:
+      return v1::ATTENTION_MODE_REFORMER;
+    case AttentionMode::kScatterBrain:
+      return v1::ATTENTION_MODE_SCATTERBRAIN;
+    case AttentionMode::kHyperAttention:
+      return v1::ATTENTION_MODE_HYPERATTENTION;
+    case AttentionMode::kWildCat:
+      return v1::ATTENTION_MODE_WILDCAT;
+    case AttentionMode::kThinformer:
+      return v1::ATTENTION_MODE_THINFORMER;
+  }
+  return v1::ATTENTION_MODE_UNSPECIFIED;
+}
+
+std::optional<AttentionMode> from_proto(v1::AttentionMode mode) {
+  for (AttentionMode m : kAllAttentionModes) {
+    if (to_proto(m) == mode) return m;
+  }
+  return std::nullopt;
+}
+
 // FNV-1a: the per-image attention seed of Classify, so a result depends only on the image bytes.
 uint64_t fnv1a(const std::string& bytes, uint64_t h) {
   for (unsigned char c : bytes) {

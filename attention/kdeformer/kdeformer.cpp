@@ -6,68 +6,20 @@
 #include <limits>
 #include <vector>
 
+#include "attention/common/blocks.h"
 #include "attention/kdeformer/lsh.h"
 #include "attention/kdeformer/sampling.h"
 
 namespace kdeserve::attention::kdeformer {
 namespace {
 
-// Balanced partition of n hash-sorted positions into `blocks` diagonal blocks: block j holds
-// positions [⌊j·n/blocks⌋, ⌊(j+1)·n/blocks⌋). With n divisible by blocks this is the reference's
-// equal split; otherwise sizes differ by at most one. Blocks are padded to `width` rows.
-struct BlockLayout {
-  int64_t blocks = 1;
-  int64_t width = 0;             // largest block
-  at::Tensor position_of_row;    // [blocks·width] sorted position of each padded row (pads → 0)
-  at::Tensor row_valid;          // [blocks·width] bool; undefined when there is no padding
-  at::Tensor row_of_position;    // [n] padded row of each sorted position
-  at::Tensor block_of_position;  // [n] block of each sorted position
-};
+using common::BlockLayout;
+using common::gather_rows;
 
+// Balanced partition of n hash-sorted positions into `blocks` diagonal blocks (the reference's
+// equal split when blocks divides n; otherwise sizes differ by at most one).
 BlockLayout make_layout(int64_t n, int64_t blocks, at::Device device) {
-  BlockLayout layout;
-  layout.blocks = blocks;
-  std::vector<int64_t> start(blocks + 1);
-  for (int64_t j = 0; j <= blocks; ++j) start[j] = j * n / blocks;
-  for (int64_t j = 0; j < blocks; ++j) layout.width = std::max(layout.width, start[j + 1] - start[j]);
-  const int64_t rows = blocks * layout.width;
-  at::Tensor position_of_row = at::zeros({rows}, at::kLong);
-  at::Tensor row_valid = at::zeros({rows}, at::kBool);
-  at::Tensor row_of_position = at::empty({n}, at::kLong);
-  at::Tensor block_of_position = at::empty({n}, at::kLong);
-  int64_t* por = position_of_row.data_ptr<int64_t>();
-  bool* valid = row_valid.data_ptr<bool>();
-  int64_t* rop = row_of_position.data_ptr<int64_t>();
-  int64_t* bop = block_of_position.data_ptr<int64_t>();
-  for (int64_t j = 0; j < blocks; ++j) {
-    for (int64_t p = start[j]; p < start[j + 1]; ++p) {
-      const int64_t row = j * layout.width + (p - start[j]);
-      por[row] = p;
-      valid[row] = true;
-      rop[p] = row;
-      bop[p] = j;
-    }
-  }
-  layout.position_of_row = position_of_row.to(device);
-  if (rows != n) layout.row_valid = row_valid.to(device);
-  layout.row_of_position = row_of_position.to(device);
-  layout.block_of_position = block_of_position.to(device);
-  return layout;
-}
-
-// Inverse of a batch of permutations: inv[g, perm[g, i]] = i. perm [G, N] → [G, N].
-at::Tensor invert(const at::Tensor& perm) {
-  at::Tensor iota = at::arange(perm.size(1), perm.options()).expand_as(perm);
-  return at::empty_like(perm).scatter_(1, perm, iota);
-}
-
-// Rows of x [G, N, C] selected per group by idx [G, R] (indices into N) → [G, R, C].
-at::Tensor gather_rows(const at::Tensor& x, const at::Tensor& idx) {
-  const int64_t groups = x.size(0), n = x.size(1), c = x.size(2);
-  at::Tensor offsets = at::arange(groups, idx.options()).mul_(n).unsqueeze(1);  // [G, 1]
-  // embedding() is ATen's fast row gather (several times index_select's speed on CPU).
-  return at::embedding(x.reshape({groups * n, c}), (idx + offsets).flatten())
-      .view({groups, idx.size(1), c});
+  return common::block_layout(common::balanced_starts(n, blocks), device);
 }
 
 // Everything of one estimate in the padded, hash-sorted query layout [G, R = blocks·width].
@@ -103,8 +55,8 @@ Estimate estimate(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     blocks = (nk + opt.bucket_size() - 1) / opt.bucket_size();
     e.klayout = make_layout(nk, blocks, q.device());
     e.qlayout = make_layout(nq, blocks, q.device());
-    e.q_row_of_query = at::take(e.qlayout.row_of_position, invert(q_order));  // [G, Nq]
-    e.key_block = at::take(e.klayout.block_of_position, invert(k_order));  // [G, Nk]
+    e.q_row_of_query = common::rows_of_items(e.qlayout, q_order);  // [G, Nq]
+    e.key_block = common::blocks_of_items(e.klayout, k_order);     // [G, Nk]
   } else {
     e.qlayout = make_layout(nq, 1, q.device());
     e.q_row_of_query = e.qlayout.row_of_position.unsqueeze(0).expand({groups, nq});
@@ -113,8 +65,8 @@ Estimate estimate(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   const int64_t qwidth = e.qlayout.width, rows = blocks * qwidth;
 
   // Queries in padded sorted rows, scaled: [G, R, D].
-  at::Tensor q_positions = e.qlayout.position_of_row.unsqueeze(0).expand({groups, rows});
-  at::Tensor q_rows = heavy ? q_order.gather(1, q_positions) : q_positions;
+  at::Tensor q_rows = heavy ? common::items_of_rows(e.qlayout, q_order)
+                            : e.qlayout.position_of_row.unsqueeze(0).expand({groups, rows});
   at::Tensor qs = gather_rows(q3, q_rows).mul_(scale);
 
   at::Tensor s_blk, v_blk, s_res, v_res, w_res;
@@ -122,14 +74,13 @@ Estimate estimate(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   if (heavy) {
     const int64_t kwidth = e.klayout.width;
     // Keys of each block in sorted order; padded slots are masked below.
-    at::Tensor k_rows = k_order.gather(  // [G, blocks·kwidth]
-        1, e.klayout.position_of_row.unsqueeze(0).expand({groups, blocks * kwidth}));
+    at::Tensor k_rows = common::items_of_rows(e.klayout, k_order);  // [G, blocks·kwidth]
     // Keys transposed and contiguous: BLAS-friendly for the batched products below.
     at::Tensor k_blk_t = gather_rows(k3, k_rows).view({groups * blocks, kwidth, dim})
                              .transpose(1, 2).contiguous();  // [G·blocks, D, kwidth]
     v_blk = gather_rows(v3, k_rows).view({groups * blocks, kwidth, dv});
     s_blk = at::bmm(qs.view({groups * blocks, qwidth, dim}), k_blk_t);
-    if (e.klayout.row_valid.defined()) {
+    if (e.klayout.padded()) {
       s_blk.view({groups, blocks, qwidth, kwidth})
           .masked_fill_(e.klayout.row_valid.logical_not().view({1, blocks, 1, kwidth}), neg_inf);
     }

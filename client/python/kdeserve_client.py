@@ -27,11 +27,22 @@ MAX_RECEIVE_BYTES = 64 * 1024 * 1024  # gRPC's 4 MiB default is too small for Bi
 
 EXIT_OK, EXIT_NOT_SERVING, EXIT_USAGE, EXIT_LOCAL, EXIT_RPC_BASE = 0, 1, 2, 3, 10
 
-ATTENTION = {
-    "default": inference_pb2.ATTENTION_MODE_UNSPECIFIED,
-    "exact": inference_pb2.ATTENTION_MODE_EXACT,
-    "kdeformer": inference_pb2.ATTENTION_MODE_KDEFORMER,
-}
+# Mode names from the proto enum (ATTENTION_MODE_PERFORMER -> "performer"): exact, kdeformer,
+# performer, reformer, scatterbrain, hyperattention, wildcat, thinformer; "default" is the
+# model's configured default.
+ATTENTION = {"default": inference_pb2.ATTENTION_MODE_UNSPECIFIED}
+ATTENTION.update({
+    name[len("ATTENTION_MODE_"):].lower(): number
+    for name, number in inference_pb2.AttentionMode.items()
+    if number != inference_pb2.ATTENTION_MODE_UNSPECIFIED})
+
+
+def attention_name(mode):
+    """The CLI name of a mode number ("performer"), "mode N" for one this client lacks."""
+    for name, number in ATTENTION.items():
+        if number == mode:
+            return name
+    return "mode %d" % mode
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -167,9 +178,12 @@ def cmd_generate(client, args):
 
 def cmd_models(client, args):
     for info in client.list_models():
-        print("%-24s %-11s ready=%s device=%s default=%s" % (
+        print("%-24s %-11s ready=%s device=%s default=%s allowed=%s" % (
             info.name, inference_pb2.ModelKind.Name(info.kind), info.ready, info.device,
-            inference_pb2.AttentionMode.Name(info.default_attention)))
+            inference_pb2.AttentionMode.Name(info.default_attention),
+            ",".join(attention_name(m) for m in info.allowed_attention)))
+        for plan in info.plans:
+            print("  %-14s %s" % (attention_name(plan.attention), plan.description))
     return EXIT_OK
 
 

@@ -209,14 +209,55 @@ at::Tensor BigGANImpl::forward(const at::Tensor& z, const at::Tensor& class_vect
   return generator(condition, truncation, plan, ctx, trace);
 }
 
-AttentionPlan BigGANImpl::default_plan() {
-  attention::AttentionOptions options(attention::Method::kKdeformer);
-  options.scale(1.0);
-  options.kdeformer().bucket_size(64).sample_size(128).num_projections(7).power_iterations(20);
+AttentionPlan biggan_plan(attention::Method method) {
+  using attention::Method;
+  // 4096 queries × 1024 pooled keys, D = 64, Dv = 256, scale 1 (SelfAttn forces it too).
+  // KDEformer: biggan_models/model_kdeformer.py (kdeformer.md §1.7); the peers: peers.md
+  // §2.4, §4.5, §5.5, §6, §7.4.
+  attention::AttentionOptions o(method);
+  o.scale(1.0);
+  switch (method) {
+    case Method::kExact:
+      break;
+    case Method::kKdeformer:
+      o.kdeformer().bucket_size(64).sample_size(128).num_projections(7).power_iterations(20);
+      break;
+    case Method::kPerformer:
+      // m = 128 iid features as Performer.py, with the port's default stabiliser (a shift that
+      // cancels in the ratio): the reference's unshifted exp ran in float64, this runs float32.
+      o.performer().num_features(128).orthogonal(false);
+      break;
+    case Method::kReformer:
+      // bucket 64, 8 hashes; the real keys (the reference's chunks serve as their own keys).
+      o.reformer().bucket_size(64).num_hashes(8).shared_qk(false);
+      break;
+    case Method::kScatterBrain:
+      o.scatterbrain().local_window(32).num_features(128).support(attention::SparseSupport::kBand);
+      break;
+    case Method::kHyperAttention:
+      // Never run on this protocol: KDEformer's b = 64, m = 128; no fallback (4096 queries
+      // reach the reference's min_seq_len anyway).
+      o.hyperattention()
+          .block_size(64)
+          .sample_size(128)
+          .num_projections(7)
+          .min_seq_len(0)
+          .mask_padding(true)
+          .bucket_order(attention::BucketOrder::kGray);
+      break;
+    case Method::kWildCat:
+      o.wildcat().rank(96).num_bins(8).clamp_output(true);
+      break;
+    case Method::kThinformer:
+      o.thinformer().g(2).strided_prethinning(true);
+      break;
+  }
   AttentionPlan plan;
-  plan.groups.emplace(kBigGANAttentionGroup, options);
+  plan.groups.emplace(kBigGANAttentionGroup, o);
   return plan;
 }
+
+AttentionPlan BigGANImpl::default_plan() { return biggan_plan(attention::Method::kKdeformer); }
 
 AttentionPlan biggan_default_plan() { return BigGANImpl::default_plan(); }
 

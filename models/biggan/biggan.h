@@ -73,9 +73,9 @@ class BigGANImpl : public torch::nn::Module {
                      const AttentionPlan& plan, const ForwardContext& ctx,
                      BigGANTrace* trace = nullptr);
 
-  /// The default attention plan: "self_attention" = KDEformer with bucket_size 64, sample_size
-  /// 128, 7 projections, 20 power iterations, scale 1.0 (models.md B.6). Exact attention:
-  /// default_plan().with_method(attention::Method::kExact).
+  /// The default attention plan: biggan_plan(kKdeformer), "self_attention" = KDEformer with
+  /// bucket_size 64, sample_size 128, 7 projections, 20 power iterations, scale 1.0
+  /// (models.md B.6).
   static AttentionPlan default_plan();
 
   BigGANOptions options;
@@ -86,5 +86,17 @@ TORCH_MODULE(BigGAN);
 
 /// Same as BigGANImpl::default_plan().
 AttentionPlan biggan_default_plan();
+
+/// The plan of `method` for BigGAN-deep: "self_attention" (4096 × 1024 keys, Dv = 256,
+/// scale 1) runs `method` with the paper's settings (kExact: exact attention):
+///   kdeformer      b = 64, m = 128, r = 7, 20 power iterations;
+///   performer      m = 128 iid features, stabilised (peers.md §6);
+///   reformer       bucket 64, 8 hashes, real keys (§7.4);
+///   scatterbrain   band w = 32, 128 features (§5.5);
+///   hyperattention b = 64, s = 128, r = 7, min_seq_len 0, masked padding: never run on this
+///                  protocol (§3.7), so KDEformer's b and m;
+///   wildcat        r = 96 in 8 bins, clamped (§2.4);
+///   thinformer     g = 2, strided pre-thinning (a no-op at 1024 keys) (§4.5).
+AttentionPlan biggan_plan(attention::Method method);
 
 }  // namespace kdeserve::models

@@ -31,18 +31,77 @@ at::Tensor restructure(const at::Tensor& tokens) {
 
 }  // namespace
 
-AttentionPlan t2t_vit_default_plan() {
-  auto kdeformer = [](int64_t bucket, int64_t samples) {
-    attention::AttentionOptions o(attention::Method::kKdeformer);
-    o.kdeformer().bucket_size(bucket).sample_size(samples).num_projections(7).power_iterations(32);
+AttentionPlan t2t_vit_plan(attention::Method method) {
+  using attention::Method;
+  // The paper's settings of one T2T layer per method: KDEformer from demo_imagenet.py
+  // (kdeformer.md §1.7), the peers from the T2T harnesses (peers.md §2.4, §4.5, §5.5, §6,
+  // §7.4). The softmax scale (1/√147, 1/24) is the layer's own (TokenAttention::scale()).
+  struct LayerSettings {
+    int64_t kde_bucket, kde_samples;
+    int64_t performer_features;
+    int64_t reformer_bucket;
+    int64_t sb_window, sb_features;
+    int64_t wildcat_rank, wildcat_bins;
+    int64_t thinformer_g;
+  };
+  auto options = [method](const LayerSettings& s) {
+    attention::AttentionOptions o(method);
+    switch (method) {
+      case Method::kExact:
+        break;
+      case Method::kKdeformer:
+        o.kdeformer()
+            .bucket_size(s.kde_bucket)
+            .sample_size(s.kde_samples)
+            .num_projections(7)
+            .power_iterations(32);
+        break;
+      case Method::kPerformer:
+        // fly/lucidrains FAVOR+ as the T2T harness ran it: orthogonal features; the port's
+        // default stabiliser (max shifts, which cancel in the ratio).
+        o.performer().num_features(s.performer_features).orthogonal(true);
+        break;
+      case Method::kReformer:
+        // 2 hashes as the harness; the real keys, not its shared-QK (which drops K: labelled
+        // mode shared_qk).
+        o.reformer().bucket_size(s.reformer_bucket).num_hashes(2).shared_qk(false);
+        break;
+      case Method::kScatterBrain:
+        o.scatterbrain()
+            .local_window(s.sb_window)
+            .num_features(s.sb_features)
+            .support(attention::SparseSupport::kBand);
+        break;
+      case Method::kHyperAttention:
+        // Never run on this protocol (peers.md §3.7): KDEformer's block and sample sizes, and
+        // no min_seq_len fallback (the reference's 4096 would make both T2T layers exact).
+        o.hyperattention()
+            .block_size(s.kde_bucket)
+            .sample_size(s.kde_samples)
+            .num_projections(7)
+            .min_seq_len(0)
+            .mask_padding(true)
+            .bucket_order(attention::BucketOrder::kGray);
+        break;
+      case Method::kWildCat:
+        o.wildcat().rank(s.wildcat_rank).num_bins(s.wildcat_bins).clamp_output(true);
+        break;
+      case Method::kThinformer:
+        o.thinformer().g(s.thinformer_g).strided_prethinning(true);
+        break;
+    }
     return o;
   };
+  const LayerSettings layer1{32, 98, 49, 49, 49, 48, 224, 224, 2};
+  const LayerSettings layer2{32, 24, 12, 12, 12, 6, 196, 196, 4};
   AttentionPlan plan;
-  plan.groups[kT2TLayer1Group] = kdeformer(32, 98);
-  plan.groups[kT2TLayer2Group] = kdeformer(32, 24);
-  plan.groups[kT2TBlocksGroup] = attention::AttentionOptions(attention::Method::kExact);
+  plan.groups[kT2TLayer1Group] = options(layer1);
+  plan.groups[kT2TLayer2Group] = options(layer2);
+  plan.groups[kT2TBlocksGroup] = attention::AttentionOptions(Method::kExact);
   return plan;
 }
+
+AttentionPlan t2t_vit_default_plan() { return t2t_vit_plan(attention::Method::kKdeformer); }
 
 at::Tensor sinusoid_position_table(int64_t n_position, int64_t dim) {
   at::Tensor table = at::empty({n_position, dim}, at::TensorOptions().dtype(at::kDouble));

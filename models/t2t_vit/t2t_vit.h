@@ -33,9 +33,21 @@ inline constexpr const char* kT2TLayer1Group = "t2t_layer1";
 inline constexpr const char* kT2TLayer2Group = "t2t_layer2";
 inline constexpr const char* kT2TBlocksGroup = "blocks";
 
-/// The KDEformer paper's plan for T2T-ViT (demo_imagenet.py, models.md A.4): t2t_layer1
-/// KDEformer b = 32, m = 98; t2t_layer2 KDEformer b = 32, m = 24; both r = 7 and 32 power
-/// iterations; blocks exact. Exact everywhere: `t2t_vit_default_plan().with_method(kExact)`.
+/// The plan of `method` for T2T-ViT: `method` in t2t_layer1 (3136 tokens, scale 1/√147) and
+/// t2t_layer2 (784 tokens, scale 1/24) with the paper's settings per layer, blocks exact
+/// (kExact: exact everywhere). Settings (layer 1 / layer 2):
+///   kdeformer      b = 32, m = 98 / 24, r = 7, 32 power iterations (demo_imagenet.py);
+///   performer      m = 49 / 12 orthogonal stabilised features (peers.md §6);
+///   reformer       bucket 49 / 12, 2 hashes, real keys (§7.4; shared-QK is a labelled mode);
+///   scatterbrain   band w = 49 / 12, features 48 / 6 (§5.5);
+///   hyperattention b = 32, s = 98 / 24, r = 7, min_seq_len 0, masked padding: never run on
+///                  this protocol (§3.7), so KDEformer's b and m;
+///   wildcat        r = 224 / 196 in 224 / 196 bins, clamped (§2.4);
+///   thinformer     g = 2 / 4 with the strided pre-thinning (§4.5).
+AttentionPlan t2t_vit_plan(attention::Method method);
+
+/// The KDEformer paper's plan for T2T-ViT (demo_imagenet.py, models.md A.4):
+/// t2t_vit_plan(kKdeformer).
 AttentionPlan t2t_vit_default_plan();
 
 /// Intermediate activations of one forward pass (for parity tests and diagnostics).

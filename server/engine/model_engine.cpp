@@ -23,7 +23,25 @@ namespace {
 constexpr double kWarmUpTruncation = 0.4;
 
 attention::Method to_method(AttentionMode mode) {
-  return mode == AttentionMode::kExact ? attention::Method::kExact : attention::Method::kKdeformer;
+  switch (mode) {
+    case AttentionMode::kExact:
+      return attention::Method::kExact;
+    case AttentionMode::kKdeformer:
+      return attention::Method::kKdeformer;
+    case AttentionMode::kPerformer:
+      return attention::Method::kPerformer;
+    case AttentionMode::kReformer:
+      return attention::Method::kReformer;
+    case AttentionMode::kScatterBrain:
+      return attention::Method::kScatterBrain;
+    case AttentionMode::kHyperAttention:
+      return attention::Method::kHyperAttention;
+    case AttentionMode::kWildCat:
+      return attention::Method::kWildCat;
+    case AttentionMode::kThinformer:
+      return attention::Method::kThinformer;
+  }
+  TORCH_CHECK(false, "unknown attention mode ", static_cast<int>(mode));
 }
 
 double seconds_since(Clock::time_point t) {
@@ -41,7 +59,7 @@ at::Tensor tensor_of(const RgbImage& image) {
 struct ModelEngine::State {
   std::unique_ptr<km::Model> model;
   ModelSpec spec;
-  std::map<AttentionMode, km::AttentionPlan> plans;  // both modes
+  std::map<AttentionMode, km::AttentionPlan> plans;  // every mode
 };
 
 std::vector<float> truncated_noise(uint64_t seed, double truncation, int64_t z_dim) {
@@ -53,6 +71,10 @@ std::vector<float> truncated_noise(uint64_t seed, double truncation, int64_t z_d
   });
 }
 
+std::string attention_method_name(AttentionMode mode) {
+  return translating([&] { return attention::to_string(to_method(mode)); });
+}
+
 ModelEngine::ModelEngine(const std::string& name, const EngineLoadOptions& options)
     : state_(std::make_unique<State>()) {
   translating([&] {
@@ -62,7 +84,7 @@ ModelEngine::ModelEngine(const std::string& name, const EngineLoadOptions& optio
     load.device = c10::Device(options.device);
     state_->model = km::create_model(name, load);
     state_->spec = registered_model_spec(name);
-    for (AttentionMode mode : {AttentionMode::kExact, AttentionMode::kKdeformer}) {
+    for (AttentionMode mode : kAllAttentionModes) {
       state_->plans[mode] = state_->model->plan_for(to_method(mode));
     }
   });
@@ -80,6 +102,7 @@ std::vector<LayerGroupPlan> ModelEngine::plan(AttentionMode mode) const {
     LayerGroupPlan g;
     g.group = group;
     g.method = attention::to_string(options.method());
+    g.settings = km::describe(options);
     if (options.method() == attention::Method::kKdeformer) {
       g.kdeformer = true;
       g.bucket_size = options.kdeformer().bucket_size();

@@ -32,10 +32,16 @@ struct EngineLoadOptions {
 struct LayerGroupPlan {
   std::string group;       ///< e.g. "t2t_layer1", "blocks", "self_attention"
   std::string method;      ///< attention::to_string(Method): "exact", "kdeformer", …
+  /// The method with its settings (models::describe), e.g. "performer(m=49,orthogonal)".
+  std::string settings;
   bool kdeformer = false;  ///< the method is KDEformer: the sizes below are set
   /// KDEformer only (zero otherwise): bucket size b, sample size m, projections r.
   int64_t bucket_size = 0, sample_size = 0, num_projections = 0;
 };
+
+/// attention::to_string of the method `mode` runs: the library's name, which to_string(mode)
+/// must equal (the names of the config, metrics and logs).
+std::string attention_method_name(AttentionMode mode);
 
 /// How one batch was computed: what the service counts (metrics) and reports (responses).
 struct BatchReport {
@@ -108,8 +114,9 @@ class ModelEngine {
   const std::string& weights_source() const;
   bool has_weights() const;
 
-  /// The plan of a mode: exact → exact attention in every group; kdeformer → the model's paper
-  /// plan (KDEformer where the paper approximates, exact elsewhere), one entry per layer group.
+  /// The plan of a mode, one entry per layer group: exact → exact attention in every group;
+  /// any other → that method, with the paper's settings for the model, where the paper
+  /// approximates, exact elsewhere (models::Model::plan_for).
   std::vector<LayerGroupPlan> plan(AttentionMode mode) const;
   /// The plan of a mode as text: "t2t_layer1=kdeformer(b=32,m=98,r=7), blocks=exact".
   std::string describe_plan(AttentionMode mode) const;

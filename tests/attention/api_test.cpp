@@ -2,7 +2,10 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <iterator>
 #include <limits>
+#include <set>
+#include <string>
 
 #include "attention/attention.h"
 #include "attention/device.h"
@@ -134,9 +137,15 @@ TEST(AttentionApi, DefaultScaleIsInverseSqrtHeadDim) {
 }
 
 TEST(AttentionApi, MethodNamesRoundTrip) {
-  EXPECT_EQ(method_from_string(to_string(Method::kExact)), Method::kExact);
-  EXPECT_EQ(method_from_string(to_string(Method::kKdeformer)), Method::kKdeformer);
-  EXPECT_THROW(method_from_string("performer"), c10::Error);
+  std::set<std::string> names;
+  for (const Method m : kAllMethods) {
+    EXPECT_EQ(method_from_string(to_string(m)), m);
+    names.insert(to_string(m));
+  }
+  EXPECT_EQ(names.size(), std::size(kAllMethods));
+  EXPECT_EQ(to_string(Method::kScatterBrain), "scatterbrain");
+  EXPECT_THROW(method_from_string("Performer"), c10::Error);
+  EXPECT_THROW(method_from_string("flash"), c10::Error);
   EXPECT_EQ(bucket_order_from_string("reference"), BucketOrder::kReference);
 }
 

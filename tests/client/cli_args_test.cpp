@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "client/cli_args.h"
+#include "client/client.h"
 
 namespace kdeserve::client {
 namespace {
@@ -53,6 +54,40 @@ TEST(CliArgs, Generate) {
   ASSERT_TRUE(no_seed.args) << no_seed.error;
   EXPECT_FALSE(no_seed.args->seed.has_value());
   EXPECT_EQ(no_seed.args->out_dir, ".");
+}
+
+// Every proto mode has a CLI name (case-insensitive), and the names round-trip.
+TEST(CliArgs, AttentionAcceptsEveryMode) {
+  using kdeserve::v1::AttentionMode;
+  const std::vector<std::pair<std::string, AttentionMode>> modes = {
+      {"exact", kdeserve::v1::ATTENTION_MODE_EXACT},
+      {"kdeformer", kdeserve::v1::ATTENTION_MODE_KDEFORMER},
+      {"performer", kdeserve::v1::ATTENTION_MODE_PERFORMER},
+      {"reformer", kdeserve::v1::ATTENTION_MODE_REFORMER},
+      {"scatterbrain", kdeserve::v1::ATTENTION_MODE_SCATTERBRAIN},
+      {"hyperattention", kdeserve::v1::ATTENTION_MODE_HYPERATTENTION},
+      {"wildcat", kdeserve::v1::ATTENTION_MODE_WILDCAT},
+      {"thinformer", kdeserve::v1::ATTENTION_MODE_THINFORMER}};
+  std::vector<std::string> names;
+  for (const auto& [name, mode] : modes) {
+    auto r = parse({"classify", "--attention", name, "x.png"});
+    ASSERT_TRUE(r.args) << r.error;
+    EXPECT_EQ(r.args->attention, mode) << name;
+    EXPECT_EQ(attention_mode_name(mode), name);
+    names.push_back(name);
+  }
+  EXPECT_EQ(attention_mode_names(), names);
+  EXPECT_EQ(parse_attention_mode("WildCat"), kdeserve::v1::ATTENTION_MODE_WILDCAT);
+  EXPECT_EQ(parse_attention_mode("default"), kdeserve::v1::ATTENTION_MODE_UNSPECIFIED);
+  EXPECT_FALSE(parse_attention_mode("unspecified").has_value());
+  EXPECT_FALSE(parse_attention_mode("ATTENTION_MODE_EXACT").has_value());
+  EXPECT_EQ(attention_mode_name(static_cast<AttentionMode>(42)), "mode 42");
+  auto bad = parse({"generate", "--classes", "1", "--attention", "linformer"});
+  ASSERT_FALSE(bad.args.has_value());
+  EXPECT_NE(bad.error.find("scatterbrain, hyperattention, wildcat, thinformer, or default, got "
+                           "'linformer'"),
+            std::string::npos)
+      << bad.error;
 }
 
 TEST(CliArgs, HealthAndModels) {

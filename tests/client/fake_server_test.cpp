@@ -131,6 +131,16 @@ class FakeInference final : public v1::Inference::Service {
     gan.set_kind(v1::MODEL_KIND_GENERATOR);
     gan.set_ready(true);
     gan.set_image_size(128);
+    gan.set_default_attention(v1::ATTENTION_MODE_WILDCAT);
+    gan.add_allowed_attention(v1::ATTENTION_MODE_WILDCAT);
+    gan.add_allowed_attention(v1::ATTENTION_MODE_HYPERATTENTION);
+    auto* peer = gan.add_attention_plan();
+    peer->set_group("self_attention");
+    peer->set_method("wildcat");
+    peer->set_settings("wildcat(r=96,bins=8,clamped)");
+    auto* plan = gan.add_plans();
+    plan->set_attention(v1::ATTENTION_MODE_HYPERATTENTION);
+    plan->set_description("self_attention=hyperattention(b=64,s=128,r=7,min_seq_len=0,masked)");
     return {vit, gan};
   }
 
@@ -431,6 +441,17 @@ TEST_F(FakeServerTest, CliModels) {
   EXPECT_NE(out.find("exact; exact,kdeformer"), std::string::npos) << out;
   ASSERT_EQ(cli({"models", "t2t_vit_t_24"}, &out), kExitOk);
   EXPECT_NE(out.find("t2t_layer1: kdeformer (bucket 32"), std::string::npos) << out;
+  ASSERT_EQ(cli({"models", "biggan-deep-128"}, &out), kExitOk);
+  EXPECT_NE(out.find("default attention: wildcat\nallowed attention: wildcat hyperattention\n"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("self_attention: wildcat(r=96,bins=8,clamped)\n"), std::string::npos) << out;
+  EXPECT_NE(out.find("plans of the allowed modes:\n  hyperattention: "
+                     "self_attention=hyperattention(b=64,s=128,r=7,min_seq_len=0,masked)\n"),
+            std::string::npos)
+      << out;
+  ASSERT_EQ(cli({"models"}, &out), kExitOk);
+  EXPECT_NE(out.find("wildcat; wildcat,hyperattention"), std::string::npos) << out;
   EXPECT_EQ(cli({"models", "nope"}), exit_code_for(StatusCode::NOT_FOUND));
 }
 

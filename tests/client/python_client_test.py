@@ -136,6 +136,24 @@ class PythonClientTest(unittest.TestCase):
                       out)
         self.assertNotIn("readme", out)
 
+    def test_attention_accepts_every_mode_of_the_proto(self):
+        names = ["exact", "kdeformer", "performer", "reformer", "scatterbrain",
+                 "hyperattention", "wildcat", "thinformer"]
+        self.assertEqual(sorted(self.client.ATTENTION), sorted(names + ["default"]))
+        for name in names:
+            number = getattr(inference_pb2, "ATTENTION_MODE_" + name.upper())
+            self.assertEqual(self.client.ATTENTION[name], number)
+            self.assertEqual(self.client.attention_name(number), name)
+        self.assertEqual(self.client.attention_name(42), "mode 42")
+        folder = os.path.join(self.tmp.name, "one")
+        os.makedirs(folder)
+        with open(os.path.join(folder, "a.png"), "wb") as f:
+            f.write(b"y" * 5)
+        code, _, err = self.run_main("classify", "--attention", "wildcat", folder)
+        self.assertEqual(code, 0, err)
+        self.assertEqual(self.inference.requests[-1].attention,
+                         inference_pb2.ATTENTION_MODE_WILDCAT)
+
     def test_generate_writes_png_and_prints_seeds(self):
         out_dir = os.path.join(self.tmp.name, "gen")
         code, out, err = self.run_main("generate", "--model", "biggan-deep-128", "--classes",

@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "server/engine/engine.h"
+#include "server/engine/model_engine.h"
 
 namespace ks = kdeserve::server;
 
@@ -221,4 +222,51 @@ TEST(ServerConfig, MetricsBlock) {
                ks::ConfigError);
   EXPECT_THROW(ks::parse_config_yaml("metrics: {http_threads: many}\nmodels: [{name: x}]", "t"),
                ks::ConfigError);
+}
+
+// Every attention method has a config name (the library's, attention::to_string), parses back,
+// and can be a model's default or allowed mode; the error for an unknown name lists them all.
+TEST(ServerConfig, AttentionModesAreTheLibrarysMethods) {
+  const std::vector<std::string> names = {"exact",    "kdeformer",    "performer",
+                                          "reformer", "scatterbrain", "hyperattention",
+                                          "wildcat",  "thinformer"};
+  ASSERT_EQ(std::size(ks::kAllAttentionModes), names.size());
+  for (size_t i = 0; i < names.size(); ++i) {
+    const ks::AttentionMode mode = ks::kAllAttentionModes[i];
+    EXPECT_EQ(ks::to_string(mode), names[i]);
+    EXPECT_EQ(ks::attention_mode_from_string(names[i]), mode);
+    EXPECT_EQ(ks::attention_method_name(mode), names[i]) << "the engine runs another method";
+  }
+  const ks::ServerConfig c = ks::parse_config_yaml(R"(
+models:
+  - name: t2t_vit_t_14
+    default_attention: wildcat
+    allowed_attention: [exact, kdeformer, performer, reformer, scatterbrain, hyperattention,
+                        wildcat, thinformer]
+)",
+                                                   "t");
+  ks::validate(c);
+  EXPECT_EQ(c.models[0].default_attention, ks::AttentionMode::kWildCat);
+  ASSERT_EQ(c.models[0].allowed_attention.size(), names.size());
+  EXPECT_EQ(c.models[0].allowed_attention[5], ks::AttentionMode::kHyperAttention);
+  const ks::ServerConfig back = ks::parse_config_yaml(ks::to_yaml(c), "printed");
+  EXPECT_EQ(ks::to_yaml(back), ks::to_yaml(c));
+  EXPECT_NE(ks::to_yaml(c).find("[exact, kdeformer, performer, reformer, scatterbrain, "
+                                "hyperattention, wildcat, thinformer]"),
+            std::string::npos)
+      << ks::to_yaml(c);
+
+  const std::string unknown = error_of("models: [{name: t2t_vit_t_14, default_attention: FAVOR}]");
+  EXPECT_NE(unknown.find("unknown attention mode 'FAVOR' (expected one of exact, kdeformer, "
+                         "performer, reformer, scatterbrain, hyperattention, wildcat, "
+                         "thinformer)"),
+            std::string::npos)
+      << unknown;
+  EXPECT_NE(error_of("models: [{name: t2t_vit_t_14, default_attention: performer}]")
+                .find("must contain default_attention (performer)"),
+            std::string::npos);
+  EXPECT_NE(error_of("models: [{name: t2t_vit_t_14, allowed_attention: [kdeformer, reformer, "
+                     "reformer]}]")
+                .find("allowed_attention: reformer listed twice"),
+            std::string::npos);
 }

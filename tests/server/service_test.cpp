@@ -236,6 +236,79 @@ TEST_F(ServiceTest, ValidationCodes) {
   EXPECT_EQ(gen_code(g), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
+// A peer method the model's config does not allow, or an unknown mode, is INVALID_ARGUMENT
+// naming the allowed modes, before the images are decoded (the image here is undecodable).
+TEST_F(ServiceTest, AttentionModesOutsideTheConfigAreInvalidArgument) {
+  ensure_loaded();
+  auto classify = [&](v1::AttentionMode mode) {
+    v1::ClassifyRequest r;
+    r.set_model("t2t_vit_t_14");
+    r.add_images()->set_encoded("GIF89a not supported");
+    r.set_attention(mode);
+    grpc::ClientContext ctx;
+    v1::ClassifyResponse resp;
+    return stub()->Classify(&ctx, r, &resp);
+  };
+  for (v1::AttentionMode mode : {v1::ATTENTION_MODE_PERFORMER, v1::ATTENTION_MODE_REFORMER,
+                                 v1::ATTENTION_MODE_SCATTERBRAIN, v1::ATTENTION_MODE_HYPERATTENTION,
+                                 v1::ATTENTION_MODE_WILDCAT, v1::ATTENTION_MODE_THINFORMER}) {
+    const grpc::Status status = classify(mode);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(status.error_message().find(" is not allowed for model t2t_vit_t_14 (allowed: "
+                                          "exact, kdeformer)"),
+              std::string::npos)
+        << status.error_message();
+  }
+  EXPECT_NE(classify(v1::ATTENTION_MODE_WILDCAT).error_message().find("attention wildcat "),
+            std::string::npos);
+  const grpc::Status unknown = classify(static_cast<v1::AttentionMode>(99));
+  EXPECT_EQ(unknown.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(unknown.error_message().find(
+                "unknown attention mode 99 (allowed for model t2t_vit_t_14: exact, kdeformer)"),
+            std::string::npos)
+      << unknown.error_message();
+  // An allowed mode reaches the decoder (and fails there): the check above came first.
+  EXPECT_NE(classify(v1::ATTENTION_MODE_EXACT).error_message().find("images[0]"),
+            std::string::npos);
+
+  v1::GenerateRequest g;
+  g.set_model("biggan-deep-128");
+  g.add_items()->set_class_id(3);
+  g.set_attention(v1::ATTENTION_MODE_THINFORMER);
+  grpc::ClientContext ctx;
+  v1::GenerateResponse resp;
+  const grpc::Status gen = stub()->Generate(&ctx, g, &resp);
+  EXPECT_EQ(gen.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(gen.error_message().find(
+                "attention thinformer is not allowed for model biggan-deep-128 (allowed: exact)"),
+            std::string::npos)
+      << gen.error_message();
+}
+
+// ModelInfo lists the plan of every allowed mode, with each group's settings.
+TEST_F(ServiceTest, ModelInfoListsThePlanOfEachAllowedMode) {
+  ensure_loaded();
+  v1::GetModelInfoRequest request;
+  request.set_model("t2t_vit_t_14");
+  grpc::ClientContext ctx;
+  v1::ModelInfo info;
+  ASSERT_TRUE(stub()->GetModelInfo(&ctx, request, &info).ok());
+  ASSERT_EQ(info.allowed_attention_size(), 2);
+  ASSERT_EQ(info.plans_size(), 2);
+  EXPECT_EQ(info.plans(0).attention(), v1::ATTENTION_MODE_EXACT);
+  EXPECT_EQ(info.plans(0).description(), "blocks=exact, t2t_layer1=exact, t2t_layer2=exact");
+  EXPECT_EQ(info.plans(1).attention(), v1::ATTENTION_MODE_KDEFORMER);
+  EXPECT_EQ(info.plans(1).description(),
+            "blocks=exact, t2t_layer1=kdeformer(b=32,m=98,r=7), "
+            "t2t_layer2=kdeformer(b=32,m=24,r=7)");
+  ASSERT_EQ(info.plans(1).layers_size(), 3);
+  EXPECT_EQ(info.plans(1).layers(1).group(), "t2t_layer1");
+  EXPECT_EQ(info.plans(1).layers(1).settings(), "kdeformer(b=32,m=98,r=7)");
+  EXPECT_EQ(info.plans(1).layers(1).sample_size(), 98u);
+  ASSERT_EQ(info.attention_plan_size(), 3);  // the default's, as before
+  EXPECT_EQ(info.attention_plan(2).settings(), "kdeformer(b=32,m=24,r=7)");
+}
+
 TEST_F(ServiceTest, GenerateIsReproducibleAndQueueFullIsResourceExhausted) {
   ensure_loaded();
   v1::GenerateRequest g;
