@@ -30,6 +30,10 @@ std::string to_string(BucketOrder order) {
   return order == BucketOrder::kGray ? "gray" : "reference";
 }
 
+std::string to_string(Residual residual) {
+  return residual == Residual::kSampled ? "sampled" : "control_variate";
+}
+
 std::string to_string(Sampling sampling) {
   return sampling == Sampling::kValueNorm ? "value_norm" : "uniform";
 }
@@ -66,6 +70,13 @@ BucketOrder bucket_order_from_string(const std::string& name) {
   if (name == "gray") return BucketOrder::kGray;
   if (name == "reference") return BucketOrder::kReference;
   TORCH_CHECK(false, "unknown bucket order '", name, "' (expected gray or reference)");
+}
+
+Residual residual_from_string(const std::string& name) {
+  if (name == "sampled") return Residual::kSampled;
+  if (name == "control_variate") return Residual::kControlVariate;
+  TORCH_CHECK(false, "unknown KDEformer residual '", name,
+              "' (expected sampled or control_variate)");
 }
 
 }  // namespace kdeserve::attention

@@ -24,6 +24,13 @@ enum class Sampling {
   kUniform,    ///< p_j = 1/Nk: the plain uniform-sampling baseline.
 };
 
+/// How KDEformer estimates the part of A outside the diagonal blocks (Alg. 3 step 2).
+enum class Residual {
+  kSampled,         ///< The paper: Σ_s e^{s_ij_s} [v_j_s, 1] / (m p_j_s) over off-block samples.
+  kControlVariate,  ///< A Gaussian far field, summed exactly over every off-block key, plus the
+                    ///< samples' unbiased estimate of its error (kdeformer.h has the estimator).
+};
+
 /// Which implementation computes exact attention.
 enum class ExactBackend {
   kAuto,     ///< The fastest available for the inputs: SDPA where it has a fused kernel for them
@@ -41,12 +48,15 @@ std::string to_string(Method method);
 std::string to_string(BucketOrder order);
 /// Returns "value_norm" / "uniform".
 std::string to_string(Sampling sampling);
+/// Returns "sampled" / "control_variate".
+std::string to_string(Residual residual);
 /// Returns "auto" / "chunked" / "sdpa".
 std::string to_string(ExactBackend backend);
 /// Parses the names above; throws c10::Error naming the accepted values otherwise.
 Method method_from_string(const std::string& name);
 ExactBackend exact_backend_from_string(const std::string& name);
 BucketOrder bucket_order_from_string(const std::string& name);
+Residual residual_from_string(const std::string& name);
 
 /// Options of exact attention.
 struct ExactOptions {
@@ -71,6 +81,11 @@ struct KdeformerOptions {
   /// Compute the block-diagonal heavy part. false, with uniform sampling, is the plain
   /// sampling baseline (no LSH at all).
   TORCH_ARG(bool, heavy) = true;
+  /// kControlVariate allows sample_size 0: the deterministic blocks + far-field estimate.
+  TORCH_ARG(Residual, residual) = Residual::kSampled;
+  /// Clamp each output coordinate to [min_j v_j, max_j v_j], where exact attention (a convex
+  /// combination of the values) always lies; never moves a coordinate away from the exact one.
+  TORCH_ARG(bool, clamp_output) = false;
 };
 
 /// Options of one attention call: the method and its settings.

@@ -23,6 +23,10 @@ const std::vector<VariantInfo>& infos() {
   static const std::vector<VariantInfo> v = {
       {"exact", true, "exact attention (auto backend): the time reference"},
       {"kdeformer", true, "KDEformer, Gray order, b = s = m/2"},
+      {"kdeformer_ff", true,
+       "KDEformer, blocks b = m + the exact Gaussian far field (control variate, m = 0 samples)"},
+      {"kdeformer_cv", true,
+       "KDEformer, control-variate residual (unbiased), b = s = m/2, output clamped"},
       {"block_only", true, "KDEformer's block-diagonal part alone, b = m"},
       {"uniform", true, "m keys sampled uniformly (no LSH)"},
       {"performer", true, "Performer, m orthogonal features, stabilised"},
@@ -129,6 +133,10 @@ std::string knobs_of(const att::AttentionOptions& o, int64_t nk) {
       k << "s=" << o.kdeformer().sample_size()
         << " order=" << att::to_string(o.kdeformer().bucket_order())
         << " sampling=" << att::to_string(o.kdeformer().sampling());
+      if (o.kdeformer().residual() != att::Residual::kSampled) {
+        k << " residual=" << att::to_string(o.kdeformer().residual());
+      }
+      if (o.kdeformer().clamp_output()) k << " clamped";
       break;
     case att::Method::kPerformer:
       k << "features=" << o.performer().num_features()
@@ -221,6 +229,14 @@ Budgeted at_budget(const std::string& v, int64_t m, int64_t /*nq*/, int64_t nk,
     o.method(att::Method::kKdeformer);
     o.kdeformer().bucket_size(half).sample_size(m - half);
     if (v == "kdeformer_ref") o.kdeformer().bucket_order(att::BucketOrder::kReference);
+  } else if (v == "kdeformer_ff") {
+    o.method(att::Method::kKdeformer);
+    o.kdeformer().bucket_size(m).sample_size(0).residual(att::Residual::kControlVariate);
+    o.kdeformer().clamp_output(true);
+  } else if (v == "kdeformer_cv") {
+    o.method(att::Method::kKdeformer);
+    o.kdeformer().bucket_size(half).sample_size(m - half).residual(att::Residual::kControlVariate);
+    o.kdeformer().clamp_output(true);
   } else if (v == "block_only") {
     o.method(att::Method::kKdeformer);
     o.kdeformer().bucket_size(m).sample_size(0);
@@ -287,12 +303,12 @@ Budgeted paper_settings(const std::string& v, Protocol p, int64_t nq, int64_t nk
       .min_seq_len(defaults.hyperattention().min_seq_len());
   o.wildcat().rank(defaults.wildcat().rank()).num_bins(defaults.wildcat().num_bins());
   o.thinformer().g(defaults.thinformer().g());
-  if (v == "block_only") o.kdeformer().sample_size(0);
+  if (v == "block_only" || v == "kdeformer_ff") o.kdeformer().sample_size(0);
   if (v == "uniform") o.kdeformer().sample_size(defaults.kdeformer().sample_size());
   switch (p) {
     case Protocol::kT2tLayer1:
       o.scale(1.0 / std::sqrt(147.0));
-      o.kdeformer().bucket_size(32).sample_size(v == "block_only" ? 0 : 98);
+      o.kdeformer().bucket_size(32).sample_size(o.kdeformer().sample_size() == 0 ? 0 : 98);
       o.performer().num_features(49);
       o.reformer().bucket_size(49).num_hashes(2);
       o.scatterbrain().local_window(49).num_features(48);
@@ -302,7 +318,7 @@ Budgeted paper_settings(const std::string& v, Protocol p, int64_t nq, int64_t nk
       break;
     case Protocol::kT2tLayer2:
       o.scale(1.0 / 24.0);
-      o.kdeformer().bucket_size(32).sample_size(v == "block_only" ? 0 : 24);
+      o.kdeformer().bucket_size(32).sample_size(o.kdeformer().sample_size() == 0 ? 0 : 24);
       o.performer().num_features(12);
       o.reformer().bucket_size(12).num_hashes(2);
       o.scatterbrain().local_window(12).num_features(6);
@@ -312,7 +328,7 @@ Budgeted paper_settings(const std::string& v, Protocol p, int64_t nq, int64_t nk
       break;
     case Protocol::kBigGan:
       o.scale(1.0);
-      o.kdeformer().bucket_size(64).sample_size(v == "block_only" ? 0 : 128);
+      o.kdeformer().bucket_size(64).sample_size(o.kdeformer().sample_size() == 0 ? 0 : 128);
       o.performer().num_features(128);
       o.reformer().bucket_size(64).num_hashes(8);
       o.scatterbrain().local_window(32).num_features(128);

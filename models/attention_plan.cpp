@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <sstream>
 
 #include "attention/attention.h"
@@ -42,7 +43,10 @@ std::string describe(const attention::AttentionOptions& o) {
       return out.str();
     case Method::kKdeformer:
       out << "(b=" << o.kdeformer().bucket_size() << ",m=" << o.kdeformer().sample_size()
-          << ",r=" << o.kdeformer().num_projections() << ")";
+          << ",r=" << o.kdeformer().num_projections();
+      if (o.kdeformer().residual() == attention::Residual::kControlVariate) out << ",cv";
+      if (o.kdeformer().clamp_output()) out << ",clamped";
+      out << ")";
       break;
     case Method::kPerformer:
       // The stabiliser is left out: it changes rounding, not the estimator (and its option is
@@ -102,9 +106,19 @@ attention::AttentionCall ForwardContext::call_for_layer(int64_t layer,
   return call;
 }
 
+void ForwardContext::record(const std::string& group, int64_t layer, const at::Tensor& q,
+                            const at::Tensor& k, const at::Tensor& v,
+                            const attention::AttentionOptions& options) const {
+  if (recorded == nullptr) return;
+  const double scale = options.scale().value_or(1.0 / std::sqrt(static_cast<double>(q.size(-1))));
+  recorded->push_back({group, layer, q.detach().clone(), k.detach().clone(), v.detach().clone(),
+                       scale});
+}
+
 at::Tensor run_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                          const AttentionPlan& plan, const std::string& group, int64_t layer,
                          const ForwardContext& ctx) {
+  ctx.record(group, layer, q, k, v, plan.at(group));
   attention::AttentionReport report;
   at::Tensor out = attention::attention(q, k, v, plan.at(group), ctx.call_for_layer(layer, &report));
   if (ctx.reports != nullptr) ctx.reports->push_back(std::move(report));

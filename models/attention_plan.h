@@ -36,6 +36,14 @@ struct AttentionPlan {
 /// "thinformer(g=2,strided)".
 std::string describe(const attention::AttentionOptions& options);
 
+/// One attention call's inputs, kept for offline study (the budget chooser, bench/plan_budget).
+struct RecordedAttention {
+  std::string group;
+  int64_t layer = 0;
+  at::Tensor q, k, v;  ///< [B, H, Nq, D], [B, H, Nk, D], [B, H, Nk, Dv]
+  double scale = 1.0;  ///< the softmax scale the call used
+};
+
 /// Per-call context of a model forward pass.
 struct ForwardContext {
   /// Base seed of the call's random draws (each attention layer mixes in its own index).
@@ -44,9 +52,14 @@ struct ForwardContext {
   std::vector<uint64_t> entry_seeds;
   /// When set, every attention call appends its report here (in forward order).
   std::vector<attention::AttentionReport>* reports = nullptr;
+  /// When set, every attention call appends its inputs here (in forward order).
+  std::vector<RecordedAttention>* recorded = nullptr;
 
   /// The AttentionCall for attention layer number `layer` of the model (seed mixed with it).
   attention::AttentionCall call_for_layer(int64_t layer, attention::AttentionReport* report) const;
+  /// Appends one call's inputs to `recorded` when set.
+  void record(const std::string& group, int64_t layer, const at::Tensor& q, const at::Tensor& k,
+              const at::Tensor& v, const attention::AttentionOptions& options) const;
 };
 
 /// Runs attention for one layer with the plan's options for `group`, appending its report to

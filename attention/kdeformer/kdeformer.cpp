@@ -30,14 +30,51 @@ struct Estimate {
   at::Tensor shift;           // [G, R]
   at::Tensor block_num, block_den, res_num, res_den;  // [G, R, Dv] / [G, R]; undefined if absent
   at::Tensor probabilities, samples;                  // [G, Nk], [G, m]; undefined if m = 0
+  // Control variate only. Folded (kdeformer_attention): block_* hold Σ_blk (e − f), ff_* the far
+  // field over every key. Split (kdeformer_parts): block_* hold Σ_blk e, ff_* the far field over
+  // the off-block keys only. den_floor [G, R] is a lower bound of the true denominator.
+  at::Tensor ff_num, ff_den, den_floor;
+  at::Tensor value_min, value_max;  // [G, 1, Dv] when clamp_output
 };
 
+// The far field's moments of one (entry, head): exact sums over all Nk keys in O(Nk · D · (D +
+// Dv)). f_ij = α_i (1 + s_ij − s̄_i) with s̄_i = q_i·k̄ and σ²_i = q_iᵀ Cov(K) q_i, the mean and
+// variance of query i's logits over all keys (computed, not sampled).
+struct FarField {
+  at::Tensor mean_logit;  // [G, R] s̄_i
+  at::Tensor exponent;    // [G, R] s̄_i + σ²_i / 2, before the cap at the shift
+  at::Tensor num_all;     // [G, R, Dv] Σ_j (1 + s_ij − s̄_i) v_j = Σ_j v_j + q_iᵀ Σ_j (k_j − k̄) v_jᵀ
+};
+
+FarField far_field_moments(const at::Tensor& qs, const at::Tensor& k3, const at::Tensor& v3) {
+  const int64_t nk = k3.size(1);
+  FarField f;
+  at::Tensor k_mean = k3.mean(1, /*keepdim=*/true);  // [G, 1, D]
+  at::Tensor k_centred = k3 - k_mean;                 // [G, Nk, D]
+  at::Tensor k_centred_t = k_centred.transpose(1, 2);
+  at::Tensor cov = at::bmm(k_centred_t, k_centred).div_(static_cast<double>(nk));  // [G, D, D]
+  at::Tensor cross = at::bmm(k_centred_t, v3);                                      // [G, D, Dv]
+  f.mean_logit = at::bmm(qs, k_mean.transpose(1, 2)).squeeze(2);                    // [G, R]
+  at::Tensor variance = at::bmm(qs, cov).mul_(qs).sum(2).clamp_min_(0);             // [G, R]
+  f.exponent = f.mean_logit + variance.mul_(0.5);
+  f.num_all = at::bmm(qs, cross).add_(v3.sum(1, /*keepdim=*/true));                 // [G, R, Dv]
+  return f;
+}
+
+// α_i (1 + s − s̄_i) for logits s [G, R, C]; entries where s = −inf (masked) get 0.
+at::Tensor far_field_weights(const at::Tensor& s, const at::Tensor& mean_logit,
+                             const at::Tensor& alpha) {
+  at::Tensor f = (s - mean_logit.unsqueeze(2)).add_(1).mul_(alpha.unsqueeze(2));
+  return f.masked_fill_(s.isneginf(), 0);
+}
+
 Estimate estimate(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
-                  const KdeformerOptions& opt, const AttentionCall& call) {
+                  const KdeformerOptions& opt, const AttentionCall& call, bool split) {
   const int64_t batch = q.size(0), heads = q.size(1), nq = q.size(2), dim = q.size(3);
   const int64_t nk = k.size(2), dv = v.size(3), groups = batch * heads;
   const int64_t m = opt.sample_size();
   const bool heavy = opt.heavy();
+  const bool cv = opt.residual() == Residual::kControlVariate;
   const double neg_inf = -std::numeric_limits<double>::infinity();
   at::Tensor q3 = q.reshape({groups, nq, dim});
   at::Tensor k3 = k.reshape({groups, nk, dim});
@@ -115,15 +152,54 @@ Estimate estimate(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   // One shift per query for both parts, so e^{s − c} never overflows and cancels in num/den.
   e.shift = row_max;
   at::Tensor c = row_max.unsqueeze(2);  // [G, R, 1]
-  if (heavy) {
-    at::Tensor p_blk = s_blk.view({groups, rows, -1}).sub_(c).exp_();  // [G, R, kwidth]
-    e.block_den = p_blk.sum(2);
-    e.block_num = at::bmm(p_blk.view({groups * blocks, qwidth, -1}), v_blk).view({groups, rows, dv});
+  at::Tensor alpha, mean_logit;
+  if (cv) {
+    FarField ff = far_field_moments(qs, k3, v3);
+    // α_i = e^{s̄_i + σ²_i/2 − c_i}, the Gaussian-logit mean of e^{s_ij − c_i}, capped at 1: the
+    // mean of e^{s − c} over keys is ≤ 1 whenever c bounds their logits, as the LSH block max is
+    // meant to. Any α keeps the estimate unbiased; the cap keeps it finite.
+    alpha = at::clamp_max(ff.exponent - row_max, 0).exp_();
+    mean_logit = ff.mean_logit;
+    e.ff_num = ff.num_all.mul_(alpha.unsqueeze(2));
+    e.ff_den = alpha * static_cast<double>(nk);
   }
+  at::Tensor res_floor;  // [G, R] max over the off-block samples of e^{s − c}
   if (m > 0) {
+    at::Tensor f_res = cv ? far_field_weights(s_res, mean_logit, alpha) : at::Tensor();
     at::Tensor p_res = s_res.sub_(c).exp_();  // [G, R, m]
+    if (cv) {
+      res_floor = p_res.amax(2);
+      p_res.sub_(f_res);
+    }
     e.res_num = at::bmm(p_res, v_res.mul_(w_res.unsqueeze(2)));
     e.res_den = at::bmm(p_res, w_res.unsqueeze(2)).squeeze(2);
+  }
+  if (heavy) {
+    at::Tensor s_rows = s_blk.view({groups, rows, -1});
+    at::Tensor f_blk = cv ? far_field_weights(s_rows, mean_logit, alpha) : at::Tensor();
+    at::Tensor p_blk = s_rows.sub_(c).exp_();  // [G, R, kwidth]
+    e.block_den = p_blk.sum(2);
+    if (cv) e.den_floor = e.block_den.clone();
+    if (cv && split) {
+      at::Tensor f_v = at::bmm(f_blk.view({groups * blocks, qwidth, -1}), v_blk);
+      e.ff_num.sub_(f_v.view({groups, rows, dv}));
+      e.ff_den.sub_(f_blk.sum(2));
+    } else if (cv) {
+      // Folded: Σ_blk (e − f) v + Σ_all f v = Σ_blk e v + Σ_off f v with one product.
+      p_blk.sub_(f_blk);
+      e.block_den.sub_(f_blk.sum(2));
+    }
+    e.block_num = at::bmm(p_blk.view({groups * blocks, qwidth, -1}), v_blk).view({groups, rows, dv});
+  }
+  if (cv) {
+    // D ≥ Σ_blk e + max over off-block samples of e: disjoint keys, positive terms.
+    if (res_floor.defined()) {
+      e.den_floor = e.den_floor.defined() ? e.den_floor.add_(res_floor) : res_floor;
+    }
+  }
+  if (opt.clamp_output()) {
+    e.value_min = v3.amin(1, /*keepdim=*/true);
+    e.value_max = v3.amax(1, /*keepdim=*/true);
   }
   return e;
 }
@@ -142,6 +218,17 @@ at::Tensor sum_defined(const at::Tensor& a, const at::Tensor& b) {
   return a + b;
 }
 
+// The estimate in padded rows [G, R, Dv]: (Σ numerators) / (Σ denominators), the denominator
+// raised to its lower bound (control variate) and the result clamped to the values' range.
+at::Tensor combine(const Estimate& e) {
+  at::Tensor num = sum_defined(sum_defined(e.block_num, e.res_num), e.ff_num);  // [G, R, Dv]
+  at::Tensor den = sum_defined(sum_defined(e.block_den, e.res_den), e.ff_den);  // [G, R]
+  if (e.den_floor.defined()) den = at::maximum(den, e.den_floor);
+  at::Tensor out = num.div_(den.unsqueeze(2));
+  if (e.value_min.defined()) out = at::maximum(at::minimum(out, e.value_max), e.value_min);
+  return out;
+}
+
 void check_options(const KdeformerOptions& opt) {
   TORCH_CHECK(opt.bucket_size() >= 1, "kdeformer: bucket_size must be >= 1, got ",
               opt.bucket_size());
@@ -154,6 +241,8 @@ void check_options(const KdeformerOptions& opt) {
               opt.power_iterations());
   TORCH_CHECK(opt.heavy() || opt.sample_size() > 0,
               "kdeformer: without the heavy block part, sample_size must be > 0");
+  TORCH_CHECK(opt.residual() == Residual::kSampled || opt.heavy(),
+              "kdeformer: the control-variate residual needs the heavy block part");
 }
 
 void fill_report(const Estimate& e, const KdeformerOptions& opt, const AttentionCall& call) {
@@ -171,11 +260,9 @@ at::Tensor kdeformer_attention(const at::Tensor& q, const at::Tensor& k, const a
   check_options(options);
   const int64_t batch = q.size(0), heads = q.size(1), nq = q.size(2), dv = v.size(3);
   if (nq == 0) return at::empty({batch, heads, 0, dv}, v.options());
-  Estimate e = estimate(q, k, v, scale, options, call);
+  Estimate e = estimate(q, k, v, scale, options, call, /*split=*/false);
   fill_report(e, options, call);
-  at::Tensor num = sum_defined(e.block_num, e.res_num);          // [G, R, Dv]
-  at::Tensor den = sum_defined(e.block_den, e.res_den);          // [G, R]
-  at::Tensor out_rows = num.div_(den.unsqueeze(2));
+  at::Tensor out_rows = combine(e);
   return to_queries(out_rows, e.q_row_of_query).view({batch, heads, nq, dv});
 }
 
@@ -186,7 +273,7 @@ KdeformerParts kdeformer_parts(const at::Tensor& q, const at::Tensor& k, const a
   const int64_t batch = q.size(0), heads = q.size(1), nq = q.size(2), nk = k.size(2);
   const int64_t dv = v.size(3), m = options.sample_size();
   TORCH_CHECK(nq > 0, "kdeformer_parts: needs at least one query");
-  Estimate e = estimate(q, k, v, scale, options, call);
+  Estimate e = estimate(q, k, v, scale, options, call, /*split=*/true);
   fill_report(e, options, call);
   const at::Tensor& rows = e.q_row_of_query;
   auto zeros_like_num = [&] { return at::zeros({batch, heads, nq, dv}, v.options()); };
@@ -213,8 +300,19 @@ KdeformerParts kdeformer_parts(const at::Tensor& q, const at::Tensor& k, const a
     parts.sample_probabilities = e.probabilities.view({batch, heads, nk});
     parts.sample_indices = e.samples.view({batch, heads, m});
   }
+  if (options.residual() == Residual::kControlVariate) {
+    parts.far_field_numerator = to_queries(e.ff_num, rows).view({batch, heads, nq, dv});
+    parts.far_field_denominator = to_queries(e.ff_den, rows).view({batch, heads, nq});
+    parts.denominator_floor = to_queries(e.den_floor, rows).view({batch, heads, nq});
+    parts.output = to_queries(combine(e), rows).view({batch, heads, nq, dv});
+    return parts;
+  }
   parts.output = (parts.block_numerator + parts.residual_numerator) /
                  (parts.block_denominator + parts.residual_denominator).unsqueeze(3);
+  if (e.value_min.defined()) {
+    parts.output = at::maximum(at::minimum(parts.output, e.value_max.view({batch, heads, 1, dv})),
+                               e.value_min.view({batch, heads, 1, dv}));
+  }
   return parts;
 }
 

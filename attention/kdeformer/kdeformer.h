@@ -11,7 +11,27 @@
 
 namespace kdeserve::attention::kdeformer {
 
-/// The estimate D̃⁻¹ (A_spar [V, 1] + A_res Πᵀ Π [V, 1]), first Dv columns.
+/// The estimate D̃⁻¹ (A_spar [V, 1] + A_res Πᵀ Π [V, 1]), first Dv columns (Residual::kSampled).
+///
+/// Residual::kControlVariate replaces the sampled residual by a control variate. With logits
+/// s_ij = scale·q_i·k_j, shift c_i, e_ij = e^{s_ij − c_i}, s̄_i and σ²_i the mean and variance of
+/// query i's logits over all keys (exact: q_i·k̄ and q_iᵀ Cov(K) q_i), and the far field
+///   f_ij = α_i (1 + s_ij − s̄_i),   α_i = min(e^{s̄_i + σ²_i/2 − c_i}, 1)
+/// (the first-order expansion of e^{s − c} around s̄_i, scaled by its mean under Gaussian
+/// logits), the numerator of query i (and its denominator, with 1 in place of v_j) is
+///   N̂_i = Σ_{j ∈ blk(i)} e_ij v_j + Σ_{j ∉ blk(i)} f_ij v_j
+///         + Σ_s [j_s ∉ blk(i)] (e_ij_s − f_ij_s) v_j_s / (m p_j_s).
+/// The far-field sum over the off-block keys is exact and costs O(Nk · D · (D + Dv)) per head:
+/// Σ_j f_ij v_j = α_i (Σ_j v_j + q_iᵀ Σ_j (k_j − k̄) v_jᵀ), minus the block's own f terms, which
+/// ride in the block product. Guarantee: for any α the sampled term is an unbiased estimate of
+/// Σ_{j ∉ blk(i)} (e_ij − f_ij) v_j (the paper's step-2 argument with e − f in place of e), so
+/// N̂ and D̂ are unbiased, as in the paper; only the variance changes, from that of e_ij v_j to
+/// that of (e_ij − f_ij) v_j, which vanishes where the off-block logits are near their mean (the
+/// diffuse attention where the paper's estimate is worse than every row = mean(V)). With m = 0
+/// the estimate is deterministic and its error is the far field's, Σ_{j ∉ blk(i)} (e − f).
+/// Two projections never move the estimate away from the exact value: D̂_i is raised to the
+/// lower bound Σ_{blk(i)} e_ij + max_s [j_s ∉ blk(i)] e_ij_s of the true D_i (disjoint keys,
+/// positive terms), and with clamp_output each coordinate is clamped to the values' range.
 /// q [B, H, Nq, D], k [B, H, Nk, D], v [B, H, Nk, Dv] → [B, H, Nq, Dv]; float32 or float64;
 /// inputs are assumed validated (attention() does it). Fills the KDEformer fields of
 /// call.report when set.
@@ -32,10 +52,16 @@ struct KdeformerParts {
   at::Tensor sample_probabilities;  ///< [B, H, Nk] p_j (original key order); undefined if m = 0
   at::Tensor sample_indices;        ///< [B, H, m] original key indices; undefined if m = 0
   at::Tensor output;                ///< [B, H, Nq, Dv] the estimate
+  /// Control variate only: Σ_{j ∉ block(i)} f_ij v_j and Σ f_ij (the residual_* fields then hold
+  /// the sampled Σ_s w_s (e − f) terms) and the denominator's lower bound.
+  at::Tensor far_field_numerator;    ///< [B, H, Nq, Dv]
+  at::Tensor far_field_denominator;  ///< [B, H, Nq]
+  at::Tensor denominator_floor;      ///< [B, H, Nq]
 };
 
 /// Runs the estimate and returns its pieces (costs a few extra reorders over
-/// kdeformer_attention, which it otherwise equals bit for bit).
+/// kdeformer_attention, which it otherwise equals bit for bit for Residual::kSampled and to
+/// rounding for kControlVariate, whose block product it splits in two).
 KdeformerParts kdeformer_parts(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                double scale, const KdeformerOptions& options,
                                const AttentionCall& call = {});

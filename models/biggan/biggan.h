@@ -74,8 +74,8 @@ class BigGANImpl : public torch::nn::Module {
                      BigGANTrace* trace = nullptr);
 
   /// The default attention plan: biggan_plan(kKdeformer), "self_attention" = KDEformer with
-  /// bucket_size 64, sample_size 128, 7 projections, 20 power iterations, scale 1.0
-  /// (models.md B.6).
+  /// bucket_size 64, the control-variate far field and no samples, clamped, 7 projections, 20
+  /// power iterations, scale 1.0 (the paper's models.md B.6 sampled m = 128 keys).
   static AttentionPlan default_plan();
 
   BigGANOptions options;
@@ -89,7 +89,7 @@ AttentionPlan biggan_default_plan();
 
 /// The plan of `method` for BigGAN-deep: "self_attention" (4096 × 1024 keys, Dv = 256,
 /// scale 1) runs `method` with the paper's settings (kExact: exact attention):
-///   kdeformer      b = 64, m = 128, r = 7, 20 power iterations;
+///   kdeformer      b = 64, r = 7, far field, no samples, clamped (the paper: m = 128 sampled);
 ///   performer      m = 128 iid features, stabilised (peers.md §6);
 ///   reformer       bucket 64, 8 hashes, real keys (§7.4);
 ///   scatterbrain   band w = 32, 128 features (§5.5);

@@ -14,6 +14,7 @@ at::Tensor run_scaled_attention(const at::Tensor& q, const at::Tensor& k, const 
                                 int64_t layer, const ForwardContext& ctx) {
   attention::AttentionOptions options = plan.at(group);
   options.scale(scale);
+  ctx.record(group, layer, q, k, v, options);
   attention::AttentionReport report;
   at::Tensor out = attention::attention(q, k, v, options, ctx.call_for_layer(layer, &report));
   if (ctx.reports != nullptr) ctx.reports->push_back(std::move(report));

@@ -36,7 +36,9 @@ inline constexpr const char* kT2TBlocksGroup = "blocks";
 /// The plan of `method` for T2T-ViT: `method` in t2t_layer1 (3136 tokens, scale 1/√147) and
 /// t2t_layer2 (784 tokens, scale 1/24) with the paper's settings per layer, blocks exact
 /// (kExact: exact everywhere). Settings (layer 1 / layer 2):
-///   kdeformer      b = 32, m = 98 / 24, r = 7, 32 power iterations (demo_imagenet.py);
+///   kdeformer      b = 32, r = 7, the control-variate far field with no samples, clamped (the
+///                  budget chooser's pick, bench/RESULTS.md; the paper's demo_imagenet.py ran
+///                  m = 98 / 24 sampled keys: Residual::kSampled with those m);
 ///   performer      m = 49 / 12 orthogonal stabilised features (peers.md §6);
 ///   reformer       bucket 49 / 12, 2 hashes, real keys (§7.4; shared-QK is a labelled mode);
 ///   scatterbrain   band w = 49 / 12, features 48 / 6 (§5.5);
@@ -46,8 +48,7 @@ inline constexpr const char* kT2TBlocksGroup = "blocks";
 ///   thinformer     g = 2 / 4 with the strided pre-thinning (§4.5).
 AttentionPlan t2t_vit_plan(attention::Method method);
 
-/// The KDEformer paper's plan for T2T-ViT (demo_imagenet.py, models.md A.4):
-/// t2t_vit_plan(kKdeformer).
+/// The default plan for T2T-ViT: t2t_vit_plan(kKdeformer).
 AttentionPlan t2t_vit_default_plan();
 
 /// Intermediate activations of one forward pass (for parity tests and diagnostics).

@@ -47,13 +47,31 @@ TEST(AttentionPlan, RunAttentionReportsAndSeedsPerLayer) {
   EXPECT_TRUE(a.equal(run_attention(x, x, x, plan, "g", 0, ctx)));
 }
 
+TEST(AttentionPlan, RecordsEachCallsInputsWhenAsked) {
+  AttentionPlan plan;
+  plan.groups["g"] = attention::AttentionOptions(attention::Method::kExact).scale(0.25);
+  std::vector<RecordedAttention> recorded;
+  ForwardContext ctx;
+  ctx.recorded = &recorded;
+  const at::Tensor q = at::randn({1, 2, 16, 8}), k = at::randn({1, 2, 12, 8});
+  const at::Tensor v = at::randn({1, 2, 12, 4});
+  run_attention(q, k, v, plan, "g", 3, ctx);
+  ASSERT_EQ(recorded.size(), 1u);
+  EXPECT_EQ(recorded[0].group, "g");
+  EXPECT_EQ(recorded[0].layer, 3);
+  EXPECT_EQ(recorded[0].scale, 0.25);
+  EXPECT_TRUE(recorded[0].q.equal(q) && recorded[0].k.equal(k) && recorded[0].v.equal(v));
+  run_attention(q, k, v, plan, "g", 4, ForwardContext{});  // nothing recorded without the vector
+  EXPECT_EQ(recorded.size(), 1u);
+}
+
 TEST(AttentionPlan, WithGroupMixesMethodsPerGroup) {
   const AttentionPlan kde = t2t_vit_plan(attention::Method::kKdeformer);
   const AttentionPlan mixed =
       kde.with_group("t2t_layer1", t2t_vit_plan(attention::Method::kWildCat).at("t2t_layer1"));
   EXPECT_EQ(mixed.describe(),
             "blocks=exact, t2t_layer1=wildcat(r=224,bins=224,clamped), "
-            "t2t_layer2=kdeformer(b=32,m=24,r=7)");
+            "t2t_layer2=kdeformer(b=32,m=0,r=7,cv,clamped)");
   EXPECT_EQ(kde.at("t2t_layer1").method(), attention::Method::kKdeformer);  // a copy
   EXPECT_THROW(kde.with_group("t2t_layer3", attention::Method::kExact), c10::Error);
 }
@@ -103,8 +121,8 @@ TEST(ModelPlans, T2TViTRunsEachMethodWithThePapersSettingsPerLayer) {
   }
   EXPECT_EQ(t2t_vit_default_plan().describe(), t2t_vit_plan(Method::kKdeformer).describe());
   EXPECT_EQ(t2t_vit_plan(Method::kKdeformer).describe(),
-            "blocks=exact, t2t_layer1=kdeformer(b=32,m=98,r=7), "
-            "t2t_layer2=kdeformer(b=32,m=24,r=7)");
+            "blocks=exact, t2t_layer1=kdeformer(b=32,m=0,r=7,cv,clamped), "
+            "t2t_layer2=kdeformer(b=32,m=0,r=7,cv,clamped)");
   EXPECT_EQ(t2t_vit_plan(Method::kKdeformer).at("t2t_layer2").kdeformer().power_iterations(), 32);
   EXPECT_EQ(t2t_vit_plan(Method::kPerformer).describe(),
             "blocks=exact, t2t_layer1=performer(m=49,orthogonal), "
@@ -138,7 +156,7 @@ TEST(ModelPlans, BigGANRunsEachMethodWithThePapersSettings) {
   }
   EXPECT_EQ(biggan_default_plan().describe(), biggan_plan(Method::kKdeformer).describe());
   const auto self = [](Method m) { return describe(biggan_plan(m).at("self_attention")); };
-  EXPECT_EQ(self(Method::kKdeformer), "kdeformer(b=64,m=128,r=7)");
+  EXPECT_EQ(self(Method::kKdeformer), "kdeformer(b=64,m=0,r=7,cv,clamped)");
   EXPECT_EQ(biggan_plan(Method::kKdeformer).at("self_attention").kdeformer().power_iterations(),
             20);
   EXPECT_EQ(self(Method::kPerformer), "performer(m=128,iid)");

@@ -299,14 +299,14 @@ TEST_F(ServiceTest, ModelInfoListsThePlanOfEachAllowedMode) {
   EXPECT_EQ(info.plans(0).description(), "blocks=exact, t2t_layer1=exact, t2t_layer2=exact");
   EXPECT_EQ(info.plans(1).attention(), v1::ATTENTION_MODE_KDEFORMER);
   EXPECT_EQ(info.plans(1).description(),
-            "blocks=exact, t2t_layer1=kdeformer(b=32,m=98,r=7), "
-            "t2t_layer2=kdeformer(b=32,m=24,r=7)");
+            "blocks=exact, t2t_layer1=kdeformer(b=32,m=0,r=7,cv,clamped), "
+            "t2t_layer2=kdeformer(b=32,m=0,r=7,cv,clamped)");
   ASSERT_EQ(info.plans(1).layers_size(), 3);
   EXPECT_EQ(info.plans(1).layers(1).group(), "t2t_layer1");
-  EXPECT_EQ(info.plans(1).layers(1).settings(), "kdeformer(b=32,m=98,r=7)");
-  EXPECT_EQ(info.plans(1).layers(1).sample_size(), 98u);
+  EXPECT_EQ(info.plans(1).layers(1).settings(), "kdeformer(b=32,m=0,r=7,cv,clamped)");
+  EXPECT_EQ(info.plans(1).layers(1).sample_size(), 0u);
   ASSERT_EQ(info.attention_plan_size(), 3);  // the default's, as before
-  EXPECT_EQ(info.attention_plan(2).settings(), "kdeformer(b=32,m=24,r=7)");
+  EXPECT_EQ(info.attention_plan(2).settings(), "kdeformer(b=32,m=0,r=7,cv,clamped)");
 }
 
 TEST_F(ServiceTest, GenerateIsReproducibleAndQueueFullIsResourceExhausted) {

@@ -232,8 +232,8 @@ TEST(T2TViT, KdeformerPlanRunsAndImagesIgnoreTheirNeighbours) {
 
   const AttentionPlan plan = t2t_vit_default_plan();
   EXPECT_EQ(plan.describe(),
-            "blocks=exact, t2t_layer1=kdeformer(b=32,m=98,r=7), "
-            "t2t_layer2=kdeformer(b=32,m=24,r=7)");
+            "blocks=exact, t2t_layer1=kdeformer(b=32,m=0,r=7,cv,clamped), "
+            "t2t_layer2=kdeformer(b=32,m=0,r=7,cv,clamped)");
   std::vector<attention::AttentionReport> reports;
   ForwardContext ctx;
   ctx.seed = 1234;

@@ -1,0 +1,235 @@
+// KDEformer's control-variate residual (Residual::kControlVariate, kdeformer.h): its far field
+// against a direct sum, its unbiasedness, the exact limits, its lower bound and clamp, stability,
+// determinism and batch independence, and that it beats the paper's estimate on diffuse data.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <iostream>
+
+#include "attention/attention.h"
+#include "attention/kdeformer/kdeformer.h"
+#include "attention/spectral_norm.h"
+#include "tests/attention/test_util.h"
+
+namespace kdeserve::attention::kdeformer {
+namespace {
+
+using kdeserve::testing::max_rel_diff;
+using kdeserve::testing::naive_attention;
+using kdeserve::testing::seeded_randn;
+
+KdeformerOptions cv(int64_t b, int64_t m) {
+  return KdeformerOptions().bucket_size(b).sample_size(m).residual(Residual::kControlVariate);
+}
+
+// Logits of one (entry, head) and the mask of the pairs outside query i's diagonal block.
+struct Blocks {
+  at::Tensor s;        // [Nq, Nk]
+  at::Tensor outside;  // [Nq, Nk] double 0/1
+};
+
+Blocks blocks_of(const KdeformerParts& p, const at::Tensor& q, const at::Tensor& k, double scale,
+                 int64_t b, int64_t h) {
+  Blocks out;
+  out.s = at::matmul(q[b][h], k[b][h].transpose(0, 1)).mul_(scale);
+  out.outside = p.query_block[b][h].unsqueeze(1).ne(p.key_block[b][h].unsqueeze(0))
+                    .to(at::kDouble);
+  return out;
+}
+
+// The far field, summed over the off-block keys directly from its definition.
+TEST(KdeformerControlVariate, FarFieldEqualsTheDirectSum) {
+  const at::Tensor q = seeded_randn({2, 2, 90, 8}, 301);
+  const at::Tensor k = seeded_randn({2, 2, 75, 8}, 302);
+  const at::Tensor v = seeded_randn({2, 2, 75, 5}, 303);
+  const double scale = 0.45;
+  for (int64_t m : {0, 24}) {
+    AttentionCall call;
+    call.seed = 7;
+    const KdeformerParts p = kdeformer_parts(q, k, v, scale, cv(16, m), call);
+    for (int64_t b = 0; b < 2; ++b) {
+      for (int64_t h = 0; h < 2; ++h) {
+        const Blocks blk = blocks_of(p, q, k, scale, b, h);
+        const at::Tensor mean = blk.s.mean(1, true);
+        const at::Tensor var = (blk.s - mean).square().mean(1, true);
+        const at::Tensor c = p.shift[b][h].unsqueeze(1);
+        const at::Tensor alpha = at::clamp_max(mean + var / 2 - c, 0).exp();
+        const at::Tensor f = alpha * (blk.s - mean + 1) * blk.outside;  // [Nq, Nk]
+        EXPECT_LT(max_rel_diff(p.far_field_numerator[b][h], at::matmul(f, v[b][h])), 1e-12);
+        EXPECT_LT(max_rel_diff(p.far_field_denominator[b][h], f.sum(1)), 1e-12);
+        const at::Tensor e_block = (blk.s - c).exp() * (1 - blk.outside);
+        EXPECT_LT(max_rel_diff(p.block_numerator[b][h], at::matmul(e_block, v[b][h])), 1e-12);
+      }
+    }
+  }
+}
+
+// (N̂, D̂) are unbiased: the mean over seeds of far field + sampled correction converges to the
+// exact off-block sum Σ_{j ∉ blk(i)} e^{s_ij} [v_j, 1], the gap shrinking as 1/sqrt(draws).
+TEST(KdeformerControlVariate, ResidualIsUnbiased) {
+  const int64_t n = 96, d = 8, dv = 4, draws = 1600;
+  const double scale = 0.5;
+  const at::Tensor q = seeded_randn({1, 1, n, d}, 311);
+  const at::Tensor k = seeded_randn({1, 1, n, d}, 312);
+  const at::Tensor v = seeded_randn({1, 1, n, dv}, 313);
+  const auto opt = cv(16, 16);
+  AttentionCall call;
+  call.injected.projections = seeded_randn({d, 7}, 314);  // fixed blocks, fresh samples per seed
+  const KdeformerParts first = kdeformer_parts(q, k, v, scale, opt, call);
+  const Blocks blk = blocks_of(first, q, k, scale, 0, 0);
+  const at::Tensor v_aug = at::cat({v[0][0], at::ones({n, 1}, v.options())}, 1);
+  const at::Tensor exact = at::matmul(blk.s.exp() * blk.outside, v_aug);  // [n, dv + 1]
+
+  at::Tensor sum = at::zeros_like(exact), sum_sq = at::zeros_like(exact);
+  double gap_at_100 = 0;
+  for (int64_t t = 1; t <= draws; ++t) {
+    call.seed = static_cast<uint64_t>(t);
+    const KdeformerParts p = kdeformer_parts(q, k, v, scale, opt, call);
+    const at::Tensor c = p.shift[0][0].exp().unsqueeze(1);
+    const at::Tensor num = p.residual_numerator[0][0] + p.far_field_numerator[0][0];
+    const at::Tensor den = p.residual_denominator[0][0] + p.far_field_denominator[0][0];
+    const at::Tensor est = at::cat({num, den.unsqueeze(1)}, 1) * c;
+    sum += est;
+    sum_sq += est * est;
+    if (t == 100) gap_at_100 = ((sum / t - exact).norm() / exact.norm()).item<double>();
+  }
+  const at::Tensor mean = sum / draws;
+  const at::Tensor var = (sum_sq / draws - mean * mean).clamp_min(0);
+  const double gap = (mean - exact).norm().item<double>();
+  const double standard_error = std::sqrt(var.sum().item<double>() / draws);
+  const double relative_gap = gap / exact.norm().item<double>();
+  // Unbiased: E‖mean − exact‖² = Σ var / draws, so the gap stays within 3 standard errors.
+  EXPECT_LT(gap, 3 * standard_error) << "relative gap " << relative_gap;
+  EXPECT_LT(relative_gap, gap_at_100 / 2) << "16x the draws should ~quarter the gap";
+  std::cout << "control-variate residual, relative gap " << gap_at_100 << " at T=100, "
+            << relative_gap << " at T=" << draws << "\n";
+}
+
+// One block covering every key leaves nothing outside it: exact attention, for any m.
+TEST(KdeformerControlVariate, SingleBlockIsExact) {
+  const at::Tensor q = seeded_randn({2, 2, 70, 8}, 321);
+  const at::Tensor k = seeded_randn({2, 2, 50, 8}, 322);
+  const at::Tensor v = seeded_randn({2, 2, 50, 6}, 323);
+  for (int64_t m : {0, 16}) {
+    EXPECT_LT(max_rel_diff(kdeformer_attention(q, k, v, 0.4, cv(50, m)),
+                           naive_attention(q, k, v, 0.4)),
+              1e-12)
+        << "m=" << m;
+  }
+}
+
+// Keys with one logit per query (k = 0) make e = f: the far field is exact, so is the estimate.
+TEST(KdeformerControlVariate, ConstantLogitsAreExact) {
+  const at::Tensor q = seeded_randn({1, 2, 64, 8}, 331);
+  const at::Tensor k = at::zeros({1, 2, 128, 8}, at::kDouble);
+  const at::Tensor v = seeded_randn({1, 2, 128, 6}, 332);
+  for (int64_t m : {0, 32}) {
+    EXPECT_LT(max_rel_diff(kdeformer_attention(q, k, v, 1.0, cv(16, m)),
+                           naive_attention(q, k, v, 1.0)),
+              1e-12);
+  }
+}
+
+// The fused estimate equals its parts' at any Nq ≠ Nk, Dv ≠ D and sizes no block divides.
+TEST(KdeformerControlVariate, FusedEqualsPartsAtAnyShape) {
+  for (const auto& [nq, nk, d, dv] : std::vector<std::array<int64_t, 4>>{
+           {37, 53, 8, 3}, {100, 64, 16, 16}, {1, 9, 4, 7}, {129, 257, 12, 20}}) {
+    const at::Tensor q = seeded_randn({2, 3, nq, d}, 341);
+    const at::Tensor k = seeded_randn({2, 3, nk, d}, 342);
+    const at::Tensor v = seeded_randn({2, 3, nk, dv}, 343);
+    for (int64_t m : {0, 11}) {
+      auto opt = cv(5, m).clamp_output(m > 0);
+      AttentionCall call;
+      call.seed = 3;
+      const at::Tensor fused = kdeformer_attention(q, k, v, 0.3, opt, call);
+      const KdeformerParts p = kdeformer_parts(q, k, v, 0.3, opt, call);
+      EXPECT_TRUE(at::isfinite(fused).all().item<bool>());
+      EXPECT_LT(max_rel_diff(fused, p.output), 1e-12) << nq << "x" << nk << " m=" << m;
+    }
+  }
+}
+
+// The denominator never drops below its lower bound, which never exceeds the true denominator;
+// with clamp_output every coordinate lies in the values' range, as exact attention does.
+TEST(KdeformerControlVariate, LowerBoundAndClampHold) {
+  const at::Tensor q = seeded_randn({1, 1, 200, 8}, 351).mul_(2);
+  const at::Tensor k = seeded_randn({1, 1, 200, 8}, 352).mul_(2);
+  const at::Tensor v = seeded_randn({1, 1, 200, 6}, 353);
+  AttentionCall call;
+  call.seed = 11;
+  const KdeformerParts p = kdeformer_parts(q, k, v, 1.0, cv(16, 16).clamp_output(true), call);
+  const at::Tensor s = at::matmul(q[0][0], k[0][0].transpose(0, 1));
+  const at::Tensor true_den = (s - p.shift[0][0].unsqueeze(1)).exp().sum(1);
+  EXPECT_TRUE(p.denominator_floor[0][0].le(true_den * (1 + 1e-12)).all().item<bool>());
+  const at::Tensor lo = v[0][0].amin(0), hi = v[0][0].amax(0);
+  EXPECT_TRUE(p.output[0][0].ge(lo).logical_and(p.output[0][0].le(hi)).all().item<bool>());
+}
+
+// Finite at logits in the thousands, in float32 and float64, and float32 follows float64.
+TEST(KdeformerControlVariate, StableAtLargeLogits) {
+  const at::Tensor q = seeded_randn({1, 2, 128, 16}, 361).mul_(12);
+  const at::Tensor k = seeded_randn({1, 2, 128, 16}, 362).mul_(12);
+  const at::Tensor v = seeded_randn({1, 2, 128, 16}, 363);
+  for (int64_t m : {0, 32}) {
+    AttentionCall call;
+    call.seed = 5;
+    const auto opt = cv(32, m);
+    const at::Tensor out64 = kdeformer_attention(q, k, v, 1.0, opt, call);
+    const at::Tensor out32 =
+        kdeformer_attention(q.to(at::kFloat), k.to(at::kFloat), v.to(at::kFloat), 1.0, opt, call);
+    EXPECT_TRUE(at::isfinite(out64).all().item<bool>());
+    EXPECT_TRUE(at::isfinite(out32).all().item<bool>());
+    EXPECT_LT(max_rel_diff(out32, out64), 1e-3) << "m=" << m;
+  }
+}
+
+// Deterministic per seed; an entry's output does not depend on its neighbours or position.
+TEST(KdeformerControlVariate, DeterministicAndIndependentOfTheBatch) {
+  const at::Tensor x = seeded_randn({3, 2, 200, 16}, 371, at::kFloat);
+  const at::Tensor v = seeded_randn({3, 2, 200, 16}, 372, at::kFloat);
+  auto options = AttentionOptions(Method::kKdeformer);
+  options.kdeformer(cv(32, 32).clamp_output(true));
+  AttentionCall call;
+  call.seed = 99;
+  const at::Tensor a = attention(x, x, v, options, call);
+  EXPECT_TRUE(a.equal(attention(x, x, v, options, call)));
+  call.seed = 100;
+  EXPECT_FALSE(a.equal(attention(x, x, v, options, call)));
+  call.seed = 99;
+  call.entry_seeds = {5};
+  const at::Tensor alone =
+      attention(x.narrow(0, 0, 1), x.narrow(0, 0, 1), v.narrow(0, 0, 1), options, call);
+  const at::Tensor x_moved = at::cat({x.narrow(0, 1, 2), x.narrow(0, 0, 1)});
+  const at::Tensor v_moved = at::cat({v.narrow(0, 1, 2), v.narrow(0, 0, 1)});
+  call.entry_seeds = {8, 9, 5};
+  const at::Tensor moved = attention(x_moved, x_moved, v_moved, options, call);
+  EXPECT_LT(max_rel_diff(moved[2], alone[0]), 1e-6);
+}
+
+// Diffuse attention over values with a common offset, the case where the paper's estimate is
+// worse than every row = mean(V): the far field alone is below the floor; with samples the
+// control variate is far below the paper (its samples still carry the (e − f) variance).
+TEST(KdeformerControlVariate, BeatsThePaperAndTheFloorOnDiffuseAttention) {
+  const int64_t n = 1024;
+  const at::Tensor x = seeded_randn({1, 1, n, 32}, 381).mul_(0.25);
+  const at::Tensor v = seeded_randn({1, 1, n, 32}, 382).add_(seeded_randn({1, 1, 1, 32}, 383));
+  const at::Tensor exact = naive_attention(x, x, v, 1.0)[0][0];
+  auto rel = [&](const at::Tensor& est) {
+    return (spectral_norm(est[0][0] - exact) / spectral_norm(exact)).item<double>();
+  };
+  const double floor = rel(v.mean(2, true).expand({1, 1, n, 32}));
+  AttentionCall call;
+  call.seed = 21;
+  const double paper = rel(kdeformer_attention(x, x, v, 1.0, KdeformerOptions().bucket_size(32)
+                                                                 .sample_size(32), call));
+  const double sampled = rel(kdeformer_attention(x, x, v, 1.0, cv(32, 32), call));
+  const double far_field = rel(kdeformer_attention(x, x, v, 1.0, cv(64, 0), call));
+  std::cout << "floor " << floor << ", paper " << paper << ", control variate " << sampled
+            << ", far field " << far_field << "\n";
+  EXPECT_GT(paper, floor);
+  EXPECT_LT(sampled, 0.2 * paper);
+  EXPECT_LT(far_field, 0.5 * floor);
+}
+
+}  // namespace
+}  // namespace kdeserve::attention::kdeformer
