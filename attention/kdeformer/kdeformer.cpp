@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <tuple>
 #include <vector>
 
 #include "attention/common/blocks.h"
@@ -47,17 +48,28 @@ struct FarField {
 };
 
 FarField far_field_moments(const at::Tensor& qs, const at::Tensor& k3, const at::Tensor& v3) {
-  const int64_t nk = k3.size(1);
+  const int64_t nk = k3.size(1), dim = k3.size(2), dv = v3.size(2);
+  const double inv_n = 1.0 / static_cast<double>(nk);
   FarField f;
-  at::Tensor k_mean = k3.mean(1, /*keepdim=*/true);  // [G, 1, D]
-  at::Tensor k_centred = k3 - k_mean;                 // [G, Nk, D]
-  at::Tensor k_centred_t = k_centred.transpose(1, 2);
-  at::Tensor cov = at::bmm(k_centred_t, k_centred).div_(static_cast<double>(nk));  // [G, D, D]
-  at::Tensor cross = at::bmm(k_centred_t, v3);                                      // [G, D, Dv]
-  f.mean_logit = at::bmm(qs, k_mean.transpose(1, 2)).squeeze(2);                    // [G, R]
-  at::Tensor variance = at::bmm(qs, cov).mul_(qs).sum(2).clamp_min_(0);             // [G, R]
+  // Raw moments centred by rank-one corrections (no [G, Nk, ·] temporary, whose fresh pages
+  // would cost as much as the products), packed as [Cov(K) | Σ_j (k_j − k̄) v_jᵀ | k̄] so one
+  // product applies all three to the queries.
+  at::Tensor k_t = k3.transpose(1, 2);                  // [G, D, Nk]
+  at::Tensor k_sum = k3.sum(1, /*keepdim=*/true);       // [G, 1, D]
+  at::Tensor v_sum = v3.sum(1, /*keepdim=*/true);       // [G, 1, Dv]
+  at::Tensor k_mean_t = k_sum.transpose(1, 2) * inv_n;  // [G, D, 1]
+  at::Tensor moments = at::empty({k3.size(0), dim, dim + dv + 1}, k3.options());
+  at::Tensor cov = moments.narrow(2, 0, dim), cross = moments.narrow(2, dim, dv);
+  at::bmm_out(cov, k_t, k3);
+  cov.baddbmm_(k_mean_t, k_sum, /*beta=*/1, /*alpha=*/-1).mul_(inv_n);
+  at::bmm_out(cross, k_t, v3);
+  cross.baddbmm_(k_mean_t, v_sum, /*beta=*/1, /*alpha=*/-1);
+  moments.narrow(2, dim + dv, 1).copy_(k_mean_t);
+  at::Tensor applied = at::bmm(qs, moments);  // [G, R, D + Dv + 1]
+  f.mean_logit = applied.select(2, dim + dv);
+  at::Tensor variance = applied.narrow(2, 0, dim).mul_(qs).sum(2).clamp_min_(0);  // [G, R]
   f.exponent = f.mean_logit + variance.mul_(0.5);
-  f.num_all = at::bmm(qs, cross).add_(v3.sum(1, /*keepdim=*/true));                 // [G, R, Dv]
+  f.num_all = applied.narrow(2, dim, dv).add_(v_sum);  // [G, R, Dv]
   return f;
 }
 
@@ -198,8 +210,7 @@ Estimate estimate(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     }
   }
   if (opt.clamp_output()) {
-    e.value_min = v3.amin(1, /*keepdim=*/true);
-    e.value_max = v3.amax(1, /*keepdim=*/true);
+    std::tie(e.value_min, e.value_max) = at::aminmax(v3, 1, /*keepdim=*/true);
   }
   return e;
 }
@@ -218,14 +229,22 @@ at::Tensor sum_defined(const at::Tensor& a, const at::Tensor& b) {
   return a + b;
 }
 
+// a += b where both exist; the defined one otherwise. a is the estimate's own temporary.
+at::Tensor add_defined_(at::Tensor a, const at::Tensor& b) {
+  if (!a.defined()) return b;
+  if (!b.defined()) return a;
+  return a.add_(b);
+}
+
 // The estimate in padded rows [G, R, Dv]: (Σ numerators) / (Σ denominators), the denominator
 // raised to its lower bound (control variate) and the result clamped to the values' range.
-at::Tensor combine(const Estimate& e) {
-  at::Tensor num = sum_defined(sum_defined(e.block_num, e.res_num), e.ff_num);  // [G, R, Dv]
-  at::Tensor den = sum_defined(sum_defined(e.block_den, e.res_den), e.ff_den);  // [G, R]
-  if (e.den_floor.defined()) den = at::maximum(den, e.den_floor);
+// Consumes the estimate's tensors (in place).
+at::Tensor combine(Estimate& e) {
+  at::Tensor num = add_defined_(add_defined_(e.block_num, e.res_num), e.ff_num);  // [G, R, Dv]
+  at::Tensor den = add_defined_(add_defined_(e.block_den, e.res_den), e.ff_den);  // [G, R]
+  if (e.den_floor.defined()) den = at::maximum_out(den, den, e.den_floor);
   at::Tensor out = num.div_(den.unsqueeze(2));
-  if (e.value_min.defined()) out = at::maximum(at::minimum(out, e.value_max), e.value_min);
+  if (e.value_min.defined()) out.clamp_(e.value_min, e.value_max);
   return out;
 }
 

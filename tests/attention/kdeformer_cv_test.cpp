@@ -183,6 +183,21 @@ TEST(KdeformerControlVariate, StableAtLargeLogits) {
   }
 }
 
+// Keys far from the origin (mean 20× their spread): the moments are centred by rank-one
+// corrections, which must not lose the spread in float32.
+TEST(KdeformerControlVariate, Float32FollowsFloat64ForOffsetKeys) {
+  const at::Tensor q = seeded_randn({1, 2, 256, 16}, 391).mul_(0.5);
+  const at::Tensor k = seeded_randn({1, 2, 256, 16}, 392).mul_(0.3).add_(6);
+  const at::Tensor v = seeded_randn({1, 2, 256, 8}, 393).add_(3);
+  const auto opt = cv(32, 0).clamp_output(true);
+  const at::Tensor out64 = kdeformer_attention(q, k, v, 1.0, opt);
+  const at::Tensor out32 =
+      kdeformer_attention(q.to(at::kFloat), k.to(at::kFloat), v.to(at::kFloat), 1.0, opt);
+  const at::Tensor exact = naive_attention(q, k, v, 1.0);
+  EXPECT_LT(max_rel_diff(out32, out64), 1e-4);
+  EXPECT_LT(max_rel_diff(out64, exact), 0.05);
+}
+
 // Deterministic per seed; an entry's output does not depend on its neighbours or position.
 TEST(KdeformerControlVariate, DeterministicAndIndependentOfTheBatch) {
   const at::Tensor x = seeded_randn({3, 2, 200, 16}, 371, at::kFloat);
