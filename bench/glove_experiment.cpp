@@ -54,6 +54,7 @@ struct Config {
   int64_t threads = 0;
   kb::BudgetChoices choices;
   bool plot = true;
+  double max_call_seconds = 0;  // > 0: skip a method's larger m once one of its calls took longer
 };
 
 std::vector<int64_t> parse_list(const std::string& text) {
@@ -69,12 +70,15 @@ void usage() {
          "         [--data FILE.f32] [--dim D] [--sizes 1024,2048,...] [--samples 32,64,...]\n"
          "         [--methods default|all|a,b,...] [--pairs P] [--reps R] [--threads T]\n"
          "         [--reformer-hashes H] [--wildcat-bins C] [--require a,b,...] [--no-plot]\n"
+         "         [--max-call-seconds S]\n"
          "Defaults: out/<regime>, GloVe ../shared/data/glove/glove.6B.100d.wink-first49152.f32\n"
          "(--data: any float32 file of rows of D = 100 values; queries from its first 2/3),\n"
          "sizes 1024..16384, m = 32..2048 per-query keys/features, 3 (Q, V) pairs, 3 interleaved\n"
          "repetitions per pair (fresh seeds), Reformer 1 hash, WildCat C = 1, all cores.\n"
          "A method that throws is reported as failed and the run goes on; --require names\n"
          "methods whose failure (or fallback to exact) is an error (exit 4).\n"
+         "--max-call-seconds S: once a call of a method takes longer than S, its larger m at\n"
+         "that n are skipped (status \"skipped: ...\"; the cells already measured are kept).\n"
          "Methods (--methods):\n"
       << kb::describe_variants();
 }
@@ -103,6 +107,7 @@ Config parse(int argc, char** argv) {
     else if (a == "--threads") c.threads = std::stoll(next());
     else if (a == "--reformer-hashes") c.choices.reformer_hashes = std::stoll(next());
     else if (a == "--wildcat-bins") c.choices.wildcat_bins = std::stoll(next());
+    else if (a == "--max-call-seconds") c.max_call_seconds = std::stod(next());
     else if (a == "--no-plot") c.plot = false;
     else if (a == "--help" || a == "-h") { usage(); std::exit(0); }
     else { std::cerr << "unknown argument " << a << "\n"; usage(); std::exit(2); }
@@ -231,7 +236,8 @@ void print_tables(const Config& c, const SizeResult& r) {
         const std::string mark = k->b.m != m ? "*" : " ";
         std::printf(metric == 2 ? "%9.1f%s" : "%9.3f%s", value, mark.c_str());
       }
-      if (metric == 0 && !failure.empty() && failure.rfind("fallback", 0) != 0) {
+      if (metric == 0 && !failure.empty() && failure.rfind("fallback", 0) != 0 &&
+          failure.rfind("skipped", 0) != 0) {
         std::printf("  %s", failure.c_str());
       }
       std::printf("\n");
@@ -299,7 +305,7 @@ int main(int argc, char** argv) {
         for (int64_t j = 0; j < count; ++j) {
           Case& k = res.cases[static_cast<size_t>((j + rep * 3) % count)];
           ++done;
-          if (k.status != "ok") continue;
+          if (k.status != "ok") continue;  // failed, fell back or skipped: not run again
           progress(done, total, "n=" + std::to_string(n) + " p" + std::to_string(p) + " r" +
                                     std::to_string(rep) + " " + k.b.variant + " m=" +
                                     std::to_string(k.b.m));
@@ -323,6 +329,14 @@ int main(int argc, char** argv) {
           if (k.status == "ok") {
             err = kb::errors_of(est, ref);
             k.seconds.push_back(s);
+            if (c.max_call_seconds > 0 && s > c.max_call_seconds) {
+              for (Case& x : res.cases) {
+                if (x.b.variant == k.b.variant && x.b.m > k.b.m && x.status == "ok") {
+                  x.status = "skipped: a call at m = " + std::to_string(k.b.m) + " took " +
+                             std::to_string(s) + " s (--max-call-seconds)";
+                }
+              }
+            }
             k.rel_sum += err.rel;
             k.centered_sum += err.centered;
             ++k.errors;
@@ -382,7 +396,8 @@ int main(int argc, char** argv) {
   for (const std::string& r : c.required) {
     for (const SizeResult& res : results) {
       for (const Case& k : res.cases) {
-        if (k.b.variant == r && k.status != "ok" && k.status.rfind("fallback", 0) != 0) {
+        if (k.b.variant == r && k.status != "ok" && k.status.rfind("fallback", 0) != 0 &&
+            k.status.rfind("skipped", 0) != 0) {
           std::cerr << "required method " << r << " did not run at n=" << res.n << ": " << k.status
                     << "\n";
           return 4;
