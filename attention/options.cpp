@@ -31,7 +31,15 @@ std::string to_string(BucketOrder order) {
 }
 
 std::string to_string(Residual residual) {
-  return residual == Residual::kSampled ? "sampled" : "control_variate";
+  switch (residual) {
+    case Residual::kSampled:
+      return "sampled";
+    case Residual::kControlVariate:
+      return "control_variate";
+    case Residual::kMassCalibrated:
+      return "mass_calibrated";
+  }
+  return "?";
 }
 
 std::string to_string(Sampling sampling) {
@@ -75,8 +83,9 @@ BucketOrder bucket_order_from_string(const std::string& name) {
 Residual residual_from_string(const std::string& name) {
   if (name == "sampled") return Residual::kSampled;
   if (name == "control_variate") return Residual::kControlVariate;
+  if (name == "mass_calibrated") return Residual::kMassCalibrated;
   TORCH_CHECK(false, "unknown KDEformer residual '", name,
-              "' (expected sampled or control_variate)");
+              "' (expected sampled, control_variate or mass_calibrated)");
 }
 
 }  // namespace kdeserve::attention

@@ -29,6 +29,8 @@ enum class Residual {
   kSampled,         ///< The paper: Σ_s e^{s_ij_s} [v_j_s, 1] / (m p_j_s) over off-block samples.
   kControlVariate,  ///< A Gaussian far field, summed exactly over every off-block key, plus the
                     ///< samples' unbiased estimate of its error (kdeformer.h has the estimator).
+  kMassCalibrated,  ///< The far field's off-block numerator rescaled to the samples' unbiased
+                    ///< estimate of the off-block mass (the control variate's denominator).
 };
 
 /// Which implementation computes exact attention.
@@ -48,7 +50,7 @@ std::string to_string(Method method);
 std::string to_string(BucketOrder order);
 /// Returns "value_norm" / "uniform".
 std::string to_string(Sampling sampling);
-/// Returns "sampled" / "control_variate".
+/// Returns "sampled" / "control_variate" / "mass_calibrated".
 std::string to_string(Residual residual);
 /// Returns "auto" / "chunked" / "sdpa".
 std::string to_string(ExactBackend backend);
@@ -81,7 +83,8 @@ struct KdeformerOptions {
   /// Compute the block-diagonal heavy part. false, with uniform sampling, is the plain
   /// sampling baseline (no LSH at all).
   TORCH_ARG(bool, heavy) = true;
-  /// kControlVariate allows sample_size 0: the deterministic blocks + far-field estimate.
+  /// kControlVariate allows sample_size 0: the deterministic blocks + far-field estimate (as
+  /// does kMassCalibrated, which then equals it).
   TORCH_ARG(Residual, residual) = Residual::kSampled;
   /// Clamp each output coordinate to [min_j v_j, max_j v_j], where exact attention (a convex
   /// combination of the values) always lies; never moves a coordinate away from the exact one.

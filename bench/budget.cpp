@@ -27,6 +27,8 @@ const std::vector<VariantInfo>& infos() {
        "KDEformer, blocks b = m + the exact Gaussian far field (control variate, m = 0 samples)"},
       {"kdeformer_cv", true,
        "KDEformer, control-variate residual (unbiased), b = s = m/2, output clamped"},
+      {"kdeformer_mc", true,
+       "KDEformer, far field rescaled to the sampled off-block mass, b = s = m/2, clamped"},
       {"block_only", true, "KDEformer's block-diagonal part alone, b = m"},
       {"uniform", true, "m keys sampled uniformly (no LSH)"},
       {"performer", true, "Performer, m orthogonal features, stabilised"},
@@ -236,6 +238,10 @@ Budgeted at_budget(const std::string& v, int64_t m, int64_t /*nq*/, int64_t nk,
   } else if (v == "kdeformer_cv") {
     o.method(att::Method::kKdeformer);
     o.kdeformer().bucket_size(half).sample_size(m - half).residual(att::Residual::kControlVariate);
+    o.kdeformer().clamp_output(true);
+  } else if (v == "kdeformer_mc") {
+    o.method(att::Method::kKdeformer);
+    o.kdeformer().bucket_size(half).sample_size(m - half).residual(att::Residual::kMassCalibrated);
     o.kdeformer().clamp_output(true);
   } else if (v == "block_only") {
     o.method(att::Method::kKdeformer);

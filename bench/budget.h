@@ -24,7 +24,7 @@ struct Budgeted {
 /// Every variant name, in table order. The first ones are the default set of the GloVe harness
 /// (default_variants()); the rest are labelled modes (reference-faithful or other choices).
 const std::vector<std::string>& variant_names();
-/// exact, kdeformer, kdeformer_ff, kdeformer_cv, block_only, uniform, performer, reformer, scatterbrain, hyperattention,
+/// exact, kdeformer, kdeformer_ff, kdeformer_cv, kdeformer_mc, block_only, uniform, performer, reformer, scatterbrain, hyperattention,
 /// wildcat, thinformer.
 std::vector<std::string> default_variants();
 /// One line per variant: what it runs (for --help).
@@ -40,7 +40,7 @@ struct BudgetChoices {
 };
 
 /// `variant` at per-query budget m for nq queries and nk keys (peers.md §8):
-/// exact: exact attention (m = nk); kdeformer / kdeformer_ref / kdeformer_cv /
+/// exact: exact attention (m = nk); kdeformer / kdeformer_ref / kdeformer_cv / kdeformer_mc /
 /// hyperattention(_ref): b = s = m/2; block_only and kdeformer_ff: b = m, no samples; uniform: m keys; performer(_ref): m features;
 /// scatterbrain(_lsh): w = f = m/2 (f even); reformer(_ref): 2 · bucket · hashes = m; wildcat:
 /// r = m; thinformer(_pad): the g ≥ 0 whose 2^g·√n' is closest to m. HyperAttention's

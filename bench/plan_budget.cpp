@@ -2,7 +2,7 @@
 // the ImageNet photos of shared/data (its t2t_layer1 and t2t_layer2), and BigGAN-deep's
 // self-attention fed with truncated noise. Each layer's q, k, v are recorded from an exact
 // forward pass; every candidate of attention::kdeformer::candidate_grid, the paper's setting and
-// the model's current default run on them (interleaved, float32, as the models run), and the
+// the model's default run on them (interleaved, float32, as the models run), and the
 // chooser picks the cheapest setting under each target error. Weights: converted checkpoints
 // with --weights-dir, else seeded random ones (the shapes are real, the data is real images).
 #include <ATen/ATen.h>
@@ -17,8 +17,10 @@
 
 #include "attention/kdeformer/budget.h"
 #include "attention/threads.h"
+#include "models/biggan/biggan.h"
 #include "models/preprocess/image.h"
 #include "models/registry.h"
+#include "models/t2t_vit/t2t_vit.h"
 #include "tests/support/shared_data.h"
 
 namespace {
@@ -81,12 +83,14 @@ at::Tensor imagenet_batch(int64_t count, int64_t size) {
   return at::stack(images);
 }
 
+// Candidates 0 and 1 are the paper's setting and the model's default; the grid follows.
 void study(const std::string& title, const km::RecordedAttention& r,
-           const att::AttentionOptions& current, const Args& a) {
+           const att::AttentionOptions& paper, const att::AttentionOptions& current,
+           const Args& a) {
   const int64_t nk = r.k.size(2);
   std::vector<att::KdeformerOptions> candidates = kde::candidate_grid(nk, current.kdeformer());
   if (a.quick) candidates.resize(std::min<size_t>(candidates.size(), 4));
-  candidates.insert(candidates.begin(), current.kdeformer());
+  candidates.insert(candidates.begin(), {paper.kdeformer(), current.kdeformer()});
   std::printf("\n## %s: q [%lld, %lld, %lld, %lld], k/v Nk %lld, Dv %lld, scale %.4g\n",
               title.c_str(), static_cast<long long>(r.q.size(0)),
               static_cast<long long>(r.q.size(1)), static_cast<long long>(r.q.size(2)),
@@ -94,20 +98,21 @@ void study(const std::string& title, const km::RecordedAttention& r,
               static_cast<long long>(r.v.size(3)), r.scale);
   const std::vector<kde::BudgetPoint> points =
       kde::measure_budgets(r.q, r.k, r.v, r.scale, candidates, a.reps, 1);
-  std::vector<kde::BudgetPoint> sorted = points;
-  std::sort(sorted.begin(), sorted.end(),
-            [](const auto& x, const auto& y) { return x.seconds < y.seconds; });
+  std::vector<size_t> order(points.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(),
+            [&](size_t x, size_t y) { return points[x].seconds < points[y].seconds; });
   std::printf("| setting | rel error | centered | ms |\n|---|---|---|---|\n");
-  for (const auto& p : sorted) {
+  for (size_t i : order) {
+    const auto& p = points[i];
     std::printf("| %s%s | %.4f | %.4f | %.2f |\n", kde::describe(p.options).c_str(),
-                p.options.bucket_size() == current.kdeformer().bucket_size() &&
-                        p.options.sample_size() == current.kdeformer().sample_size() &&
-                        p.options.residual() == current.kdeformer().residual() &&
-                        p.options.clamp_output() == current.kdeformer().clamp_output()
-                    ? " (current default)"
-                    : "",
-                p.rel_error, p.centered_error, p.seconds * 1e3);
+                i == 0 ? " (paper)" : i == 1 ? " (default)" : "", p.rel_error, p.centered_error,
+                p.seconds * 1e3);
   }
+  std::printf("paper: rel %.4f, centered %.4f, %.2f ms; default: rel %.4f, centered %.4f, %.2f "
+              "ms\n",
+              points[0].rel_error, points[0].centered_error, points[0].seconds * 1e3,
+              points[1].rel_error, points[1].centered_error, points[1].seconds * 1e3);
   for (double t : a.targets) {
     const auto pick = kde::cheapest_within_error(points, t);
     if (pick) {
@@ -119,7 +124,7 @@ void study(const std::string& title, const km::RecordedAttention& r,
   }
   const auto same_time = kde::best_within_time(points, points[0].seconds);
   if (same_time) {
-    std::printf("most accurate within the current default's %.2f ms: %s (rel %.4f vs %.4f)\n",
+    std::printf("most accurate within the paper setting's %.2f ms: %s (rel %.4f vs %.4f)\n",
                 points[0].seconds * 1e3, kde::describe(same_time->options).c_str(),
                 same_time->rel_error, points[0].rel_error);
   }
@@ -176,9 +181,10 @@ int main(int argc, char** argv) {
     ctx.recorded = &rec;
     model->classify(images, model->plan_for(att::Method::kExact), ctx);
     const km::AttentionPlan& current = model->plan_for(att::Method::kKdeformer);
+    const km::AttentionPlan paper = km::t2t_vit_paper_plan();
     for (const auto& r : rec) {
       if (r.group == "t2t_layer1" || r.group == "t2t_layer2") {
-        study(name + " " + r.group, r, current.at(r.group), a);
+        study(name + " " + r.group, r, paper.at(r.group), current.at(r.group), a);
       }
     }
   }
@@ -196,7 +202,10 @@ int main(int argc, char** argv) {
     ctx.recorded = &rec;
     model->generate(z, classes, 0.4, model->plan_for(att::Method::kExact), ctx);
     const km::AttentionPlan& current = model->plan_for(att::Method::kKdeformer);
-    for (const auto& r : rec) study(a.biggan + " " + r.group, r, current.at(r.group), a);
+    const km::AttentionPlan paper = km::biggan_paper_plan();
+    for (const auto& r : rec) {
+      study(a.biggan + " " + r.group, r, paper.at(r.group), current.at(r.group), a);
+    }
   }
   return 0;
 }

@@ -45,6 +45,7 @@ std::string describe(const attention::AttentionOptions& o) {
       out << "(b=" << o.kdeformer().bucket_size() << ",m=" << o.kdeformer().sample_size()
           << ",r=" << o.kdeformer().num_projections();
       if (o.kdeformer().residual() == attention::Residual::kControlVariate) out << ",cv";
+      if (o.kdeformer().residual() == attention::Residual::kMassCalibrated) out << ",cv-mass";
       if (o.kdeformer().clamp_output()) out << ",clamped";
       out << ")";
       break;

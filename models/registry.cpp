@@ -30,6 +30,7 @@ class T2TViTModel final : public Model {
   T2TViTModel(const std::string& name, const LoadOptions& o) : module_(nullptr) {
     spec_ = model_spec(name);
     for (attention::Method m : attention::kAllMethods) plans_[m] = t2t_vit_plan(m);
+    paper_kdeformer_plan_ = t2t_vit_paper_plan();
     weights_source_ = weights_description(o);
     has_weights_ = o.weights.has_value();
     device_ = o.device;
@@ -63,6 +64,7 @@ class BigGANModel final : public Model {
   BigGANModel(const std::string& name, const LoadOptions& o) : module_(nullptr) {
     spec_ = model_spec(name);
     for (attention::Method m : attention::kAllMethods) plans_[m] = biggan_plan(m);
+    paper_kdeformer_plan_ = biggan_paper_plan();
     weights_source_ = weights_description(o);
     has_weights_ = o.weights.has_value();
     device_ = o.device;

@@ -40,6 +40,9 @@ class Model {
   /// the groups the paper approximates, exact elsewhere (t2t_vit_plan, biggan_plan). Groups
   /// of different plans combine with AttentionPlan::with_group.
   const AttentionPlan& plan_for(attention::Method method) const { return plans_.at(method); }
+  /// KDEformer as the paper ran it on this model (Residual::kSampled with the paper's b and m:
+  /// t2t_vit_paper_plan, biggan_paper_plan); plan_for(kKdeformer) is the tuned default.
+  const AttentionPlan& paper_kdeformer_plan() const { return paper_kdeformer_plan_; }
   /// "file <path>" or "random init (seed N)".
   const std::string& weights_source() const { return weights_source_; }
   bool has_weights() const { return has_weights_; }
@@ -59,6 +62,7 @@ class Model {
   ModelSpec spec_;
   /// One plan per attention::kAllMethods entry, filled by the subclass's constructor.
   std::map<attention::Method, AttentionPlan> plans_;
+  AttentionPlan paper_kdeformer_plan_;
   std::string weights_source_;
   bool has_weights_ = false;
   c10::Device device_ = c10::Device(c10::DeviceType::CPU);

@@ -56,7 +56,7 @@ AttentionMode parse_mode(const YAML::Node& node, const std::string& path) {
 ModelConfig parse_model(const YAML::Node& node, const std::string& path) {
   check_keys(node, path,
              {"name", "weights", "init_seed", "device", "default_attention", "allowed_attention",
-              "batching", "max_image_pixels", "max_image_decoded_bytes"});
+              "kdeformer_settings", "batching", "max_image_pixels", "max_image_decoded_bytes"});
   ModelConfig m;
   if (!node["name"]) throw ConfigError(path + ".name: required");
   m.name = get<std::string>(node["name"], path + ".name");
@@ -66,6 +66,17 @@ ModelConfig parse_model(const YAML::Node& node, const std::string& path) {
   }
   if (node["init_seed"]) m.init_seed = get<uint64_t>(node["init_seed"], path + ".init_seed");
   if (node["device"]) m.device = get<std::string>(node["device"], path + ".device");
+  if (node["kdeformer_settings"]) {
+    const std::string p = path + ".kdeformer_settings";
+    const auto v = get<std::string>(node["kdeformer_settings"], p);
+    if (v == "tuned") {
+      m.kdeformer_settings = KdeformerSettings::kTuned;
+    } else if (v == "paper") {
+      m.kdeformer_settings = KdeformerSettings::kPaper;
+    } else {
+      throw ConfigError(p + ": '" + v + "' is not one of tuned, paper");
+    }
+  }
   if (node["default_attention"]) {
     m.default_attention = parse_mode(node["default_attention"], path + ".default_attention");
   }
@@ -134,6 +145,10 @@ std::string read_text_file(const std::string& path) {
 }
 
 }  // namespace
+
+std::string to_string(KdeformerSettings settings) {
+  return settings == KdeformerSettings::kPaper ? "paper" : "tuned";
+}
 
 std::string to_string(AttentionMode mode) {
   switch (mode) {
@@ -486,6 +501,7 @@ std::string to_yaml(const ServerConfig& c) {
     out << YAML::Key << "init_seed" << YAML::Value << m.init_seed;
     out << YAML::Key << "device" << YAML::Value << m.device;
     out << YAML::Key << "default_attention" << YAML::Value << to_string(m.default_attention);
+    out << YAML::Key << "kdeformer_settings" << YAML::Value << to_string(m.kdeformer_settings);
     out << YAML::Key << "allowed_attention" << YAML::Value << YAML::Flow << YAML::BeginSeq;
     for (auto a : m.allowed_attention) out << to_string(a);
     out << YAML::EndSeq;

@@ -29,6 +29,15 @@ enum class AttentionMode {
   kThinformer,
 };
 
+/// What the kdeformer mode runs on a model.
+enum class KdeformerSettings {
+  kTuned,  ///< the model's default plan: the budget chooser's far-field settings (models/)
+  kPaper,  ///< the paper's settings: sampled residual, its b and m (reproductions, A/B runs)
+};
+
+/// "tuned" / "paper".
+std::string to_string(KdeformerSettings settings);
+
 /// Every mode, in declaration order.
 inline constexpr AttentionMode kAllAttentionModes[] = {
     AttentionMode::kExact,    AttentionMode::kKdeformer,    AttentionMode::kPerformer,
@@ -71,6 +80,8 @@ struct ModelConfig {
   /// "cpu" or "cuda:N".
   std::string device = "cpu";
   AttentionMode default_attention = AttentionMode::kKdeformer;
+  /// `kdeformer_settings`: which KDEformer settings the kdeformer mode runs.
+  KdeformerSettings kdeformer_settings = KdeformerSettings::kTuned;
   /// Modes a request may ask for; always contains default_attention. Each is warmed up at
   /// start-up; a request for another one is INVALID_ARGUMENT.
   std::vector<AttentionMode> allowed_attention = {AttentionMode::kExact,

@@ -218,6 +218,7 @@ void InferenceService::load_models() {
     options.weights = h.config.weights;
     options.init_seed = h.config.init_seed;
     options.device = h.config.device;
+    options.paper_kdeformer = h.config.kdeformer_settings == KdeformerSettings::kPaper;
     // Loading and warm-up run on the compute thread, like every batch (server/executor.h).
     compute_.run([&] { h.engine = std::make_unique<ModelEngine>(h.config.name, options); });
     const double load_s = seconds_since(t0);

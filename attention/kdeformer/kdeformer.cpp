@@ -44,7 +44,8 @@ struct Estimate {
 struct FarField {
   at::Tensor mean_logit;  // [G, R] s̄_i
   at::Tensor exponent;    // [G, R] s̄_i + σ²_i / 2, before the cap at the shift
-  at::Tensor num_all;     // [G, R, Dv] Σ_j (1 + s_ij − s̄_i) v_j = Σ_j v_j + q_iᵀ Σ_j (k_j − k̄) v_jᵀ
+  // [G, R, Dv] Σ_j (1 + s_ij − s̄_i) v_j = Σ_j v_j + q_iᵀ Σ_j (k_j − k̄) v_jᵀ
+  at::Tensor num_all;
 };
 
 FarField far_field_moments(const at::Tensor& qs, const at::Tensor& k3, const at::Tensor& v3) {
@@ -86,7 +87,10 @@ Estimate estimate(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   const int64_t nk = k.size(2), dv = v.size(3), groups = batch * heads;
   const int64_t m = opt.sample_size();
   const bool heavy = opt.heavy();
-  const bool cv = opt.residual() == Residual::kControlVariate;
+  // Both far-field residuals share the control variate; kMassCalibrated keeps only its mass.
+  const bool calibrated = opt.residual() == Residual::kMassCalibrated;
+  const bool cv = opt.residual() == Residual::kControlVariate || calibrated;
+  split = split || calibrated;  // it rescales the off-block far field on its own
   const double neg_inf = -std::numeric_limits<double>::infinity();
   at::Tensor q3 = q.reshape({groups, nq, dim});
   at::Tensor k3 = k.reshape({groups, nk, dim});
@@ -183,7 +187,7 @@ Estimate estimate(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
       res_floor = p_res.amax(2);
       p_res.sub_(f_res);
     }
-    e.res_num = at::bmm(p_res, v_res.mul_(w_res.unsqueeze(2)));
+    if (!calibrated) e.res_num = at::bmm(p_res, v_res.mul_(w_res.unsqueeze(2)));
     e.res_den = at::bmm(p_res, w_res.unsqueeze(2)).squeeze(2);
   }
   if (heavy) {
@@ -209,6 +213,15 @@ Estimate estimate(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
       e.den_floor = e.den_floor.defined() ? e.den_floor.add_(res_floor) : res_floor;
     }
   }
+  if (calibrated && e.res_den.defined()) {
+    // The samples' unbiased off-block mass D̂_off = Σ_off f + Σ_s w (e − f), at least 0, rescales
+    // the far field's off-block numerator: N̂_off = Σ_off f v · D̂_off / Σ_off f.
+    at::Tensor mass = (e.ff_den + e.res_den).clamp_min_(0);
+    at::Tensor ratio = at::where(e.ff_den > 0, mass / e.ff_den, at::ones_like(mass));
+    e.ff_num.mul_(ratio.unsqueeze(2));
+    e.ff_den = mass;
+    e.res_den = at::Tensor();
+  }
   if (opt.clamp_output()) {
     std::tie(e.value_min, e.value_max) = at::aminmax(v3, 1, /*keepdim=*/true);
   }
@@ -221,12 +234,6 @@ at::Tensor to_queries(const at::Tensor& x, const at::Tensor& row_of_query) {
   at::Tensor x3 = vector ? x.unsqueeze(2) : x;
   at::Tensor out = gather_rows(x3, row_of_query);
   return vector ? out.squeeze(2) : out;
-}
-
-at::Tensor sum_defined(const at::Tensor& a, const at::Tensor& b) {
-  if (!a.defined()) return b;
-  if (!b.defined()) return a;
-  return a + b;
 }
 
 // a += b where both exist; the defined one otherwise. a is the estimate's own temporary.
@@ -319,7 +326,7 @@ KdeformerParts kdeformer_parts(const at::Tensor& q, const at::Tensor& k, const a
     parts.sample_probabilities = e.probabilities.view({batch, heads, nk});
     parts.sample_indices = e.samples.view({batch, heads, m});
   }
-  if (options.residual() == Residual::kControlVariate) {
+  if (options.residual() != Residual::kSampled) {
     parts.far_field_numerator = to_queries(e.ff_num, rows).view({batch, heads, nq, dv});
     parts.far_field_denominator = to_queries(e.ff_den, rows).view({batch, heads, nq});
     parts.denominator_floor = to_queries(e.den_floor, rows).view({batch, heads, nq});

@@ -32,6 +32,13 @@ namespace kdeserve::attention::kdeformer {
 /// Two projections never move the estimate away from the exact value: D̂_i is raised to the
 /// lower bound Σ_{blk(i)} e_ij + max_s [j_s ∉ blk(i)] e_ij_s of the true D_i (disjoint keys,
 /// positive terms), and with clamp_output each coordinate is clamped to the values' range.
+///
+/// Residual::kMassCalibrated keeps the control variate's unbiased off-block mass
+/// D̂_off = Σ_{j ∉ blk(i)} f_ij + Σ_s [j_s ∉ blk(i)] (e_ij_s − f_ij_s) / (m p_j_s) (at least 0) and
+/// spends no samples on the numerator's direction: N̂_off = (Σ_{j ∉ blk(i)} f_ij v_j) · D̂_off /
+/// Σ_{j ∉ blk(i)} f_ij. Where the Gaussian far field misses the mass of a cluster of keys beyond
+/// the block (peaked attention over large n), the samples restore how much the rest weighs
+/// while the far field still says what it averages to; a ratio estimator, biased by O(1/m).
 /// q [B, H, Nq, D], k [B, H, Nk, D], v [B, H, Nk, Dv] → [B, H, Nq, Dv]; float32 or float64;
 /// inputs are assumed validated (attention() does it). Fills the KDEformer fields of
 /// call.report when set.
@@ -53,7 +60,8 @@ struct KdeformerParts {
   at::Tensor sample_indices;        ///< [B, H, m] original key indices; undefined if m = 0
   at::Tensor output;                ///< [B, H, Nq, Dv] the estimate
   /// Control variate only: Σ_{j ∉ block(i)} f_ij v_j and Σ f_ij (the residual_* fields then hold
-  /// the sampled Σ_s w_s (e − f) terms) and the denominator's lower bound.
+  /// the sampled Σ_s w_s (e − f) terms) and the denominator's lower bound. Mass-calibrated: the
+  /// rescaled N̂_off and D̂_off (the residual_* fields are zero).
   at::Tensor far_field_numerator;    ///< [B, H, Nq, Dv]
   at::Tensor far_field_denominator;  ///< [B, H, Nq]
   at::Tensor denominator_floor;      ///< [B, H, Nq]

@@ -269,4 +269,11 @@ AttentionPlan BigGANImpl::default_plan() { return biggan_plan(attention::Method:
 
 AttentionPlan biggan_default_plan() { return BigGANImpl::default_plan(); }
 
+AttentionPlan biggan_paper_plan() {
+  AttentionPlan plan = biggan_default_plan();
+  attention::AttentionOptions o = plan.at(kBigGANAttentionGroup);
+  o.kdeformer().sample_size(128).residual(attention::Residual::kSampled).clamp_output(false);
+  return plan.with_group(kBigGANAttentionGroup, o);
+}
+
 }  // namespace kdeserve::models

@@ -87,6 +87,10 @@ TORCH_MODULE(BigGAN);
 /// Same as BigGANImpl::default_plan().
 AttentionPlan biggan_default_plan();
 
+/// The KDEformer paper's plan for BigGAN-deep (models.md B.6): "self_attention" = b = 64, m = 128
+/// sampled keys (Residual::kSampled), r = 7, 20 power iterations, scale 1.
+AttentionPlan biggan_paper_plan();
+
 /// The plan of `method` for BigGAN-deep: "self_attention" (4096 × 1024 keys, Dv = 256,
 /// scale 1) runs `method` with the paper's settings (kExact: exact attention):
 ///   kdeformer      b = 64, r = 7, far field, no samples, clamped (the paper: m = 128 sampled);

@@ -108,6 +108,16 @@ AttentionPlan t2t_vit_plan(attention::Method method) {
 
 AttentionPlan t2t_vit_default_plan() { return t2t_vit_plan(attention::Method::kKdeformer); }
 
+AttentionPlan t2t_vit_paper_plan() {
+  AttentionPlan plan = t2t_vit_default_plan();
+  for (const auto& [group, samples] : {std::pair{kT2TLayer1Group, 98}, {kT2TLayer2Group, 24}}) {
+    attention::AttentionOptions o = plan.at(group);
+    o.kdeformer().sample_size(samples).residual(attention::Residual::kSampled).clamp_output(false);
+    plan = plan.with_group(group, o);
+  }
+  return plan;
+}
+
 at::Tensor sinusoid_position_table(int64_t n_position, int64_t dim) {
   at::Tensor table = at::empty({n_position, dim}, at::TensorOptions().dtype(at::kDouble));
   auto a = table.accessor<double, 2>();

@@ -51,6 +51,10 @@ AttentionPlan t2t_vit_plan(attention::Method method);
 /// The default plan for T2T-ViT: t2t_vit_plan(kKdeformer).
 AttentionPlan t2t_vit_default_plan();
 
+/// The KDEformer paper's plan for T2T-ViT (demo_imagenet.py, models.md A.4): b = 32, m = 98 /
+/// 24 sampled keys (Residual::kSampled), r = 7, 32 power iterations; blocks exact.
+AttentionPlan t2t_vit_paper_plan();
+
 /// Intermediate activations of one forward pass (for parity tests and diagnostics).
 struct T2TIntermediates {
   at::Tensor after_attention1;  ///< [B, (img/4)², token_dim]: attention1 output.

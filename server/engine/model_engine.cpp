@@ -87,6 +87,9 @@ ModelEngine::ModelEngine(const std::string& name, const EngineLoadOptions& optio
     for (AttentionMode mode : kAllAttentionModes) {
       state_->plans[mode] = state_->model->plan_for(to_method(mode));
     }
+    if (options.paper_kdeformer) {
+      state_->plans[AttentionMode::kKdeformer] = state_->model->paper_kdeformer_plan();
+    }
   });
 }
 

@@ -26,6 +26,9 @@ struct EngineLoadOptions {
   uint64_t init_seed = 0;
   /// "cpu", "cuda" or "cuda:N".
   std::string device = "cpu";
+  /// The kdeformer mode runs the paper's settings (models::Model::paper_kdeformer_plan) instead
+  /// of the tuned default plan.
+  bool paper_kdeformer = false;
 };
 
 /// One layer group of an attention plan, as ModelInfo lists it.

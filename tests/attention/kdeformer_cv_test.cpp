@@ -1,6 +1,6 @@
-// KDEformer's control-variate residual (Residual::kControlVariate, kdeformer.h): its far field
-// against a direct sum, its unbiasedness, the exact limits, its lower bound and clamp, stability,
-// determinism and batch independence, and that it beats the paper's estimate on diffuse data.
+// KDEformer's far-field residuals (Residual::kControlVariate, kMassCalibrated; kdeformer.h):
+// the far field against a direct sum, unbiasedness, the exact limits, the lower bound and the
+// clamp, stability, determinism, batch independence, and that it beats the paper on diffuse data.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -244,6 +244,68 @@ TEST(KdeformerControlVariate, BeatsThePaperAndTheFloorOnDiffuseAttention) {
   EXPECT_GT(paper, floor);
   EXPECT_LT(sampled, 0.2 * paper);
   EXPECT_LT(far_field, 0.5 * floor);
+}
+
+KdeformerOptions mass(int64_t b, int64_t m) {
+  return KdeformerOptions().bucket_size(b).sample_size(m).residual(Residual::kMassCalibrated);
+}
+
+// The mass-calibrated far field: its off-block mass is the control variate's (unbiased), its
+// numerator the far field's scaled by it; the exact limits and the fused path hold.
+TEST(KdeformerMassCalibrated, MassIsUnbiasedAndTheNumeratorFollowsIt) {
+  const int64_t n = 96, d = 8, dv = 4, draws = 1200;
+  const double scale = 0.5;
+  const at::Tensor q = seeded_randn({1, 1, n, d}, 411);
+  const at::Tensor k = seeded_randn({1, 1, n, d}, 412);
+  const at::Tensor v = seeded_randn({1, 1, n, dv}, 413);
+  AttentionCall call;
+  call.injected.projections = seeded_randn({d, 7}, 414);
+  const KdeformerParts first = kdeformer_parts(q, k, v, scale, mass(16, 16), call);
+  const Blocks blk = blocks_of(first, q, k, scale, 0, 0);
+  const at::Tensor exact_mass = (blk.s.exp() * blk.outside).sum(1);  // [n]
+  at::Tensor sum = at::zeros_like(exact_mass), sum_sq = at::zeros_like(exact_mass);
+  for (int64_t t = 1; t <= draws; ++t) {
+    call.seed = static_cast<uint64_t>(t);
+    const KdeformerParts p = kdeformer_parts(q, k, v, scale, mass(16, 16), call);
+    const KdeformerParts c = kdeformer_parts(q, k, v, scale, cv(16, 16), call);
+    // Same draws: the mass is the control variate's far field + correction, clamped at 0.
+    const at::Tensor cv_mass =
+        (c.far_field_denominator[0][0] + c.residual_denominator[0][0]).clamp_min(0);
+    ASSERT_LT(max_rel_diff(p.far_field_denominator[0][0], cv_mass), 1e-12);
+    const at::Tensor ratio = cv_mass / c.far_field_denominator[0][0];
+    ASSERT_LT(max_rel_diff(p.far_field_numerator[0][0],
+                           c.far_field_numerator[0][0] * ratio.unsqueeze(1)),
+              1e-12);
+    EXPECT_TRUE(p.residual_numerator.eq(0).all().item<bool>());
+    const at::Tensor est = p.far_field_denominator[0][0] * p.shift[0][0].exp();
+    sum += est;
+    sum_sq += est * est;
+  }
+  const at::Tensor mean = sum / draws;
+  const double se =
+      std::sqrt(((sum_sq / draws - mean * mean).clamp_min(0)).sum().item<double>() / draws);
+  // Unbiased where the clamp at 0 never bites (every draw here: the far field dominates).
+  EXPECT_LT((mean - exact_mass).norm().item<double>(), 3 * se);
+}
+
+TEST(KdeformerMassCalibrated, ExactLimitsAndFusedEqualsParts) {
+  const at::Tensor q = seeded_randn({2, 2, 70, 8}, 421);
+  const at::Tensor k = seeded_randn({2, 2, 50, 8}, 422);
+  const at::Tensor v = seeded_randn({2, 2, 50, 6}, 423);
+  EXPECT_LT(max_rel_diff(kdeformer_attention(q, k, v, 0.4, mass(50, 16)),
+                         naive_attention(q, k, v, 0.4)),
+            1e-12);
+  const at::Tensor k0 = at::zeros({2, 2, 50, 8}, at::kDouble);
+  EXPECT_LT(max_rel_diff(kdeformer_attention(q, k0, v, 0.4, mass(8, 16)),
+                         naive_attention(q, k0, v, 0.4)),
+            1e-12);
+  AttentionCall call;
+  call.seed = 4;
+  const auto opt = mass(8, 12).clamp_output(true);
+  const at::Tensor fused = kdeformer_attention(q, k, v, 0.4, opt, call);
+  EXPECT_LT(max_rel_diff(fused, kdeformer_parts(q, k, v, 0.4, opt, call).output), 1e-12);
+  const at::Tensor big = kdeformer_attention(q.mul(20), k.mul(20), v, 1.0, opt, call);
+  EXPECT_TRUE(at::isfinite(big).all().item<bool>());
 }
 
 }  // namespace

@@ -124,6 +124,10 @@ TEST(ModelPlans, T2TViTRunsEachMethodWithThePapersSettingsPerLayer) {
             "blocks=exact, t2t_layer1=kdeformer(b=32,m=0,r=7,cv,clamped), "
             "t2t_layer2=kdeformer(b=32,m=0,r=7,cv,clamped)");
   EXPECT_EQ(t2t_vit_plan(Method::kKdeformer).at("t2t_layer2").kdeformer().power_iterations(), 32);
+  EXPECT_EQ(t2t_vit_paper_plan().describe(),
+            "blocks=exact, t2t_layer1=kdeformer(b=32,m=98,r=7), "
+            "t2t_layer2=kdeformer(b=32,m=24,r=7)");
+  EXPECT_EQ(biggan_paper_plan().describe(), "self_attention=kdeformer(b=64,m=128,r=7)");
   EXPECT_EQ(t2t_vit_plan(Method::kPerformer).describe(),
             "blocks=exact, t2t_layer1=performer(m=49,orthogonal), "
             "t2t_layer2=performer(m=12,orthogonal)");

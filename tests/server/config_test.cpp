@@ -43,6 +43,21 @@ TEST(ServerConfig, EmbeddedDefaultIsTheDeployFileAndValid) {
   EXPECT_FALSE(c.models[0].weights.has_value());
   EXPECT_EQ(c.models[0].max_image_pixels, 40'000'000);
   EXPECT_EQ(c.models[0].max_image_decoded_bytes, 364'000'000);
+  EXPECT_EQ(c.models[0].kdeformer_settings, ks::KdeformerSettings::kTuned);
+}
+
+TEST(ServerConfig, KdeformerSettings) {
+  const ks::ServerConfig c = ks::parse_config_yaml(R"(
+models:
+  - name: t2t_vit_t_14
+    kdeformer_settings: paper
+)",
+                                                   "t");
+  EXPECT_EQ(c.models[0].kdeformer_settings, ks::KdeformerSettings::kPaper);
+  EXPECT_NE(ks::to_yaml(c).find("kdeformer_settings: paper"), std::string::npos);
+  EXPECT_NE(error_of("models:\n  - name: t2t_vit_t_14\n    kdeformer_settings: fast\n")
+                .find("models[0].kdeformer_settings: 'fast' is not one of tuned, paper"),
+            std::string::npos);
 }
 
 TEST(ServerConfig, DefaultsForOmittedKeys) {

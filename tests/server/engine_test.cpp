@@ -58,6 +58,22 @@ TEST(ServerEngine, RawImagesBecomeTheModelCrop) {
                ks::LibTorchError);
 }
 
+// kdeformer_settings: paper swaps the kdeformer mode's plan for the paper's settings only.
+TEST(ServerEngine, PaperKdeformerSettingsReplaceOnlyTheKdeformerPlan) {
+  ks::EngineLoadOptions options;
+  const ks::ModelEngine tuned("t2t_vit_t_14", options);
+  options.paper_kdeformer = true;
+  const ks::ModelEngine paper("t2t_vit_t_14", options);
+  EXPECT_EQ(tuned.describe_plan(ks::AttentionMode::kKdeformer),
+            "blocks=exact, t2t_layer1=kdeformer(b=32,m=0,r=7,cv,clamped), "
+            "t2t_layer2=kdeformer(b=32,m=0,r=7,cv,clamped)");
+  EXPECT_EQ(paper.describe_plan(ks::AttentionMode::kKdeformer),
+            "blocks=exact, t2t_layer1=kdeformer(b=32,m=98,r=7), "
+            "t2t_layer2=kdeformer(b=32,m=24,r=7)");
+  EXPECT_EQ(paper.describe_plan(ks::AttentionMode::kWildCat),
+            tuned.describe_plan(ks::AttentionMode::kWildCat));
+}
+
 TEST(ServerEngine, NoiseIsSeededAndSpecsMirrorTheRegistry) {
   const std::vector<float> a = ks::truncated_noise(7, 0.5, 128);
   ASSERT_EQ(a.size(), 128u);
