@@ -33,11 +33,12 @@ class Model {
  public:
   virtual ~Model() = default;
   const ModelSpec& spec() const { return spec_; }
-  /// The paper's per-layer-group plan for this model: plan_for(kKdeformer).
+  /// The default per-layer-group plan for this model: plan_for(kKdeformer).
   const AttentionPlan& default_plan() const { return plans_.at(attention::Method::kKdeformer); }
   /// The plan of a method: kExact → exact attention in every group; any other method → that
-  /// method, with the paper's settings for this model (kdeformer.md §1.7, peers.md tables), in
-  /// the groups the paper approximates, exact elsewhere (t2t_vit_plan, biggan_plan). Groups
+  /// method, with the paper's settings for this model (kdeformer.md §1.7, peers.md tables;
+  /// KDEformer: the paper's b with the tuned far-field residual), in the groups the paper
+  /// approximates, exact elsewhere (t2t_vit_plan, biggan_plan). Groups
   /// of different plans combine with AttentionPlan::with_group.
   const AttentionPlan& plan_for(attention::Method method) const { return plans_.at(method); }
   /// KDEformer as the paper ran it on this model (Residual::kSampled with the paper's b and m:

@@ -92,7 +92,8 @@ AttentionPlan biggan_default_plan();
 AttentionPlan biggan_paper_plan();
 
 /// The plan of `method` for BigGAN-deep: "self_attention" (4096 × 1024 keys, Dv = 256,
-/// scale 1) runs `method` with the paper's settings (kExact: exact attention):
+/// scale 1) runs `method` with the papers' settings (KDEformer's residual: the tuned far field;
+/// kExact: exact attention):
 ///   kdeformer      b = 64, r = 7, far field, no samples, clamped (the paper: m = 128 sampled);
 ///   performer      m = 128 iid features, stabilised (peers.md §6);
 ///   reformer       bucket 64, 8 hashes, real keys (§7.4);

@@ -34,7 +34,8 @@ inline constexpr const char* kT2TLayer2Group = "t2t_layer2";
 inline constexpr const char* kT2TBlocksGroup = "blocks";
 
 /// The plan of `method` for T2T-ViT: `method` in t2t_layer1 (3136 tokens, scale 1/√147) and
-/// t2t_layer2 (784 tokens, scale 1/24) with the paper's settings per layer, blocks exact
+/// t2t_layer2 (784 tokens, scale 1/24) with the papers' settings per layer (KDEformer's
+/// residual: the tuned far field), blocks exact
 /// (kExact: exact everywhere). Settings (layer 1 / layer 2):
 ///   kdeformer      b = 32, r = 7, the control-variate far field with no samples, clamped (the
 ///                  budget chooser's pick, bench/RESULTS.md; the paper's demo_imagenet.py ran

@@ -118,10 +118,11 @@ class ModelEngine {
   bool has_weights() const;
 
   /// The plan of a mode, one entry per layer group: exact → exact attention in every group;
-  /// any other → that method, with the paper's settings for the model, where the paper
+  /// any other → that method, with the paper's settings for the model (kdeformer: the tuned
+  /// far field, or the paper's with EngineLoadOptions::paper_kdeformer), where the paper
   /// approximates, exact elsewhere (models::Model::plan_for).
   std::vector<LayerGroupPlan> plan(AttentionMode mode) const;
-  /// The plan of a mode as text: "t2t_layer1=kdeformer(b=32,m=98,r=7), blocks=exact".
+  /// The plan of a mode as text: "t2t_layer1=kdeformer(b=32,m=0,r=7,cv,clamped), blocks=exact".
   std::string describe_plan(AttentionMode mode) const;
 
   /// One forward of a single zero image (classifier) or seed-0 item (generator) with `mode`.

@@ -10,6 +10,7 @@
 namespace kdeserve::attention::kdeformer {
 namespace {
 
+using kdeserve::testing::DrawStats;
 using kdeserve::testing::seeded_randn;
 
 TEST(KdeformerStatistics, ResidualEstimatorIsUnbiased) {
@@ -31,7 +32,7 @@ TEST(KdeformerStatistics, ResidualEstimatorIsUnbiased) {
   const at::Tensor v_aug = at::cat({v[0][0], at::ones({n, 1}, v.options())}, 1);
   const at::Tensor exact = at::matmul(a, v_aug);  // [n, dv + 1]
 
-  at::Tensor sum = at::zeros_like(exact), sum_sq = at::zeros_like(exact);
+  DrawStats stats;
   double gap_at_250 = 0;
   for (int64_t t = 1; t <= draws; ++t) {
     call.seed = static_cast<uint64_t>(t);
@@ -39,15 +40,12 @@ TEST(KdeformerStatistics, ResidualEstimatorIsUnbiased) {
     const at::Tensor c = p.shift[0][0].exp().unsqueeze(1);
     const at::Tensor est =
         at::cat({p.residual_numerator[0][0], p.residual_denominator[0][0].unsqueeze(1)}, 1) * c;
-    sum += est;
-    sum_sq += est * est;
-    if (t == 250) gap_at_250 = ((sum / t - exact).norm() / exact.norm()).item<double>();
+    stats.add(est);
+    if (t == 250) gap_at_250 = stats.relative_gap(exact);
   }
-  const at::Tensor mean = sum / draws;
-  const at::Tensor var = (sum_sq / draws - mean * mean).clamp_min(0);
-  const double gap = (mean - exact).norm().item<double>();
-  const double standard_error = std::sqrt(var.sum().item<double>() / draws);
-  const double relative_gap = gap / exact.norm().item<double>();
+  const double gap = stats.gap(exact);
+  const double standard_error = stats.standard_error();
+  const double relative_gap = stats.relative_gap(exact);
   // Stated tolerance: for an unbiased estimator E‖mean − exact‖² = Σ var / draws, so the gap
   // stays within 3 standard errors; a biased one would not shrink with more draws.
   EXPECT_LT(gap, 3 * standard_error) << "relative gap " << relative_gap;
