@@ -3,8 +3,13 @@
 
 #include <malloc.h>
 
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <fstream>
 
 #include "server/engine/images.h"
 #include "server/engine/model_engine.h"
@@ -25,11 +30,38 @@ int64_t retained_bytes(const InferenceService::Job& job) {
   for (const RgbImage& img : job.images) bytes += static_cast<int64_t>(img.pixels.size());
   return bytes;
 }
+
+// Resident set size from /proc/self/statm (0 where it cannot be read).
+double resident_mib() {
+  std::ifstream statm("/proc/self/statm");
+  long pages = 0, resident = 0;
+  if (!(statm >> pages >> resident)) return 0.0;
+  return static_cast<double>(resident) * static_cast<double>(sysconf(_SC_PAGESIZE)) / (1 << 20);
+}
+
+// The compute thread's idle trim (server/executor.h), timed and logged at debug.
+ComputeExecutor::Options compute_options() {
+  ComputeExecutor::Options o;
+  o.trim = [] {
+    const bool log = spdlog::should_log(spdlog::level::debug);
+    const double before = log ? resident_mib() : 0.0;
+    const auto start = std::chrono::steady_clock::now();
+    malloc_trim(0);
+    if (log) {
+      const double ms = std::chrono::duration<double, std::milli>(
+                            std::chrono::steady_clock::now() - start).count();
+      spdlog::debug("idle malloc_trim: {:.1f} ms, RSS {:.0f} -> {:.0f} MiB", ms, before,
+                    resident_mib());
+    }
+  };
+  return o;
+}
 }  // namespace
 
 InferenceService::InferenceService(const ServerConfig& config, Metrics& metrics)
     : config_(config),
       metrics_(metrics),
+      compute_(compute_options()),
       decode_pool_(static_cast<int>(config.decode_threads), "kdeserve-decode") {
   SetMessageAllocatorFor_Classify(&classify_allocator_);
   SetMessageAllocatorFor_Generate(&generate_allocator_);
