@@ -38,6 +38,8 @@ std::string to_string(Residual residual) {
       return "control_variate";
     case Residual::kMassCalibrated:
       return "mass_calibrated";
+    case Residual::kCoreset:
+      return "coreset";
   }
   return "?";
 }
@@ -84,8 +86,9 @@ Residual residual_from_string(const std::string& name) {
   if (name == "sampled") return Residual::kSampled;
   if (name == "control_variate") return Residual::kControlVariate;
   if (name == "mass_calibrated") return Residual::kMassCalibrated;
+  if (name == "coreset") return Residual::kCoreset;
   TORCH_CHECK(false, "unknown KDEformer residual '", name,
-              "' (expected sampled, control_variate or mass_calibrated)");
+              "' (expected sampled, control_variate, mass_calibrated or coreset)");
 }
 
 }  // namespace kdeserve::attention

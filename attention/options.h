@@ -31,6 +31,8 @@ enum class Residual {
                     ///< samples' unbiased estimate of its error (kdeformer.h has the estimator).
   kMassCalibrated,  ///< The far field's off-block numerator rescaled to the samples' unbiased
                     ///< estimate of the off-block mass (the control variate's denominator).
+  kCoreset,         ///< WildCat's weighted coreset of sample_size keys (RPCholesky pivots,
+                    ///< Nyström weights) restricted to the off-block keys; no samples.
 };
 
 /// Which implementation computes exact attention.
@@ -50,7 +52,7 @@ std::string to_string(Method method);
 std::string to_string(BucketOrder order);
 /// Returns "value_norm" / "uniform".
 std::string to_string(Sampling sampling);
-/// Returns "sampled" / "control_variate" / "mass_calibrated".
+/// Returns "sampled" / "control_variate" / "mass_calibrated" / "coreset".
 std::string to_string(Residual residual);
 /// Returns "auto" / "chunked" / "sdpa".
 std::string to_string(ExactBackend backend);

@@ -29,6 +29,8 @@ const std::vector<VariantInfo>& infos() {
        "KDEformer, control-variate residual (unbiased), b = s = m/2, output clamped"},
       {"kdeformer_mc", true,
        "KDEformer, far field rescaled to the sampled off-block mass, b = s = m/2, clamped"},
+      {"kdeformer_wc", true,
+       "KDEformer, blocks b = m/4 + WildCat's coreset of the off-block keys, r = m - b, clamped"},
       {"block_only", true, "KDEformer's block-diagonal part alone, b = m"},
       {"uniform", true, "m keys sampled uniformly (no LSH)"},
       {"performer", true, "Performer, m orthogonal features, stabilised"},
@@ -243,6 +245,11 @@ Budgeted at_budget(const std::string& v, int64_t m, int64_t /*nq*/, int64_t nk,
     o.method(att::Method::kKdeformer);
     o.kdeformer().bucket_size(half).sample_size(m - half).residual(att::Residual::kMassCalibrated);
     o.kdeformer().clamp_output(true);
+  } else if (v == "kdeformer_wc") {
+    o.method(att::Method::kKdeformer);
+    const int64_t quarter = std::max<int64_t>(m / 4, 1);
+    o.kdeformer().bucket_size(quarter).sample_size(std::max<int64_t>(m - quarter, 1));
+    o.kdeformer().residual(att::Residual::kCoreset).clamp_output(true);
   } else if (v == "block_only") {
     o.method(att::Method::kKdeformer);
     o.kdeformer().bucket_size(m).sample_size(0);

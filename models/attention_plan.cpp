@@ -46,6 +46,7 @@ std::string describe(const attention::AttentionOptions& o) {
           << ",r=" << o.kdeformer().num_projections();
       if (o.kdeformer().residual() == attention::Residual::kControlVariate) out << ",cv";
       if (o.kdeformer().residual() == attention::Residual::kMassCalibrated) out << ",cv-mass";
+      if (o.kdeformer().residual() == attention::Residual::kCoreset) out << ",coreset";
       if (o.kdeformer().clamp_output()) out << ",clamped";
       out << ")";
       break;

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "attention/common/blocks.h"
+#include "attention/kdeformer/coreset_far_field.h"
 #include "attention/kdeformer/lsh.h"
 #include "attention/kdeformer/sampling.h"
 
@@ -90,6 +91,9 @@ Estimate estimate(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   // Both far-field residuals share the control variate; kMassCalibrated keeps only its mass.
   const bool calibrated = opt.residual() == Residual::kMassCalibrated;
   const bool cv = opt.residual() == Residual::kControlVariate || calibrated;
+  // The coreset far field spends sample_size on coreset keys instead of samples.
+  const bool coreset = opt.residual() == Residual::kCoreset;
+  const int64_t drawn = coreset ? 0 : m;
   split = split || calibrated;  // it rescales the off-block far field on its own
   const double neg_inf = -std::numeric_limits<double>::infinity();
   at::Tensor q3 = q.reshape({groups, nq, dim});
@@ -122,12 +126,12 @@ Estimate estimate(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                             : e.qlayout.position_of_row.unsqueeze(0).expand({groups, rows});
   at::Tensor qs = gather_rows(q3, q_rows).mul_(scale);
 
-  at::Tensor s_blk, v_blk, s_res, v_res, w_res;
+  at::Tensor s_blk, v_blk, s_res, v_res, w_res, k_rows;
   at::Tensor row_max;  // [G, R]
   if (heavy) {
     const int64_t kwidth = e.klayout.width;
     // Keys of each block in sorted order; padded slots are masked below.
-    at::Tensor k_rows = common::items_of_rows(e.klayout, k_order);  // [G, blocks·kwidth]
+    k_rows = common::items_of_rows(e.klayout, k_order);  // [G, blocks·kwidth]
     // Keys transposed and contiguous: BLAS-friendly for the batched products below.
     at::Tensor k_blk_t = gather_rows(k3, k_rows).view({groups * blocks, kwidth, dim})
                              .transpose(1, 2).contiguous();  // [G·blocks, D, kwidth]
@@ -140,8 +144,19 @@ Estimate estimate(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     row_max = s_blk.amax(2).view({groups, rows});
   }
 
+  CoresetFarField cf;
+  at::Tensor coreset_real_max;  // [G, R] max over the coreset keys of β q·k_s (real logits)
+  if (coreset) {
+    const at::Tensor q_scale = q3.square().sum(2).sqrt_().amax(1);  // [G]
+    cf = coreset_far_field(qs, q_scale, k3, v3, k_rows,
+                           e.klayout.padded() ? e.klayout.row_valid : at::Tensor(), blocks,
+                           scale, m, batch, heads, call);
+    coreset_real_max = at::bmm(qs, gather_rows(k3, cf.pivots).transpose(1, 2)).amax(2);
+    row_max = at::maximum(row_max, cf.logits.amax(2));
+  }
+
   // Alg. 3 step 2: residual A − A_spar estimated from m importance-sampled keys.
-  if (m > 0) {
+  if (drawn > 0) {
     at::Tensor init = opt.sampling() == Sampling::kValueNorm
                           ? power_init(batch, heads, dv + 1, v.scalar_type(), v.device(), call)
                           : at::Tensor();
@@ -180,7 +195,7 @@ Estimate estimate(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     e.ff_den = alpha * static_cast<double>(nk);
   }
   at::Tensor res_floor;  // [G, R] max over the off-block samples of e^{s − c}
-  if (m > 0) {
+  if (drawn > 0) {
     at::Tensor f_res = cv ? far_field_weights(s_res, mean_logit, alpha) : at::Tensor();
     at::Tensor p_res = s_res.sub_(c).exp_();  // [G, R, m]
     if (cv) {
@@ -206,6 +221,15 @@ Estimate estimate(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
       e.block_den.sub_(f_blk.sum(2));
     }
     e.block_num = at::bmm(p_blk.view({groups * blocks, qwidth, -1}), v_blk).view({groups, rows, dv});
+  }
+  if (coreset) {
+    at::Tensor p_cs = cf.logits.sub_(c).exp_().view({groups * blocks, qwidth, -1});  // [·, ·, S]
+    at::Tensor off = at::bmm(p_cs, cf.off_values).view({groups, rows, dv + 1});
+    e.ff_num = off.narrow(2, 0, dv);
+    e.ff_den = off.select(2, dv);
+    // D ≥ Σ_blk e and D ≥ e^{β q·k_s − c} for every key s: Nyström weights can be negative, so
+    // the coreset's off-block mass can be too, and the floor keeps D̂ positive.
+    e.den_floor = at::maximum(e.block_den, coreset_real_max.sub_(row_max).exp_());
   }
   if (cv) {
     // D ≥ Σ_blk e + max over off-block samples of e: disjoint keys, positive terms.
@@ -268,14 +292,19 @@ void check_options(const KdeformerOptions& opt) {
   TORCH_CHECK(opt.heavy() || opt.sample_size() > 0,
               "kdeformer: without the heavy block part, sample_size must be > 0");
   TORCH_CHECK(opt.residual() == Residual::kSampled || opt.heavy(),
-              "kdeformer: the control-variate residual needs the heavy block part");
+              "kdeformer: the ", to_string(opt.residual()),
+              " residual needs the heavy block part");
+  TORCH_CHECK(opt.residual() != Residual::kCoreset || opt.sample_size() >= 1,
+              "kdeformer: the coreset residual needs sample_size (its coreset keys) >= 1");
 }
 
 void fill_report(const Estimate& e, const KdeformerOptions& opt, const AttentionCall& call) {
   if (call.report == nullptr) return;
   call.report->num_blocks = opt.heavy() ? e.klayout.blocks : 0;
   call.report->block_keys = opt.heavy() ? e.klayout.width : 0;
-  call.report->sample_size = opt.sample_size();
+  const bool coreset = opt.residual() == Residual::kCoreset;
+  call.report->sample_size = coreset ? 0 : opt.sample_size();
+  if (coreset) call.report->coreset_size = std::min(opt.sample_size(), e.key_block.size(1));
 }
 
 }  // namespace
@@ -322,7 +351,7 @@ KdeformerParts kdeformer_parts(const at::Tensor& q, const at::Tensor& k, const a
       at::arange(e.qlayout.blocks, rows.options()).repeat_interleave(e.qlayout.width);
   parts.query_block = at::take(q_block_of_row, rows).view({batch, heads, nq});
   parts.key_block = e.key_block.reshape({batch, heads, nk});
-  if (m > 0) {
+  if (e.samples.defined()) {
     parts.sample_probabilities = e.probabilities.view({batch, heads, nk});
     parts.sample_indices = e.samples.view({batch, heads, m});
   }

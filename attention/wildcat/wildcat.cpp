@@ -33,14 +33,11 @@ int64_t pivots_per_bin(const WildCatOptions& opt) {
 }
 
 double residual_floor(const WildCatOptions& opt, at::ScalarType dtype) {
-  if (opt.residual_floor() > 0) return opt.residual_floor();
-  const double eps = dtype == at::kDouble ? std::numeric_limits<double>::epsilon()
-                                          : std::numeric_limits<float>::epsilon();
-  return 1000 * eps;
+  return opt.residual_floor() > 0 ? opt.residual_floor() : default_residual_floor(dtype);
 }
 
-// Gumbel noise −log(−log u) [G, pivots, Nk], computed in float64 (u rounded to float32 could
-// reach 1) and then cast.
+}  // namespace
+
 at::Tensor gumbel_noise(const AttentionCall& call, int64_t batch, int64_t heads, int64_t pivots,
                         int64_t nk, const at::TensorOptions& out) {
   const int64_t groups = batch * heads;
@@ -70,6 +67,8 @@ at::Tensor gumbel_noise(const AttentionCall& call, int64_t batch, int64_t heads,
   }
   return u.log().neg_().log_().neg_().to(out);
 }
+
+namespace {
 
 // Randomly pivoted Cholesky on the Gaussian kernel exp(−‖k̃_i − k̃_j‖²/2) of scaled keys
 // ks [P, n, D] (rp_nystrom.py, eager mode). Pivots are drawn ∝ res_j·e^{‖k̃_j‖²}, the residual
@@ -130,8 +129,17 @@ Cholesky rp_cholesky(const at::Tensor& ks, const at::Tensor& sqd, const at::Tens
 
 }  // namespace
 
+double default_residual_floor(at::ScalarType dtype) {
+  const double eps = dtype == at::kDouble ? std::numeric_limits<double>::epsilon()
+                                          : std::numeric_limits<float>::epsilon();
+  return 1000 * eps;
+}
+
+double temperature_rho2() { return kRho2; }
+
 Coreset compress_bins(const at::Tensor& keys, const at::Tensor& values, const at::Tensor& q_scale,
-                      double scale, int64_t pivots, const at::Tensor& gumbel, double floor) {
+                      double scale, int64_t pivots, const at::Tensor& gumbel, double floor,
+                      at::Tensor* key_weights) {
   const int64_t p = keys.size(0), n = keys.size(1), dim = keys.size(2);
   Coreset out;
   if (n <= pivots) {
@@ -140,6 +148,9 @@ Coreset compress_bins(const at::Tensor& keys, const at::Tensor& values, const at
     out.weights = at::ones({p, n}, keys.options());
     out.log_offsets = at::zeros({p, n}, keys.options());
     out.pivots = at::arange(n, keys.options().dtype(at::kLong)).unsqueeze(0).expand({p, n});
+    if (key_weights != nullptr) {
+      *key_weights = at::eye(n, keys.options()).unsqueeze(0).expand({p, n, n});
+    }
     return out;
   }
   TORCH_CHECK(
@@ -179,6 +190,7 @@ Coreset compress_bins(const at::Tensor& keys, const at::Tensor& values, const at
   out.weights = w.sum(2);           // [P, r]
   out.keys = keys.gather(1, c.pivots.unsqueeze(2).expand({p, pivots, dim}));
   out.pivots = c.pivots;
+  if (key_weights != nullptr) *key_weights = w;
   return out;
 }
 

@@ -46,9 +46,24 @@ struct Coreset {
 
 /// compress_kv on one batch of bins: keys [P, n, D] (recentred), values [P, n, Dv], q_scale [P]
 /// (max query norm of the bin's entry), gumbel [P, pivots, n] (−log(−log u)). With n <= pivots
-/// every key is kept with weight 1 (gumbel unused). floor: residual floor (> 0).
+/// every key is kept with weight 1 (gumbel unused). floor: residual floor (> 0). When
+/// key_weights is non-null it receives W' [P, S, n] itself (values = W'·values, weights = W'·1),
+/// for callers that need partial sums of the coreset over subsets of the keys.
 Coreset compress_bins(const at::Tensor& keys, const at::Tensor& values, const at::Tensor& q_scale,
-                      double scale, int64_t pivots, const at::Tensor& gumbel, double floor);
+                      double scale, int64_t pivots, const at::Tensor& gumbel, double floor,
+                      at::Tensor* key_weights = nullptr);
+
+/// Gumbel noise −log(−log u) [B·H, pivots, Nk] for compress_bins, drawn in float64 (u rounded
+/// to float32 could reach 1) and cast to `out`: u from call.injected.uniforms ([pivots, Nk] or
+/// [B, H, pivots, Nk], in (0, 1)) or from stream_generator(call, entry, head, kUniforms).
+at::Tensor gumbel_noise(const AttentionCall& call, int64_t batch, int64_t heads, int64_t pivots,
+                        int64_t nk, const at::TensorOptions& out);
+
+/// The residual floor compress_bins uses for `dtype` when WildCatOptions::residual_floor is 0.
+double default_residual_floor(at::ScalarType dtype);
+
+/// compress_kv's temperature constant ρ₂ (τ² = ρ₂·k_scale/q_scale).
+double temperature_rho2();
 
 /// Σ_s e^{β q·k_s + o_s} values_s / Σ_s e^{β q·k_s + o_s} weights_s, max-shifted per query;
 /// 0 where the denominator (relative to the shift) is <= 1e-20. q [G, Nq, D] → [G, Nq, Dv];

@@ -1,0 +1,48 @@
+#include "attention/kdeformer/coreset_far_field.h"
+
+#include <ATen/ATen.h>
+
+#include "attention/common/blocks.h"
+#include "attention/wildcat/wildcat.h"
+
+namespace kdeserve::attention::kdeformer {
+
+CoresetFarField coreset_far_field(const at::Tensor& qs, const at::Tensor& q_scale,
+                                  const at::Tensor& k3, const at::Tensor& v3,
+                                  const at::Tensor& k_rows, const at::Tensor& key_valid,
+                                  int64_t blocks, double scale, int64_t rank, int64_t batch,
+                                  int64_t heads, const AttentionCall& call) {
+  const int64_t groups = k3.size(0), nk = k3.size(1), dv = v3.size(2);
+  const int64_t kwidth = k_rows.size(1) / blocks;
+  // Softmax is invariant to a shift of all keys, and recentring shrinks the key norms the
+  // temperature is set from (as WildCat does). The coreset's logits use the original keys:
+  // e^{β q·(k_l − k̄)} ≈ Σ_s W'_sl e^{β q·(k_s − k̄) + o_s} times e^{β q·k̄} on both sides.
+  const at::Tensor centred = k3 - k3.mean(1, /*keepdim=*/true);
+  at::Tensor v1 = at::cat({v3, at::ones({groups, nk, 1}, v3.options())}, 2);  // [G, Nk, Dv + 1]
+  const bool sampled = nk > rank;
+  const at::Tensor gumbel =
+      sampled ? wildcat::gumbel_noise(call, batch, heads, rank, nk, k3.options()) : at::Tensor();
+  at::Tensor w;  // [G, S, Nk]
+  wildcat::Coreset c =
+      wildcat::compress_bins(centred, v1, q_scale, scale, rank, gumbel,
+                             wildcat::default_residual_floor(k3.scalar_type()), &w);
+  const int64_t size = c.pivots.size(1);
+  CoresetFarField out;
+  out.pivots = c.pivots;
+  const at::Tensor k_s = common::gather_rows(k3, c.pivots);  // [G, S, D]
+  out.logits = at::bmm(qs, k_s.transpose(1, 2)).add_(c.log_offsets.unsqueeze(1));  // [G, R, S]
+  // W' per block: its columns in sorted key order, padding zeroed, [G·blocks, S, kwidth].
+  at::Tensor w_sorted = w.gather(2, k_rows.unsqueeze(1).expand({groups, size, k_rows.size(1)}));
+  if (key_valid.defined()) w_sorted.mul_(key_valid.to(w.scalar_type()));
+  w_sorted = w_sorted.view({groups, size, blocks, kwidth}).permute({0, 2, 1, 3}).contiguous();
+  const at::Tensor v_sorted = common::gather_rows(v1, k_rows).view({groups * blocks, kwidth, dv + 1});
+  at::Tensor in_block = at::bmm(w_sorted.view({groups * blocks, size, kwidth}), v_sorted);
+  // c.values = W'·[V, 1] over every key; the off-block sums subtract each block's own.
+  out.off_values = in_block.view({groups, blocks, size, dv + 1})
+                       .neg_()
+                       .add_(c.values.unsqueeze(1))
+                       .view({groups * blocks, size, dv + 1});
+  return out;
+}
+
+}  // namespace kdeserve::attention::kdeformer
