@@ -19,7 +19,8 @@ import csv
 import sys
 from collections import defaultdict
 
-OWN = {"kdeformer", "kdeformer_ref", "kdeformer_ff", "kdeformer_cv", "kdeformer_mc", "block_only",
+OWN = {"kdeformer", "kdeformer_ref", "kdeformer_ff", "kdeformer_cv", "kdeformer_mc", "kdeformer_wc",
+       "block_only",
        "uniform"}
 
 

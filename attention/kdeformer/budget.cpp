@@ -38,6 +38,8 @@ std::vector<KdeformerOptions> candidate_grid(int64_t nk, const KdeformerOptions&
                         .residual(Residual::kControlVariate).clamp_output(true));
       if (m > 0) out.push_back(KdeformerOptions(base).bucket_size(b).sample_size(m)
                                    .residual(Residual::kMassCalibrated).clamp_output(true));
+      if (m > 0) out.push_back(KdeformerOptions(base).bucket_size(b).sample_size(m)
+                                   .residual(Residual::kCoreset).clamp_output(true));
     }
   }
   return out;

@@ -30,7 +30,9 @@ CoresetFarField coreset_far_field(const at::Tensor& qs, const at::Tensor& q_scal
   CoresetFarField out;
   out.pivots = c.pivots;
   const at::Tensor k_s = common::gather_rows(k3, c.pivots);  // [G, S, D]
-  out.logits = at::bmm(qs, k_s.transpose(1, 2)).add_(c.log_offsets.unsqueeze(1));  // [G, R, S]
+  out.logits = at::bmm(qs, k_s.transpose(1, 2));  // [G, R, S]
+  out.real_max = out.logits.amax(2);
+  out.logits.add_(c.log_offsets.unsqueeze(1));
   // W' per block: its columns in sorted key order, padding zeroed, [G·blocks, S, kwidth].
   at::Tensor w_sorted = w.gather(2, k_rows.unsqueeze(1).expand({groups, size, k_rows.size(1)}));
   if (key_valid.defined()) w_sorted.mul_(key_valid.to(w.scalar_type()));

@@ -15,6 +15,7 @@ namespace kdeserve::attention::kdeformer {
 ///   Σ_{l ∉ blk(j)} e^{β q_i·k_l} [v_l, 1] ≈ Σ_s e^{β q_i·k_s + o_s} (Σ_{l ∉ blk(j)} W'_sl [v_l, 1]).
 struct CoresetFarField {
   at::Tensor logits;      ///< [G, R, S] β q_i·k_s + o_s for the padded sorted query rows
+  at::Tensor real_max;    ///< [G, R] max_s β q_i·k_s (the coreset keys' own logits)
   at::Tensor off_values;  ///< [G·blocks, S, Dv + 1] Σ_{l ∉ blk} W'_sl [v_l, 1] per block
   at::Tensor pivots;      ///< [G, S] int64 key index of each coreset key
 };

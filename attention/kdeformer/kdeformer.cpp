@@ -145,13 +145,11 @@ Estimate estimate(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   }
 
   CoresetFarField cf;
-  at::Tensor coreset_real_max;  // [G, R] max over the coreset keys of β q·k_s (real logits)
   if (coreset) {
     const at::Tensor q_scale = q3.square().sum(2).sqrt_().amax(1);  // [G]
     cf = coreset_far_field(qs, q_scale, k3, v3, k_rows,
                            e.klayout.padded() ? e.klayout.row_valid : at::Tensor(), blocks,
                            scale, m, batch, heads, call);
-    coreset_real_max = at::bmm(qs, gather_rows(k3, cf.pivots).transpose(1, 2)).amax(2);
     row_max = at::maximum(row_max, cf.logits.amax(2));
   }
 
@@ -229,7 +227,7 @@ Estimate estimate(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     e.ff_den = off.select(2, dv);
     // D ≥ Σ_blk e and D ≥ e^{β q·k_s − c} for every key s: Nyström weights can be negative, so
     // the coreset's off-block mass can be too, and the floor keeps D̂ positive.
-    e.den_floor = at::maximum(e.block_den, coreset_real_max.sub_(row_max).exp_());
+    e.den_floor = at::maximum(e.block_den, cf.real_max.sub_(row_max).exp_());
   }
   if (cv) {
     // D ≥ Σ_blk e + max over off-block samples of e: disjoint keys, positive terms.

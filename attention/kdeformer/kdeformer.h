@@ -39,6 +39,19 @@ namespace kdeserve::attention::kdeformer {
 /// Σ_{j ∉ blk(i)} f_ij. Where the Gaussian far field misses the mass of a cluster of keys beyond
 /// the block (peaked attention over large n), the samples restore how much the rest weighs
 /// while the far field still says what it averages to; a ratio estimator, biased by O(1/m).
+///
+/// Residual::kCoreset spends sample_size on S coreset keys instead of samples: WildCat's
+/// randomly pivoted Cholesky on all the keys with Nyström weights W' (attention/wildcat), so
+/// that e^{s_il} ≈ ê_il = Σ_s e^{s_i,j_s + o_s} W'_sl for every key l. The off-block part is
+/// Σ_{l ∉ blk(i)} ê_il [v_l, 1] = Σ_s e^{s_i,j_s + o_s} (W'[V, 1] − W'_blk(i) [V, 1]_blk(i)),
+/// one [S, Dv + 1] matrix per block (coreset_far_field.h), so nothing Nq × Nk is formed; the
+/// block part stays exact. Guarantee: the error of N̂_i is Σ_{l ∉ blk(i)} (ê_il − e_il) v_l, the
+/// off-block entries of WildCat's own error with the same coreset, so every bound on WildCat's
+/// row error (RPCholesky's trace-norm bound on the kernel's Nyström error, which Schröder &
+/// Mackey carry to the attention output) holds for it, and on the block's keys the error is 0.
+/// D̂_i is raised to max(Σ_blk e, max_s e^{s_i,j_s}), each a lower bound of D_i (Nyström weights
+/// can be negative), and with clamp_output the output lies in the values' range. Exact when
+/// S ≥ Nk (W' = I). Extra memory O(S · (Nk + (Nk / b) · Dv)).
 /// q [B, H, Nq, D], k [B, H, Nk, D], v [B, H, Nk, Dv] → [B, H, Nq, Dv]; float32 or float64;
 /// inputs are assumed validated (attention() does it). Fills the KDEformer fields of
 /// call.report when set.

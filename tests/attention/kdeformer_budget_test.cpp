@@ -14,7 +14,7 @@ using kdeserve::testing::seeded_randn;
 TEST(KdeformerBudget, GridStaysBelowNkAndCoversBothResiduals) {
   const auto grid = candidate_grid(100);
   ASSERT_FALSE(grid.empty());
-  bool sampled = false, cv_without_samples = false;
+  bool sampled = false, cv_without_samples = false, coreset = false;
   for (const auto& o : grid) {
     EXPECT_LT(o.bucket_size(), 100);
     if (o.residual() == Residual::kSampled) {
@@ -23,10 +23,12 @@ TEST(KdeformerBudget, GridStaysBelowNkAndCoversBothResiduals) {
     } else {
       EXPECT_TRUE(o.clamp_output());
       cv_without_samples |= o.sample_size() == 0;
+      coreset |= o.residual() == Residual::kCoreset && o.sample_size() > 0;
     }
   }
   EXPECT_TRUE(sampled);
   EXPECT_TRUE(cv_without_samples);
+  EXPECT_TRUE(coreset);
   EXPECT_TRUE(candidate_grid(16).empty());
 }
 
