@@ -23,8 +23,10 @@ CoresetFarField coreset_far_field(const at::Tensor& qs, const at::Tensor& q_scal
   const at::Tensor gumbel =
       sampled ? wildcat::gumbel_noise(call, batch, heads, rank, nk, k3.options()) : at::Tensor();
   at::Tensor w;  // [G, S, Nk]
+  // The coreset's own W'·values are not needed: the per-block sums below add up to them. A
+  // zero-width value tensor makes that product free.
   wildcat::Coreset c =
-      wildcat::compress_bins(centred, v1, q_scale, scale, rank, gumbel,
+      wildcat::compress_bins(centred, v1.narrow(2, 0, 0), q_scale, scale, rank, gumbel,
                              wildcat::default_residual_floor(k3.scalar_type()), &w);
   const int64_t size = c.pivots.size(1);
   CoresetFarField out;
@@ -39,11 +41,11 @@ CoresetFarField coreset_far_field(const at::Tensor& qs, const at::Tensor& q_scal
   w_sorted = w_sorted.view({groups, size, blocks, kwidth}).permute({0, 2, 1, 3}).contiguous();
   const at::Tensor v_sorted = common::gather_rows(v1, k_rows).view({groups * blocks, kwidth, dv + 1});
   at::Tensor in_block = at::bmm(w_sorted.view({groups * blocks, size, kwidth}), v_sorted);
-  // c.values = W'·[V, 1] over every key; the off-block sums subtract each block's own.
-  out.off_values = in_block.view({groups, blocks, size, dv + 1})
-                       .neg_()
-                       .add_(c.values.unsqueeze(1))
-                       .view({groups * blocks, size, dv + 1});
+  // W'·[V, 1] over every key is the sum of the blocks' (padding is zeroed); the off-block sums
+  // subtract each block's own.
+  const at::Tensor per_block = in_block.view({groups, blocks, size, dv + 1});
+  const at::Tensor all = per_block.sum(1, /*keepdim=*/true);  // [G, 1, S, Dv + 1]
+  out.off_values = per_block.neg().add_(all).view({groups * blocks, size, dv + 1});
   return out;
 }
 

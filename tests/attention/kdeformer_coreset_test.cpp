@@ -108,6 +108,10 @@ TEST(KdeformerCoreset, DenominatorFloorAndClampHold) {
   const KdeformerParts p = kdeformer_parts(q, k, v, 1.0, coreset(16, 12).clamp_output(true), call);
   EXPECT_TRUE(p.denominator_floor.ge(p.block_denominator).all().item<bool>());
   EXPECT_TRUE(p.denominator_floor.gt(0).all().item<bool>());
+  // A lower bound of the true denominator Σ_j e^{s_ij − c_i} (the coreset's own may be lower).
+  const at::Tensor s = at::matmul(q[0][0], k[0][0].t());
+  const at::Tensor true_den = (s - p.shift[0][0].unsqueeze(1)).exp().sum(1);
+  EXPECT_TRUE(p.denominator_floor[0][0].le(true_den * (1 + 1e-12)).all().item<bool>());
   const at::Tensor vmin = v.amin(2, true), vmax = v.amax(2, true);
   EXPECT_TRUE(p.output.ge(vmin).logical_and(p.output.le(vmax)).all().item<bool>());
 }
