@@ -14,7 +14,11 @@ namespace kdeserve::server {
 
 namespace {
 
-constexpr const char* kServicePrefix = "/kdeserve.v1.Inference/";
+// The services whose calls are accounted: kdeserve.v1 and the Open Inference Protocol.
+constexpr const char* kServicePrefixes[] = {"/kdeserve.v1.Inference/",
+                                            "/inference.GRPCInferenceService/"};
+// Refused at once without reading a message (server/oip_service.h): not an unhandled call.
+constexpr const char* kRefusedStream = "/inference.GRPCInferenceService/ModelStreamInfer";
 
 class UnhandledCallCounter final : public grpc::experimental::Interceptor {
  public:
@@ -102,10 +106,13 @@ class Factory final : public grpc::experimental::ServerInterceptorFactoryInterfa
   grpc::experimental::Interceptor* CreateServerInterceptor(
       grpc::experimental::ServerRpcInfo* info) override {
     const char* method = info->method();
-    if (method == nullptr || std::strncmp(method, kServicePrefix, std::strlen(kServicePrefix))) {
-      return nullptr;  // health, reflection: not Inference calls
+    if (method == nullptr || std::strcmp(method, kRefusedStream) == 0) return nullptr;
+    for (const char* prefix : kServicePrefixes) {
+      if (std::strncmp(method, prefix, std::strlen(prefix)) == 0) {
+        return new UnhandledCallCounter(info, metrics_, live_, method + std::strlen(prefix));
+      }
     }
-    return new UnhandledCallCounter(info, metrics_, live_, method + std::strlen(kServicePrefix));
+    return nullptr;  // health, reflection: not inference calls
   }
 
  private:

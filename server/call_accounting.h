@@ -1,5 +1,6 @@
 #pragma once
-/// Accounting of the kdeserve.v1.Inference calls that never reach a handler: a request message
+/// Accounting of the kdeserve.v1.Inference and inference.GRPCInferenceService (Open Inference
+/// Protocol) calls that never reach a handler: a request message
 /// that is not a valid protobuf, or a call cancelled (by its client or its deadline) before its
 /// message could be read. gRPC answers those itself; this server interceptor counts each
 /// exactly once in requests_total (model "unknown", the code the client received) and writes
@@ -28,7 +29,7 @@ namespace kdeserve::server {
 /// CANCELLED.
 grpc::StatusCode cancelled_call_code(std::chrono::system_clock::time_point deadline);
 
-/// The kdeserve.v1.Inference calls that gRPC has published and not yet finished, from their
+/// The kdeserve.v1.Inference and OIP calls that gRPC has published and not yet finished, from their
 /// headers to their end (handled or not). Shutdown waits on it to end the grace period as soon
 /// as the last call is answered: gRPC's own Shutdown(deadline) waits for every client to close
 /// its connection, which idle clients never do, so it would otherwise always last the whole

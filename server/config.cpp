@@ -56,7 +56,8 @@ AttentionMode parse_mode(const YAML::Node& node, const std::string& path) {
 ModelConfig parse_model(const YAML::Node& node, const std::string& path) {
   check_keys(node, path,
              {"name", "weights", "init_seed", "device", "default_attention", "allowed_attention",
-              "kdeformer_settings", "batching", "max_image_pixels", "max_image_decoded_bytes"});
+              "kdeformer_settings", "batching", "max_image_pixels", "max_image_decoded_bytes",
+              "shadow"});
   ModelConfig m;
   if (!node["name"]) throw ConfigError(path + ".name: required");
   m.name = get<std::string>(node["name"], path + ".name");
@@ -95,6 +96,14 @@ ModelConfig parse_model(const YAML::Node& node, const std::string& path) {
   if (node["max_image_decoded_bytes"]) {
     m.max_image_decoded_bytes =
         get<int64_t>(node["max_image_decoded_bytes"], path + ".max_image_decoded_bytes");
+  }
+  if (const auto& sh = node["shadow"]) {
+    const std::string sp = path + ".shadow";
+    check_keys(sh, sp, {"fraction", "max_compute_share"});
+    if (sh["fraction"]) m.shadow.fraction = get<double>(sh["fraction"], sp + ".fraction");
+    if (sh["max_compute_share"]) {
+      m.shadow.max_compute_share = get<double>(sh["max_compute_share"], sp + ".max_compute_share");
+    }
   }
   if (const auto& b = node["batching"]) {
     const std::string bp = path + ".batching";
@@ -456,6 +465,12 @@ void validate(const ServerConfig& c) {
     if (m.max_image_pixels < 1 || m.max_image_pixels > 400'000'000) {
       fail(p + ".max_image_pixels: must be in [1, 400000000]");
     }
+    if (!(m.shadow.fraction >= 0 && m.shadow.fraction <= 1)) {
+      fail(p + ".shadow.fraction: must be in [0, 1]");
+    }
+    if (!(m.shadow.max_compute_share > 0 && m.shadow.max_compute_share <= 1)) {
+      fail(p + ".shadow.max_compute_share: must be in (0, 1]");
+    }
     // 400 MP at 11 bytes per pixel (16-bit RGBA) is the most the pixel limit can ask for.
     if (m.max_image_decoded_bytes < 1 || m.max_image_decoded_bytes > 4'400'000'000) {
       fail(p + ".max_image_decoded_bytes: must be in [1, 4400000000]");
@@ -470,6 +485,7 @@ void validate(const ServerConfig& c) {
 
 std::string to_yaml(const ServerConfig& c) {
   YAML::Emitter out;
+  out.SetDoublePrecision(15);  // 0.05, not 0.050000000000000003
   out << YAML::BeginMap;
   out << YAML::Key << "server" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "listen" << YAML::Value << c.listen;
@@ -515,6 +531,10 @@ std::string to_yaml(const ServerConfig& c) {
     out << YAML::EndMap;
     out << YAML::Key << "max_image_pixels" << YAML::Value << m.max_image_pixels;
     out << YAML::Key << "max_image_decoded_bytes" << YAML::Value << m.max_image_decoded_bytes;
+    out << YAML::Key << "shadow" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "fraction" << YAML::Value << m.shadow.fraction;
+    out << YAML::Key << "max_compute_share" << YAML::Value << m.shadow.max_compute_share;
+    out << YAML::EndMap;
     out << YAML::EndMap;
   }
   out << YAML::EndSeq << YAML::EndMap;

@@ -69,6 +69,18 @@ struct BatchingConfig {
   int64_t max_items_per_request = 8;
 };
 
+/// The shadow check of one model (server/shadow.h): after the responses of a batch that ran an
+/// approximate method are sent, a share of such batches is recomputed with exact attention on
+/// the compute thread, when nothing is queued, and the approximation's error is recorded.
+struct ShadowConfig {
+  /// Share of approximate batches to check, in [0, 1]; 0: off. Batches are picked evenly
+  /// (every 1/fraction-th), not at random.
+  double fraction = 0.0;
+  /// Most compute time the checks may take, as a share of the wall time since the model was
+  /// loaded, in (0, 1]. A picked batch beyond it is skipped (reason "budget").
+  double max_compute_share = 0.05;
+};
+
 /// One hosted model.
 struct ModelConfig {
   /// Registry name (models/registry.h), e.g. "t2t_vit_t_24", "biggan-deep-128".
@@ -97,6 +109,7 @@ struct ModelConfig {
   /// default, the costliest being a progressive 4:4:4 JPEG (9 bytes per pixel); 16-bit RGBA
   /// (11 bytes per pixel) fits up to 33 MP. Raise it with max_image_pixels.
   int64_t max_image_decoded_bytes = 364'000'000;
+  ShadowConfig shadow;
 };
 
 /// The /metrics HTTP server (prometheus-cpp's Exposer over civetweb): the `metrics:` block.

@@ -125,6 +125,7 @@ enum class ErrorKind {
   kCancelled,          ///< the client cancelled while queued
   kUnavailable,        ///< model not ready, server draining or shutting down
   kInternal,           ///< model / LibTorch failure (logged)
+  kUnimplemented,      ///< an RPC of another protocol this server does not offer
 };
 
 /// A request error with its kind; thrown by validation, caught by the service. Its message is
@@ -163,6 +164,9 @@ class LibTorchError : public std::runtime_error {
 }
 [[noreturn]] inline void throw_unavailable(const std::string& message) {
   throw RequestError(ErrorKind::kUnavailable, message);
+}
+[[noreturn]] inline void throw_unimplemented(const std::string& message) {
+  throw RequestError(ErrorKind::kUnimplemented, message);
 }
 
 }  // namespace kdeserve::server

@@ -35,6 +35,11 @@ void ComputeExecutor::run(const std::function<void()>& work) {
   done.get();  // rethrows the work's exception
 }
 
+size_t ComputeExecutor::pending() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return queue_.size();
+}
+
 int64_t ComputeExecutor::trims() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return trims_;

@@ -52,6 +52,8 @@ class ComputeExecutor {
 
   /// How many trims have run.
   int64_t trims() const;
+  /// Work queued and not yet started (what is running is not counted).
+  size_t pending() const;
 
  private:
   using Clock = std::chrono::steady_clock;

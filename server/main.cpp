@@ -20,6 +20,7 @@
 #include "server/engine/engine.h"
 #include "server/logging.h"
 #include "server/metrics.h"
+#include "server/oip_service.h"
 #include "server/service.h"
 
 namespace ks = kdeserve::server;
@@ -82,6 +83,8 @@ int run(int argc, char** argv) {
                config.metrics.request_timeout_ms);
 
   ks::InferenceService service(config, metrics);
+  // The Open Inference Protocol (KServe v2 / Triton) on the same port, over the same models.
+  ks::OipService oip_service(service, KDESERVE_VERSION);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -98,6 +101,7 @@ int run(int argc, char** argv) {
   builder.SetMaxSendMessageSize(static_cast<int>(config.max_message_bytes));
   builder.AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE, kMaxMetadataBytes);
   builder.RegisterService(&service);
+  builder.RegisterService(&oip_service);
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   ks::LiveCalls live_calls;
   interceptors.push_back(ks::make_call_accounting(metrics, live_calls));
@@ -130,6 +134,7 @@ int run(int argc, char** argv) {
   spdlog::info("signal {}: readiness NOT_SERVING, draining (delay {} s, grace {} s)", sig,
                config.drain_delay_seconds, config.shutdown_grace_seconds);
   health->SetServingStatus("readiness", false);
+  service.begin_drain();
   if (config.drain_delay_seconds > 0) {
     std::this_thread::sleep_for(std::chrono::duration<double>(config.drain_delay_seconds));
   }

@@ -28,6 +28,23 @@ const Histogram::BucketBoundaries& latency_buckets() {
   return b;
 }
 
+const Histogram::BucketBoundaries& error_buckets() {
+  static const Histogram::BucketBoundaries b = {0.001, 0.002, 0.005, 0.01, 0.02, 0.05,
+                                                0.1,   0.2,   0.5,   1.0};
+  return b;
+}
+
+const Histogram::BucketBoundaries& probability_buckets() {
+  static const Histogram::BucketBoundaries b = {0.0001, 0.001, 0.005, 0.01, 0.02,
+                                                0.05,   0.1,   0.2,   0.5};
+  return b;
+}
+
+const Histogram::BucketBoundaries& psnr_buckets() {
+  static const Histogram::BucketBoundaries b = {10, 15, 20, 25, 30, 35, 40, 50, 60, 99};
+  return b;
+}
+
 const Histogram::BucketBoundaries& batch_buckets() {
   static const Histogram::BucketBoundaries b = {1, 2, 4, 8, 16, 32, 64};
   return b;
@@ -106,7 +123,40 @@ Metrics::Metrics(const std::string& version, const std::string& torch_version)
       build_info_(prometheus::BuildGauge()
                       .Name("kdeserve_build_info")
                       .Help("Build metadata; always 1")
-                      .Register(*registry_)) {
+                      .Register(*registry_)),
+      shadow_checks_(prometheus::BuildCounter()
+                         .Name("kdeserve_shadow_checks_total")
+                         .Help("Approximate batches by shadow-check outcome (run, not_sampled, "
+                               "busy, queue, preempted, budget, failed)")
+                         .Register(*registry_)),
+      shadow_compute_(prometheus::BuildCounter()
+                          .Name("kdeserve_shadow_compute_seconds_total")
+                          .Help("Compute time spent on shadow checks")
+                          .Register(*registry_)),
+      shadow_error_(prometheus::BuildHistogram()
+                        .Name("kdeserve_shadow_attention_relative_error")
+                        .Help("Shadow check: relative error of an approximated attention layer's "
+                              "output against exact attention on the same inputs, per image")
+                        .Register(*registry_)),
+      shadow_outputs_(prometheus::BuildCounter()
+                          .Name("kdeserve_shadow_outputs_total")
+                          .Help("Shadow check: model outputs (images) compared with exact")
+                          .Register(*registry_)),
+      shadow_mismatches_(prometheus::BuildCounter()
+                             .Name("kdeserve_shadow_top1_mismatches_total")
+                             .Help("Shadow check: classified images whose top-1 class differs "
+                                   "from exact attention's")
+                             .Register(*registry_)),
+      shadow_probability_(prometheus::BuildHistogram()
+                              .Name("kdeserve_shadow_max_probability_difference")
+                              .Help("Shadow check: largest class-probability change per image "
+                                    "against exact attention")
+                              .Register(*registry_)),
+      shadow_psnr_(prometheus::BuildHistogram()
+                       .Name("kdeserve_shadow_psnr_db")
+                       .Help("Shadow check: PSNR of a generated image against exact attention's "
+                             "(100: identical)")
+                       .Register(*registry_)) {
   build_info_.Add({{"version", version}, {"torch_version", torch_version}}).Set(1);
 }
 
@@ -245,6 +295,53 @@ void Metrics::add_inflight(double delta) {
   } else {
     inflight_.Decrement(-delta);
   }
+}
+
+void Metrics::shadow_check(const std::string& model, const std::string& attention,
+                           const std::string& outcome, double compute_seconds) {
+  shadow_checks_.Add({{"model", model}, {"attention", attention}, {"outcome", outcome}})
+      .Increment();
+  if (compute_seconds > 0) shadow_compute_.Add({{"model", model}}).Increment(compute_seconds);
+}
+
+void Metrics::declare_shadow(const std::string& model, const std::vector<std::string>& attentions,
+                             const std::vector<std::string>& outcomes) {
+  shadow_compute_.Add({{"model", model}});
+  for (const std::string& a : attentions) {
+    for (const std::string& o : outcomes) {
+      shadow_checks_.Add({{"model", model}, {"attention", a}, {"outcome", o}});
+    }
+    shadow_outputs_.Add({{"model", model}, {"attention", a}});
+    shadow_mismatches_.Add({{"model", model}, {"attention", a}});
+  }
+}
+
+void Metrics::shadow_layer_error(const std::string& model, const std::string& attention,
+                                 const std::string& group, double frobenius, double spectral) {
+  shadow_error_
+      .Add({{"model", model}, {"attention", attention}, {"layer_group", group},
+            {"norm", "frobenius"}},
+           error_buckets())
+      .Observe(frobenius);
+  shadow_error_
+      .Add({{"model", model}, {"attention", attention}, {"layer_group", group},
+            {"norm", "spectral"}},
+           error_buckets())
+      .Observe(spectral);
+}
+
+void Metrics::shadow_classified(const std::string& model, const std::string& attention,
+                                bool top1_agree, double max_probability_difference) {
+  shadow_outputs_.Add({{"model", model}, {"attention", attention}}).Increment();
+  if (!top1_agree) shadow_mismatches_.Add({{"model", model}, {"attention", attention}}).Increment();
+  shadow_probability_.Add({{"model", model}, {"attention", attention}}, probability_buckets())
+      .Observe(max_probability_difference);
+}
+
+void Metrics::shadow_generated(const std::string& model, const std::string& attention,
+                               double psnr_db) {
+  shadow_outputs_.Add({{"model", model}, {"attention", attention}}).Increment();
+  shadow_psnr_.Add({{"model", model}, {"attention", attention}}, psnr_buckets()).Observe(psnr_db);
 }
 
 }  // namespace kdeserve::server

@@ -67,6 +67,26 @@ class Metrics {
   /// inflight_requests += delta.
   void add_inflight(double delta);
 
+  /// The shadow check (server/shadow.h). One approximate batch's outcome ("run",
+  /// "not_sampled", "busy", "queue", "preempted", "budget", "failed"):
+  /// shadow_checks_total{model,attention,outcome}; `compute_seconds` (what the check took) into
+  /// shadow_compute_seconds_total{model}.
+  void shadow_check(const std::string& model, const std::string& attention,
+                    const std::string& outcome, double compute_seconds);
+  /// Creates a model's shadow series at 0 for each approximate mode it allows.
+  void declare_shadow(const std::string& model, const std::vector<std::string>& attentions,
+                      const std::vector<std::string>& outcomes);
+  /// One image × approximated layer: shadow_attention_relative_error{model,attention,
+  /// layer_group,norm="frobenius"|"spectral"}.
+  void shadow_layer_error(const std::string& model, const std::string& attention,
+                          const std::string& group, double frobenius, double spectral);
+  /// One classified image: shadow_outputs_total, shadow_top1_mismatches_total (when the top-1
+  /// class differs) and shadow_max_probability_difference{model,attention}.
+  void shadow_classified(const std::string& model, const std::string& attention, bool top1_agree,
+                         double max_probability_difference);
+  /// One generated image: shadow_outputs_total and shadow_psnr_db{model,attention}.
+  void shadow_generated(const std::string& model, const std::string& attention, double psnr_db);
+
  private:
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<prometheus::Exposer> exposer_;
@@ -89,6 +109,13 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>& load_duration_;
   prometheus::Family<prometheus::Gauge>& warmup_duration_;
   prometheus::Family<prometheus::Gauge>& build_info_;
+  prometheus::Family<prometheus::Counter>& shadow_checks_;
+  prometheus::Family<prometheus::Counter>& shadow_compute_;
+  prometheus::Family<prometheus::Histogram>& shadow_error_;
+  prometheus::Family<prometheus::Counter>& shadow_outputs_;
+  prometheus::Family<prometheus::Counter>& shadow_mismatches_;
+  prometheus::Family<prometheus::Histogram>& shadow_probability_;
+  prometheus::Family<prometheus::Histogram>& shadow_psnr_;
 };
 
 }  // namespace kdeserve::server

@@ -82,6 +82,21 @@ InferenceService::InferenceService(const ServerConfig& config, Metrics& metrics)
     }
     metrics_.declare_model(m.name, h->spec.kind == ModelKind::kClassifier ? "Classify" : "Generate",
                            codes);
+    metrics_.declare_model(m.name, "ModelInfer", codes);
+    if (m.shadow.fraction > 0) {
+      h->shadow = std::make_unique<ShadowSampler>(m.shadow, std::chrono::steady_clock::now());
+      std::vector<std::string> approximate, outcomes;
+      for (AttentionMode a : m.allowed_attention) {
+        if (a != AttentionMode::kExact) approximate.push_back(to_string(a));
+      }
+      for (ShadowOutcome o : {ShadowOutcome::kRun, ShadowOutcome::kNotSampled,
+                              ShadowOutcome::kBusy, ShadowOutcome::kQueue,
+                              ShadowOutcome::kPreempted, ShadowOutcome::kBudget,
+                              ShadowOutcome::kFailed}) {
+        outcomes.push_back(to_string(o));
+      }
+      metrics_.declare_shadow(m.name, approximate, outcomes);
+    }
     hosted_.push_back(std::move(h));
   }
 }
@@ -160,6 +175,7 @@ grpc::ServerUnaryReactor* InferenceService::Classify(grpc::CallbackServerContext
                                                      const v1::ClassifyRequest* request,
                                                      v1::ClassifyResponse* response) {
   auto job = make_job(metrics_, context, "Classify");
+  job->inference = true;
   grpc::ServerUnaryReactor* reactor = job->reactor;
   try {
     Hosted& h = find(request->model());
@@ -171,17 +187,26 @@ grpc::ServerUnaryReactor* InferenceService::Classify(grpc::CallbackServerContext
     job->mode = h.resolve(request->attention());
     job->mode_known = true;
     if (!h.ready.load()) throw_unavailable("model " + h.config.name + " is not ready (loading)");
-    // Admission before any decoding: the request holds its whole message until it is decoded.
-    if (!admit(h, job, 1, static_cast<int64_t>(request->ByteSizeLong()))) return reactor;
     job->classify_request = request;
     job->classify_response = response;
-    if (!decode_pool_.post([this, &h, job] { decode_and_enqueue(h, job); })) {
-      throw_unavailable("the server is shutting down");
-    }
+    submit_classify(h, job, static_cast<int64_t>(request->ByteSizeLong()));
   } catch (...) {
     job->finish(status_from_exception(std::current_exception(), "Classify"));
   }
   return reactor;
+}
+
+void InferenceService::submit_classify(Hosted& h, const std::shared_ptr<Job>& job,
+                                       int64_t bytes) {
+  // Admission before any decoding: the request holds its whole message until it is decoded.
+  if (!admit(h, job, 1, bytes)) return;
+  if (job->classify_request == nullptr) {  // preprocessed tensors: nothing to decode
+    enqueue(h, job, {job});
+    return;
+  }
+  if (!decode_pool_.post([this, &h, job] { decode_and_enqueue(h, job); })) {
+    throw_unavailable("the server is shutting down");
+  }
 }
 
 void InferenceService::decode_and_enqueue(Hosted& h, const std::shared_ptr<Job>& job) {
@@ -224,7 +249,7 @@ void InferenceService::decode_and_enqueue(Hosted& h, const std::shared_ptr<Job>&
     // Only the crops stay: the message (encoded images, padding, unknown fields) is freed.
     const size_t message_bytes = request.ByteSizeLong();
     job->classify_request = nullptr;
-    job->context->GetRpcAllocatorState()->FreeRequest();
+    job->release_request();
     // gRPC received a large message in many small slices; without a trim their freed pages
     // stay in malloc's arenas (measured: up to 146 MiB after three 60 MB messages).
     if (message_bytes >= kTrimAfterMessageBytes) malloc_trim(0);
@@ -238,6 +263,7 @@ grpc::ServerUnaryReactor* InferenceService::Generate(grpc::CallbackServerContext
                                                      const v1::GenerateRequest* request,
                                                      v1::GenerateResponse* response) {
   auto job = make_job(metrics_, context, "Generate");
+  job->inference = true;
   grpc::ServerUnaryReactor* reactor = job->reactor;
   try {
     Hosted& h = find(request->model());
@@ -249,75 +275,86 @@ grpc::ServerUnaryReactor* InferenceService::Generate(grpc::CallbackServerContext
     job->mode = h.resolve(request->attention());
     job->mode_known = true;
     if (!h.ready.load()) throw_unavailable("model " + h.config.name + " is not ready (loading)");
-    const int n = request->items_size();
     // Everything the model needs is in `check`: the message is freed before admission.
     context->GetRpcAllocatorState()->FreeRequest();
     request = nullptr;
-    const int64_t z_dim = h.spec.z_dim;
-    job->z.reserve(static_cast<size_t>(n * z_dim));
-    for (int i = 0; i < n; ++i) {
-      const uint64_t seed = check.seeds[i] ? *check.seeds[i] : draw_seed();
-      job->seeds.push_back(seed);
-      const std::vector<float> z =
-          check.z[i] ? *check.z[i] : truncated_noise(seed, check.truncations[i], z_dim);
-      job->z.insert(job->z.end(), z.begin(), z.end());
-    }
-    job->classes = std::move(check.classes);
     job->generate_response = response;
-    // Items grouped by truncation, in order of first appearance.
-    std::vector<std::pair<double, std::vector<int>>> groups;
-    for (int i = 0; i < n; ++i) {
-      auto it = std::find_if(groups.begin(), groups.end(),
-                             [&](const auto& g) { return g.first == check.truncations[i]; });
-      if (it == groups.end()) {
-        groups.push_back({check.truncations[i], {i}});
-      } else {
-        it->second.push_back(i);
-      }
-    }
-    job->truncation = groups.front().first;
-    std::vector<std::shared_ptr<Job>> parts;
-    if (groups.size() == 1) {
-      parts.push_back(job);
-    } else {
-      job->parts_remaining = static_cast<int>(groups.size());
-      job->part_images.resize(static_cast<size_t>(n));
-      for (const auto& [t, indices] : groups) {
-        auto part = std::make_shared<Job>();
-        part->metrics = &metrics_;
-        part->context = context;
-        part->hosted = &h;
-        part->rpc = job->rpc;
-        part->model_label = job->model_label;
-        part->request_id = job->request_id;
-        part->mode = job->mode;
-        part->mode_known = true;
-        part->items = static_cast<int64_t>(indices.size());
-        part->truncation = t;
-        part->format = job->format;
-        part->parent = job;
-        part->item_index = indices;
-        for (int i : indices) {
-          const auto row = job->z.begin() + static_cast<std::ptrdiff_t>(i * z_dim);
-          part->z.insert(part->z.end(), row, row + z_dim);
-          part->classes.push_back(job->classes[static_cast<size_t>(i)]);
-          part->seeds.push_back(job->seeds[static_cast<size_t>(i)]);
-        }
-        part->generate_response = &part->own_response;
-        parts.push_back(std::move(part));
-      }
-    }
-    int64_t bytes = 0;
-    for (const auto& part : parts) {
-      bytes += retained_bytes(*part);
-    }
-    // The whole request or nothing: every part's slot at once.
-    if (!admit(h, job, static_cast<int64_t>(parts.size()), bytes)) return reactor;
-    enqueue(h, job, std::move(parts));
+    submit_generate(h, job, std::move(check));
   } catch (...) {
     job->finish(status_from_exception(std::current_exception(), "Generate"));
   }
   return reactor;
+}
+
+void InferenceService::submit_generate(Hosted& h, const std::shared_ptr<Job>& job,
+                                       GenerateRequestCheck check) {
+  const int n = static_cast<int>(check.seeds.size());
+  const int64_t z_dim = h.spec.z_dim;
+  job->z.reserve(static_cast<size_t>(n * z_dim));
+  for (int i = 0; i < n; ++i) {
+    // An item with z and no seed gets one from z's bytes (FNV-1a, as Classify's from an
+    // image's), so its output depends only on the request; neither: a fresh one.
+    const uint64_t seed =
+        check.seeds[i] ? *check.seeds[i]
+        : check.z[i]   ? fnv1a(std::string(reinterpret_cast<const char*>(check.z[i]->data()),
+                                           check.z[i]->size() * sizeof(float)))
+                       : draw_seed();
+    job->seeds.push_back(seed);
+    const std::vector<float> z =
+        check.z[i] ? *check.z[i] : truncated_noise(seed, check.truncations[i], z_dim);
+    job->z.insert(job->z.end(), z.begin(), z.end());
+  }
+  job->classes = std::move(check.classes);
+  // Items grouped by truncation, in order of first appearance.
+  std::vector<std::pair<double, std::vector<int>>> groups;
+  for (int i = 0; i < n; ++i) {
+    auto it = std::find_if(groups.begin(), groups.end(),
+                           [&](const auto& g) { return g.first == check.truncations[i]; });
+    if (it == groups.end()) {
+      groups.push_back({check.truncations[i], {i}});
+    } else {
+      it->second.push_back(i);
+    }
+  }
+  job->truncation = groups.front().first;
+  std::vector<std::shared_ptr<Job>> parts;
+  if (groups.size() == 1) {
+    parts.push_back(job);
+  } else {
+    job->parts_remaining = static_cast<int>(groups.size());
+    job->part_images.resize(static_cast<size_t>(n));
+    for (const auto& [t, indices] : groups) {
+      auto part = std::make_shared<Job>();
+      part->metrics = &metrics_;
+      part->context = job->context;
+      part->hosted = &h;
+      part->rpc = job->rpc;
+      part->model_label = job->model_label;
+      part->request_id = job->request_id;
+      part->mode = job->mode;
+      part->mode_known = true;
+      part->items = static_cast<int64_t>(indices.size());
+      part->truncation = t;
+      part->format = job->format;
+      part->parent = job;
+      part->item_index = indices;
+      for (int i : indices) {
+        const auto row = job->z.begin() + static_cast<std::ptrdiff_t>(i * z_dim);
+        part->z.insert(part->z.end(), row, row + z_dim);
+        part->classes.push_back(job->classes[static_cast<size_t>(i)]);
+        part->seeds.push_back(job->seeds[static_cast<size_t>(i)]);
+      }
+      part->generate_response = &part->own_response;
+      parts.push_back(std::move(part));
+    }
+  }
+  int64_t bytes = 0;
+  for (const auto& part : parts) {
+    bytes += retained_bytes(*part);
+  }
+  // The whole request or nothing: every part's slot at once.
+  if (!admit(h, job, static_cast<int64_t>(parts.size()), bytes)) return;
+  enqueue(h, job, std::move(parts));
 }
 
 void InferenceService::fill_info(const Hosted& h, v1::ModelInfo* info) const {
@@ -367,6 +404,7 @@ grpc::ServerUnaryReactor* InferenceService::ListModels(grpc::CallbackServerConte
                                                        const v1::ListModelsRequest*,
                                                        v1::ListModelsResponse* response) {
   auto job = make_job(metrics_, context, "ListModels");
+  job->server_level = true;
   try {
     for (const auto& h : hosted_) fill_info(*h, response->add_models());
     job->finish(grpc::Status::OK);

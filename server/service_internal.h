@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -17,6 +18,8 @@
 #include "server/call_accounting.h"
 #include "server/engine/model_engine.h"
 #include "server/logging.h"
+#include "server/model_stats.h"
+#include "server/shadow.h"
 #include "server/request_validation.h"
 #include "server/service.h"
 #include "server/status.h"
@@ -51,6 +54,9 @@ struct InferenceService::Hosted {
   std::unique_ptr<ModelEngine> engine;  // built on the compute thread by load_models()
   std::atomic<bool> ready{false};
   std::unique_ptr<Batcher<std::shared_ptr<Job>>> batcher;
+  ModelStatsRecorder stats;  // the Open Inference Protocol's ModelStatistics
+  std::unique_ptr<ShadowSampler> shadow;  // set when config.shadow.fraction > 0
+  std::atomic<size_t> admitted{0};        // requests admitted and not yet computed
 
   /// The mode a request runs: its own (UNSPECIFIED: the model's default). Throws
   /// INVALID_ARGUMENT (naming the allowed modes) for an unknown value or a mode the model's
@@ -101,6 +107,8 @@ struct InferenceService::Job {
   CallReactor* reactor = nullptr;  // null on a part; valid until finish()
   Hosted* hosted = nullptr;        // set once the model is known
   std::string rpc, model_label, request_id;
+  bool server_level = false;  // an RPC about the server, not one model: no model label
+  bool inference = false;     // an inference request: counted in its model's ModelStats
   AttentionMode mode = AttentionMode::kExact;
   bool mode_known = false;
   int64_t items = 0;
@@ -111,11 +119,22 @@ struct InferenceService::Job {
   std::mutex sent_mutex;   // orders everything before finish() before on_done()
   grpc::Status sent;       // what finish() answered (for the access log and metrics)
   Reservation reservation;  // queue slots and bytes, from admission until enqueued
+  // Another protocol's call (the Open Inference Protocol: server/oip_service.h) runs as a
+  // kdeserve.v1 job with its own request and response: `respond` turns the filled v1 response
+  // into the call's answer just before finish() sends it (its error status instead, when it
+  // fails), and `free_request` frees what the call received once the job holds what the model
+  // needs. Unset for kdeserve.v1 calls: their response is the call's, and the request is freed
+  // through the call's message allocator.
+  std::function<grpc::Status()> respond;
+  std::function<void()> free_request;
   // Classify
   const v1::ClassifyRequest* classify_request = nullptr;  // until decoded, then freed
   std::vector<RgbImage> images;  // uint8 [S, S, 3] each, resized and cropped
+  std::vector<float> tensors;    // or: preprocessed float32 [n, 3, S, S] (no decoding)
   std::vector<uint64_t> seeds;   // one per item: attention entry seeds
-  int64_t top_k = kDefaultTopK;
+  int64_t top_k = kDefaultTopK;  // 0: no ranking
+  bool want_logits = false;      // run_classify keeps the batch's logits of this job in `logits`
+  std::vector<float> logits;     // [n, classes]
   v1::ClassifyResponse* classify_response = nullptr;
   // Generate
   std::vector<float> z;               // [n, z_dim] row-major
@@ -150,6 +169,8 @@ struct InferenceService::Job {
                : DropReason::kCancelled;
   }
 
+  /// Frees the call's request (its message allocator's, or free_request).
+  void release_request();
   /// Answers the call exactly once and gives back what admission reserved. A part reports to
   /// its parent instead. The call is counted and logged in on_done(), when gRPC says what the
   /// client received.

@@ -125,6 +125,14 @@ void CallReactor::OnDone() {
   delete this;
 }
 
+void InferenceService::Job::release_request() {
+  if (free_request) {
+    free_request();
+  } else {
+    context->GetRpcAllocatorState()->FreeRequest();
+  }
+}
+
 void InferenceService::Job::finish(const grpc::Status& status) noexcept {
   if (finished.exchange(true)) return;
   reservation.release();
@@ -132,11 +140,19 @@ void InferenceService::Job::finish(const grpc::Status& status) noexcept {
     parent->part_done(*this, status);
     return;
   }
+  grpc::Status answer = status;
+  if (answer.ok() && respond) {
+    try {
+      answer = respond();
+    } catch (...) {
+      answer = status_from_exception(std::current_exception(), rpc + " response");
+    }
+  }
   {
     std::lock_guard<std::mutex> lock(sent_mutex);
-    sent = status;
+    sent = answer;
   }
-  reactor->Finish(status);
+  reactor->Finish(answer);
 }
 
 void InferenceService::Job::on_done() noexcept {
@@ -151,7 +167,7 @@ void InferenceService::Job::on_done() noexcept {
     const std::string attention = mode_known ? to_string(mode) : "";
     // Unknown model names share one label value: clients must not create series.
     const std::string label = !model_label.empty() ? model_label
-                              : rpc == "ListModels" ? ""
+                              : server_level        ? ""
                                                     : "unknown";
     metrics->request_done(label, rpc, name, attention, latency);
     if (code == grpc::StatusCode::INVALID_ARGUMENT) {
@@ -160,6 +176,9 @@ void InferenceService::Job::on_done() noexcept {
       metrics->rejected(label, "unavailable");
     }
     metrics->add_inflight(-1);
+    if (inference && hosted != nullptr) {
+      hosted->stats.request_done(code == grpc::StatusCode::OK, latency);
+    }
     std::string message = code == sent.error_code() ? sent.error_message() : "";
     if (code != sent.error_code()) {
       message = std::string(code == grpc::StatusCode::DEADLINE_EXCEEDED ? "deadline passed"
@@ -280,6 +299,7 @@ void InferenceService::load_models() {
         for (TaskT& t : batch) {
           const double queued = std::chrono::duration<double>(start - t.enqueued).count();
           metrics_.queued(hosted->config.name, queued);
+          hosted->stats.queued(queued);
           auto* timing = t.payload->classify_response
                              ? t.payload->classify_response->mutable_timing()
                              : t.payload->generate_response->mutable_timing();
@@ -287,6 +307,7 @@ void InferenceService::load_models() {
           jobs.push_back(t.payload);
         }
         run_isolated(*hosted, jobs);
+        after_batch(*hosted, jobs);
       });
     };
     hooks.drop = drop;
@@ -295,6 +316,7 @@ void InferenceService::load_models() {
       for (TaskT& t : batch) t.payload->finish(status);
     };
     hooks.depth_changed = [this, hosted](size_t depth, int64_t bytes) {
+      hosted->admitted = depth;
       metrics_.set_queue_depth(hosted->config.name, static_cast<double>(depth),
                                static_cast<double>(bytes));
     };
@@ -312,6 +334,7 @@ void InferenceService::load_models() {
 void InferenceService::shutdown(Clock::time_point deadline) {
   ready_ = false;
   stopping_ = true;
+  shadow_worker_.stop();
   // Admitted requests still decoding are queued (or answered) before the batchers stop.
   decode_pool_.stop();
   for (auto& h : hosted_) {
@@ -354,12 +377,16 @@ void fill_common(Response* r, v1::AttentionMode mode, const std::string& plan_te
 
 void InferenceService::run_classify(Hosted& h, std::vector<std::shared_ptr<Job>>& jobs) {
   std::vector<ClassifyInput> inputs;
-  for (const auto& j : jobs) inputs.push_back({&j->images, &j->seeds, j->top_k});
+  for (const auto& j : jobs) {
+    inputs.push_back({&j->images, &j->seeds, j->top_k,
+                      j->tensors.empty() ? nullptr : &j->tensors, j->want_logits});
+  }
   const AttentionMode mode = jobs.front()->mode;
   // Normalisation, the forward and the ranking: tensor math, on this compute thread.
   const ClassifyBatchResult result = h.engine->classify(inputs, mode);
   const BatchReport& report = result.report;
   metrics_.batch_done(h.config.name, to_string(mode), report.items, report.compute_seconds);
+  h.stats.batch_done(report.items, report.compute_seconds);
   for (size_t k = 0; k < jobs.size(); ++k) {
     const auto& j = jobs[k];
     try {
@@ -367,7 +394,8 @@ void InferenceService::run_classify(Hosted& h, std::vector<std::shared_ptr<Job>>
       if (output.error) std::rethrow_exception(output.error);
       v1::ClassifyResponse* r = j->classify_response;
       r->set_model(h.config.name);
-      for (size_t i = 0; i < j->images.size(); ++i) r->add_results();
+      for (size_t i = 0; i < j->seeds.size(); ++i) r->add_results();
+      if (j->want_logits) j->logits = output.logits;
       for (const RankedClass& t : output.ranked) {
         auto* p = r->mutable_results(static_cast<int>(t.row))->add_top_k();
         p->set_index(static_cast<uint32_t>(t.index));
@@ -392,6 +420,7 @@ void InferenceService::run_generate(Hosted& h, std::vector<std::shared_ptr<Job>>
   const GenerateBatchResult result = h.engine->generate(inputs, truncation, mode);
   const BatchReport& report = result.report;
   metrics_.batch_done(h.config.name, to_string(mode), report.items, report.compute_seconds);
+  h.stats.batch_done(report.items, report.compute_seconds);
   const size_t z_dim = static_cast<size_t>(h.spec.z_dim);
   size_t next_row = 0;
   for (const auto& j : jobs) {

@@ -21,6 +21,7 @@ grpc::StatusCode to_grpc_code(ErrorKind kind) {
     case ErrorKind::kCancelled: return grpc::StatusCode::CANCELLED;
     case ErrorKind::kUnavailable: return grpc::StatusCode::UNAVAILABLE;
     case ErrorKind::kInternal: return grpc::StatusCode::INTERNAL;
+    case ErrorKind::kUnimplemented: return grpc::StatusCode::UNIMPLEMENTED;
   }
   return grpc::StatusCode::INTERNAL;
 }

@@ -2,9 +2,13 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <map>
 
+#include "attention/attention.h"
+#include "models/attention_plan.h"
 #include "models/biggan/noise.h"
 #include "models/preprocess/image.h"
 #include "models/preprocess/labels.h"
@@ -138,35 +142,104 @@ void ModelEngine::warm_up(AttentionMode mode) const {
   });
 }
 
-ClassifyBatchResult ModelEngine::classify(const std::vector<ClassifyInput>& inputs,
-                                          AttentionMode mode) const {
-  return translating([&] {
-    std::vector<at::Tensor> images;
-    km::ForwardContext ctx;
-    const auto preprocess = km::PreprocessOptions::for_crop(state_->spec.image_size);
-    for (const ClassifyInput& in : inputs) {
+namespace {
+
+// A Classify batch's input: every input's rows, [B, 3, S, S] float, and their entry seeds.
+struct ClassifyBatch {
+  at::Tensor x;
+  std::vector<uint64_t> seeds;
+  std::vector<int64_t> rows;  // per input
+};
+
+ClassifyBatch assemble(const std::vector<ClassifyInput>& inputs, const ModelSpec& spec) {
+  const int64_t side = spec.image_size;
+  const int64_t per_image = 3 * side * side;
+  std::vector<at::Tensor> chunks;  // [n_i, 3, S, S] per input
+  ClassifyBatch batch;
+  const auto preprocess = km::PreprocessOptions::for_crop(side);
+  for (const ClassifyInput& in : inputs) {
+    if (in.tensors != nullptr) {
+      const int64_t n = static_cast<int64_t>(in.tensors->size()) / per_image;
+      TORCH_CHECK(n * per_image == static_cast<int64_t>(in.tensors->size()), "classify: ",
+                  in.tensors->size(), " values are not whole [3, ", side, ", ", side, "] images");
+      // from_blob does not own the caller's vector: cloned, as the forward may keep views.
+      chunks.push_back(
+          at::from_blob(const_cast<float*>(in.tensors->data()), {n, 3, side, side}, at::kFloat)
+              .clone());
+      batch.rows.push_back(n);
+    } else {
+      std::vector<at::Tensor> images;
       for (const RgbImage& u8 : *in.images) {
         images.push_back(km::normalize_image(tensor_of(u8), preprocess));
       }
-      ctx.entry_seeds.insert(ctx.entry_seeds.end(), in.seeds->begin(), in.seeds->end());
+      batch.rows.push_back(static_cast<int64_t>(images.size()));
+      if (!images.empty()) chunks.push_back(at::stack(images));
     }
+    TORCH_CHECK(static_cast<int64_t>(in.seeds->size()) == batch.rows.back(), "classify: ",
+                in.seeds->size(), " seeds for ", batch.rows.back(), " images");
+    batch.seeds.insert(batch.seeds.end(), in.seeds->begin(), in.seeds->end());
+  }
+  batch.x = at::cat(chunks);
+  return batch;
+}
+
+// A Generate batch's input: z [B, z_dim] (owning its values), class vectors and entry seeds.
+struct GenerateBatch {
+  std::vector<float> z_values;
+  at::Tensor z, classes;
+  std::vector<uint64_t> seeds;
+};
+
+GenerateBatch assemble(const std::vector<GenerateInput>& inputs, const ModelSpec& spec) {
+  GenerateBatch batch;
+  std::vector<ClassWeights> class_rows;
+  for (const GenerateInput& in : inputs) {
+    batch.z_values.insert(batch.z_values.end(), in.z->begin(), in.z->end());
+    class_rows.insert(class_rows.end(), in.classes->begin(), in.classes->end());
+    batch.seeds.insert(batch.seeds.end(), in.seeds->begin(), in.seeds->end());
+  }
+  const int64_t n = static_cast<int64_t>(class_rows.size());
+  TORCH_CHECK(static_cast<int64_t>(batch.z_values.size()) == n * spec.z_dim, "generate: ",
+              batch.z_values.size(), " z values for ", n, " items of z_dim ", spec.z_dim);
+  batch.z = at::from_blob(batch.z_values.data(), {n, spec.z_dim}, at::kFloat);
+  batch.classes = km::class_weight_vector(class_rows, spec.num_classes);
+  return batch;
+}
+
+}  // namespace
+
+ClassifyBatchResult ModelEngine::classify(const std::vector<ClassifyInput>& inputs,
+                                          AttentionMode mode) const {
+  return translating([&] {
+    ClassifyBatch batch = assemble(inputs, state_->spec);
+    km::ForwardContext ctx;
+    ctx.entry_seeds = std::move(batch.seeds);
     const km::AttentionPlan& plan = state_->plans.at(mode);
     ClassifyBatchResult result;
     const auto t0 = Clock::now();
-    const at::Tensor logits = state_->model->classify(at::stack(images), plan, ctx);
+    const at::Tensor logits = state_->model->classify(batch.x, plan, ctx);
     result.report.compute_seconds = seconds_since(t0);
-    result.report.items = static_cast<int64_t>(images.size());
+    result.report.items = logits.size(0);
     result.report.plan = plan.describe();
+    const at::Tensor logits_cpu = logits.to(at::kCPU, at::kFloat).contiguous();
     int64_t row = 0;
-    for (const ClassifyInput& in : inputs) {
-      const int64_t n = static_cast<int64_t>(in.images->size());
+    for (size_t k = 0; k < inputs.size(); ++k) {
+      const ClassifyInput& in = inputs[k];
+      const int64_t n = batch.rows[k];
       ClassifyOutput out;
       try {
-        for (const km::TopK& t : km::top_k(logits.narrow(0, row, n), in.top_k)) {
-          out.ranked.push_back({t.row, t.index, t.probability, t.wnid, t.label});
+        if (in.top_k > 0) {
+          for (const km::TopK& t : km::top_k(logits.narrow(0, row, n), in.top_k)) {
+            out.ranked.push_back({t.row, t.index, t.probability, t.wnid, t.label});
+          }
+        }
+        if (in.logits) {
+          const float* p = logits_cpu.data_ptr<float>() + row * logits_cpu.size(1);
+          out.logits.assign(p, p + n * logits_cpu.size(1));
         }
       } catch (...) {
         out.ranked.clear();
+        out.logits.clear();
         out.error = current_translated();
       }
       row += n;
@@ -179,27 +252,15 @@ ClassifyBatchResult ModelEngine::classify(const std::vector<ClassifyInput>& inpu
 GenerateBatchResult ModelEngine::generate(const std::vector<GenerateInput>& inputs,
                                           double truncation, AttentionMode mode) const {
   return translating([&] {
-    const ModelSpec& spec = state_->spec;
-    std::vector<float> z_values;
-    std::vector<ClassWeights> class_rows;
+    GenerateBatch batch = assemble(inputs, state_->spec);
     km::ForwardContext ctx;
-    for (const GenerateInput& in : inputs) {
-      z_values.insert(z_values.end(), in.z->begin(), in.z->end());
-      class_rows.insert(class_rows.end(), in.classes->begin(), in.classes->end());
-      ctx.entry_seeds.insert(ctx.entry_seeds.end(), in.seeds->begin(), in.seeds->end());
-    }
-    const int64_t batch = static_cast<int64_t>(class_rows.size());
-    TORCH_CHECK(static_cast<int64_t>(z_values.size()) == batch * spec.z_dim,
-                "generate: ", z_values.size(), " z values for ", batch, " items of z_dim ",
-                spec.z_dim);
-    const at::Tensor z = at::from_blob(z_values.data(), {batch, spec.z_dim}, at::kFloat);
-    const at::Tensor classes = km::class_weight_vector(class_rows, spec.num_classes);
+    ctx.entry_seeds = std::move(batch.seeds);
     const km::AttentionPlan& plan = state_->plans.at(mode);
     GenerateBatchResult result;
     const auto t0 = Clock::now();
-    const at::Tensor images = state_->model->generate(z, classes, truncation, plan, ctx);
+    const at::Tensor images = state_->model->generate(batch.z, batch.classes, truncation, plan, ctx);
     result.report.compute_seconds = seconds_since(t0);
-    const at::Tensor rgb = km::to_uint8_rgb(images);  // [B, H, W, 3]
+    const at::Tensor rgb = km::to_uint8_rgb(images).to(at::kCPU);  // [B, H, W, 3]
     result.report.items = rgb.size(0);
     result.report.plan = plan.describe();
     for (int64_t i = 0; i < rgb.size(0); ++i) {
@@ -210,6 +271,122 @@ GenerateBatchResult ModelEngine::generate(const std::vector<GenerateInput>& inpu
       const uint8_t* p = img.data_ptr<uint8_t>();
       out.pixels.assign(p, p + img.numel());
       result.images.push_back(std::move(out));
+    }
+    return result;
+  });
+}
+
+namespace {
+
+// Per-image relative errors of one recorded layer: approximate `a` against exact `e`, both
+// [B, H, N, Dv].
+void layer_errors(const at::Tensor& a, const at::Tensor& e, const std::string& group,
+                  int64_t layer, std::vector<ShadowLayerError>* out) {
+  const at::Tensor d = (a - e).to(at::kDouble);
+  const at::Tensor ed = e.to(at::kDouble);
+  const at::Tensor frob = d.flatten(1).norm(2, {1}) / ed.flatten(1).norm(2, {1}).clamp_min(1e-300);
+  // Spectral norms per head: the largest singular value of each [N, Dv] matrix.
+  const at::Tensor spec_d = at::linalg_matrix_norm(d, 2, {-2, -1});
+  const at::Tensor spec_e = at::linalg_matrix_norm(ed, 2, {-2, -1}).clamp_min(1e-300);
+  const at::Tensor spec = std::get<0>((spec_d / spec_e).max(1)).cpu();
+  const at::Tensor frob_cpu = frob.cpu();
+  for (int64_t b = 0; b < a.size(0); ++b) {
+    out->push_back({group, layer, frob_cpu[b].item<double>(), spec[b].item<double>()});
+  }
+}
+
+// Exact attention on every recorded input of an approximated layer, against the approximation.
+bool check_layers(const std::vector<km::RecordedAttention>& recorded,
+                  const km::AttentionPlan& plan, const km::AttentionPlan& exact,
+                  const km::ForwardContext& ctx, const std::function<bool()>& stop,
+                  ShadowResult* result) {
+  for (const km::RecordedAttention& r : recorded) {
+    // The layer's own softmax scale (a model may set it per layer, as T2T-ViT's tokens do).
+    attention::AttentionOptions options = plan.at(r.group);
+    if (options.method() == attention::Method::kExact) continue;
+    if (stop()) return false;
+    options.scale(r.scale);
+    attention::AttentionOptions exact_options = exact.at(r.group);
+    exact_options.scale(r.scale);
+    const at::Tensor a = attention::attention(r.q, r.k, r.v, options,
+                                              ctx.call_for_layer(r.layer, nullptr));
+    const at::Tensor e = attention::attention(r.q, r.k, r.v, exact_options,
+                                              ctx.call_for_layer(r.layer, nullptr));
+    layer_errors(a, e, r.group, r.layer, &result->layers);
+  }
+  return true;
+}
+
+}  // namespace
+
+ShadowResult ModelEngine::shadow_classify(const std::vector<ClassifyInput>& inputs,
+                                          AttentionMode mode,
+                                          const std::function<bool()>& stop) const {
+  return translating([&] {
+    ShadowResult result;
+    ClassifyBatch batch = assemble(inputs, state_->spec);
+    std::vector<km::RecordedAttention> recorded;
+    km::ForwardContext ctx;
+    ctx.entry_seeds = std::move(batch.seeds);
+    ctx.recorded = &recorded;
+    const km::AttentionPlan& plan = state_->plans.at(mode);
+    const km::AttentionPlan& exact = state_->plans.at(AttentionMode::kExact);
+    const at::Tensor approx = state_->model->classify(batch.x, plan, ctx);
+    ctx.recorded = nullptr;
+    if (!check_layers(recorded, plan, exact, ctx, stop, &result)) {
+      result.stopped = true;
+      return result;
+    }
+    recorded.clear();
+    if (stop()) {
+      result.stopped = true;
+      return result;
+    }
+    const at::Tensor truth = state_->model->classify(batch.x, exact, ctx);
+    const at::Tensor pa = approx.to(at::kDouble).softmax(-1).cpu();
+    const at::Tensor pe = truth.to(at::kDouble).softmax(-1).cpu();
+    const at::Tensor agree = pa.argmax(-1).eq(pe.argmax(-1));
+    const at::Tensor diff = std::get<0>((pa - pe).abs().max(-1));
+    for (int64_t i = 0; i < pa.size(0); ++i) {
+      result.top1_agree.push_back(agree[i].item<bool>());
+      result.max_probability_difference.push_back(diff[i].item<double>());
+    }
+    return result;
+  });
+}
+
+ShadowResult ModelEngine::shadow_generate(const std::vector<GenerateInput>& inputs,
+                                          double truncation, AttentionMode mode,
+                                          const std::function<bool()>& stop) const {
+  return translating([&] {
+    ShadowResult result;
+    GenerateBatch batch = assemble(inputs, state_->spec);
+    std::vector<km::RecordedAttention> recorded;
+    km::ForwardContext ctx;
+    ctx.entry_seeds = std::move(batch.seeds);
+    ctx.recorded = &recorded;
+    const km::AttentionPlan& plan = state_->plans.at(mode);
+    const km::AttentionPlan& exact = state_->plans.at(AttentionMode::kExact);
+    const at::Tensor approx =
+        km::to_uint8_rgb(state_->model->generate(batch.z, batch.classes, truncation, plan, ctx));
+    ctx.recorded = nullptr;
+    if (!check_layers(recorded, plan, exact, ctx, stop, &result)) {
+      result.stopped = true;
+      return result;
+    }
+    recorded.clear();
+    if (stop()) {
+      result.stopped = true;
+      return result;
+    }
+    const at::Tensor truth =
+        km::to_uint8_rgb(state_->model->generate(batch.z, batch.classes, truncation, exact, ctx));
+    const at::Tensor mse =
+        (approx.to(at::kDouble) - truth.to(at::kDouble)).pow(2).flatten(1).mean(1).cpu();
+    for (int64_t i = 0; i < mse.size(0); ++i) {
+      const double m = mse[i].item<double>();
+      result.psnr_db.push_back(
+          m > 0 ? std::min(kMaxPsnrDb, 10.0 * std::log10(255.0 * 255.0 / m)) : kMaxPsnrDb);
     }
     return result;
   });

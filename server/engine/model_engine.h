@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -66,13 +67,19 @@ struct RankedClass {
 struct ClassifyInput {
   const std::vector<RgbImage>* images = nullptr;  ///< uint8 [S, S, 3] each, S = image_size
   const std::vector<uint64_t>* seeds = nullptr;   ///< attention entry seed per image
-  int64_t top_k = 5;                              ///< classes per image, 1 ≤ top_k ≤ classes
+  int64_t top_k = 5;  ///< classes per image, 0 ≤ top_k ≤ classes (0: no ranking)
+  /// Instead of images (when set): preprocessed float32 [n, 3, S, S] row-major, already
+  /// normalised with the ImageNet mean/std, used as is.
+  const std::vector<float>* tensors = nullptr;
+  bool logits = false;  ///< also return every logit (ClassifyOutput::logits)
 };
 
 /// One request's result in a Classify batch.
 struct ClassifyOutput {
   /// images · top_k entries, ordered by row then rank (probability descending).
   std::vector<RankedClass> ranked;
+  /// With ClassifyInput::logits: float32 [n, classes] row-major.
+  std::vector<float> logits;
   /// Set (and ranked empty) when ranking this request failed; the others are unaffected.
   std::exception_ptr error;
 };
@@ -97,6 +104,32 @@ struct GenerateBatchResult {
   std::vector<RgbImage> images;
   BatchReport report;
 };
+
+/// One approximated attention layer of one image in a shadow check: the layer's approximate
+/// output against exact attention on the same inputs (the ones the approximate forward gave it).
+struct ShadowLayerError {
+  std::string group;  ///< layer group, e.g. "t2t_layer1"
+  int64_t layer = 0;  ///< attention layer number in the forward
+  double frobenius = 0;  ///< ‖A − E‖_F / ‖E‖_F over the image's heads
+  double spectral = 0;   ///< the largest over heads of ‖A − E‖₂ / ‖E‖₂
+};
+
+/// A shadow check of one batch: what approximate attention cost against exact attention.
+struct ShadowResult {
+  /// `stop` returned true between two steps: the check ended early, the fields are partial.
+  bool stopped = false;
+  std::vector<ShadowLayerError> layers;  ///< every image × approximated layer
+  /// Classifier, per image: the approximate top-1 class equals the exact one.
+  std::vector<bool> top1_agree;
+  /// Classifier, per image: max over classes of |p_approx − p_exact| (softmax probabilities).
+  std::vector<double> max_probability_difference;
+  /// Generator, per image: PSNR in dB of the approximate 8-bit image against the exact one
+  /// (identical images: kMaxPsnrDb).
+  std::vector<double> psnr_db;
+};
+
+/// The PSNR reported for identical images.
+inline constexpr double kMaxPsnrDb = 100.0;
 
 /// BigGAN's truncated noise for one item: truncation · N(0, 1) truncated to [−2, 2], drawn from
 /// a generator seeded by `seed` (models/biggan/noise.h) → [z_dim] float32.
@@ -129,8 +162,19 @@ class ModelEngine {
   void warm_up(AttentionMode mode) const;
 
   /// One Classify batch: every input's images normalised (ImageNet mean/std) and stacked into
-  /// [B, 3, S, S] float, one forward with `mode`'s plan, then each input's top-k of its rows.
+  /// [B, 3, S, S] float (or its preprocessed tensors), one forward with `mode`'s plan, then
+  /// each input's top-k of its rows (and its logits when asked).
   ClassifyBatchResult classify(const std::vector<ClassifyInput>& inputs, AttentionMode mode) const;
+
+  /// The shadow check of a Classify batch that ran `mode` (not exact): the approximate forward
+  /// again (same seeds, so the same outputs) recording each approximated layer's inputs, exact
+  /// attention on those inputs, and the exact forward. `stop` is asked between steps (layers
+  /// included); when it returns true the check ends with ShadowResult::stopped.
+  ShadowResult shadow_classify(const std::vector<ClassifyInput>& inputs, AttentionMode mode,
+                               const std::function<bool()>& stop) const;
+  /// The same for a Generate batch.
+  ShadowResult shadow_generate(const std::vector<GenerateInput>& inputs, double truncation,
+                               AttentionMode mode, const std::function<bool()>& stop) const;
 
   /// One Generate batch: z [B, z_dim] and class vectors [B, num_classes] of every input, one
   /// forward at `truncation` with `mode`'s plan → images in [−1, 1] → 8-bit RGB.

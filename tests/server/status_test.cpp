@@ -14,6 +14,7 @@ TEST(ServerStatus, KindsMapToCodes) {
             grpc::StatusCode::DEADLINE_EXCEEDED);
   EXPECT_EQ(ks::to_grpc_code(ks::ErrorKind::kUnavailable), grpc::StatusCode::UNAVAILABLE);
   EXPECT_EQ(ks::to_grpc_code(ks::ErrorKind::kInternal), grpc::StatusCode::INTERNAL);
+  EXPECT_EQ(ks::to_grpc_code(ks::ErrorKind::kUnimplemented), grpc::StatusCode::UNIMPLEMENTED);
   EXPECT_EQ(ks::code_name(grpc::StatusCode::RESOURCE_EXHAUSTED), "RESOURCE_EXHAUSTED");
 }
 
