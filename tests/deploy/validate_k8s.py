@@ -1,22 +1,27 @@
-"""Renders deploy/k8s/overlays/{cpu,gpu} with `kubectl kustomize` and validates every object, and
-the stand-alone manifests in deploy/k8s/tools, strictly (unknown fields rejected) against pinned
-schemas:
+"""Renders deploy/k8s/overlays/{cpu,gpu} and deploy/kserve with `kubectl kustomize` and validates
+every object, and the stand-alone manifests in deploy/k8s/tools, strictly (unknown fields
+rejected) against pinned schemas:
   * Kubernetes objects: the Kubernetes KUBERNETES_VERSION schemas of kubernetes-validate
     ("-strict" flavour);
   * ServiceMonitor, PrometheusRule: the prometheus-operator PROMETHEUS_OPERATOR_VERSION CRD
     schemas, from the pydantic models of cloudcoil.models.prometheus_operator (generated from
-    those CRDs), made strict at run time as kubernetes-json-schema's "-strict" flavour is.
+    those CRDs), made strict at run time as kubernetes-json-schema's "-strict" flavour is;
+  * ServingRuntime, InferenceService: KServe KSERVE_VERSION, from the openapi models of the kserve
+    wheel (PyPI has no KServe CRD files), strict, with Kubernetes types from kubernetes-validate
+    (kserve_validator says how and what it does not cover).
 An apiVersion/kind without a schema is a failure. It then checks what the schemas cannot: probes,
 ports, selectors and references agree with each other and with the server config in the
 ConfigMap, the drain fits in the termination grace period, the HPA's custom metric is the one
 the prometheus-adapter rule provides, and the PrometheusRule holds the same groups as
-deploy/prometheus/rules. (The real server parses the configs themselves in deploy_static_test.py.)
+deploy/prometheus/rules; the KServe runtime matches the InferenceService and the image's config,
+and deploy/k8s (semantic_kserve). (The real server parses the configs in deploy_static_test.py.)
 
 Run with the project venv's python (requirements/checks.txt; scripts/install_deps.sh):
   .venv/bin/python tests/deploy/validate_k8s.py [--kubectl KUBECTL] [REPO_ROOT]  (ctest: deploy_k8s)
 tests/deploy/validate_k8s_test.py shows that each check fails on a broken copy."""
 
 import argparse
+import ast
 import functools
 import importlib
 import importlib.metadata
@@ -29,6 +34,7 @@ import sys
 
 import jsonschema
 import kubernetes_validate
+import referencing
 import yaml
 from cloudcoil.resources import Resource
 
@@ -37,9 +43,28 @@ KUBERNETES_VERSION = "1.32"
 # The prometheus-operator release whose CRDs the ServiceMonitor and PrometheusRule must fit: the
 # pinned cloudcoil.models.prometheus_operator 0.80.1.x is generated from its CRDs.
 PROMETHEUS_OPERATOR_VERSION = "0.80.1"
-# API group -> the package holding a pydantic model per kind, one module per version.
+# The KServe release whose ServingRuntime and InferenceService the deploy/kserve manifests must
+# fit: the pinned kserve wheel's openapi-generated models (kserve/models).
+KSERVE_VERSION = "0.21.0"
+# API group -> the package holding its models: cloudcoil's pydantic models (one module per
+# version), or "kserve" (openapi models, see kserve_validator).
 CRD_MODELS = {"monitoring.coreos.com": ("cloudcoil.models.prometheus_operator",
-                                        PROMETHEUS_OPERATOR_VERSION)}
+                                        PROMETHEUS_OPERATOR_VERSION),
+              "serving.kserve.io": ("kserve", KSERVE_VERSION)}
+# openapi-generator type names -> JSON schema, where they are neither a kserve model nor found by
+# kubernetes_definition(); the two Knative types are strings on the wire.
+OPENAPI_TYPES = {"str": {"type": "string"}, "int": {"type": "integer"},
+                 "float": {"type": "number"}, "bool": {"type": "boolean"}, "object": {},
+                 "datetime": {"type": "string"}, "date": {"type": "string"},
+                 "KnativeURL": {"type": "string"}, "KnativeVolatileTime": {"type": "string"},
+                 "ResourceQuantity": "io.k8s.apimachinery.pkg.api.resource.Quantity",
+                 "V1beta1MetricQuantity": "io.k8s.apimachinery.pkg.api.resource.Quantity"}
+# The image's built-in config (Dockerfile: COPY deploy/config/server.yaml), which the KServe
+# runtime runs with.
+IMAGE_CONFIG = ("/etc/kdeserve/server.yaml", "deploy/config/server.yaml")
+# The fields of an InferenceService's predictor.model that are not container fields.
+KSERVE_MODEL_FIELDS = {"modelFormat", "runtime", "runtimeVersion", "protocolVersion", "storageUri",
+                       "storage"}
 OVERLAYS = ["cpu", "gpu"]
 MISSING = object()
 
@@ -121,6 +146,8 @@ def crd_validator(api_version, kind):
     installed = importlib.metadata.version(package)
     if not (installed == release or installed.startswith(release + ".")):
         return f"{package} {installed} installed, want the {release} CRDs (requirements/checks.txt)"
+    if package == "kserve":
+        return kserve_validator(version, kind)
     try:
         module = importlib.import_module(f"{package}.{version}")
     except ImportError:
@@ -131,6 +158,99 @@ def crd_validator(api_version, kind):
     schema = strict(model.model_json_schema(by_alias=True))
     jsonschema.Draft202012Validator.check_schema(schema)
     return jsonschema.Draft202012Validator(schema)
+
+
+@functools.lru_cache(maxsize=None)
+def kserve_models():
+    """{class: ({JSON field: openapi type}, {required JSON fields})} of every model in the installed
+    kserve's kserve/models, read with ast: importing kserve would import its model server."""
+    folder = importlib.metadata.distribution("kserve").locate_file("kserve/models")
+    models = {}
+    for file in sorted(f for f in os.listdir(folder) if f.endswith(".py")):
+        with open(os.path.join(folder, file)) as f:
+            source = f.read()
+        for c in ast.parse(source).body:
+            assigned = {n.targets[0].id: n.value for n in getattr(c, "body", [])
+                        if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name)}
+            if isinstance(c, ast.ClassDef) and {"openapi_types", "attribute_map"} <= set(assigned):
+                types, names = (ast.literal_eval(assigned[k]) for k in ("openapi_types",
+                                                                        "attribute_map"))
+                required = re.findall(r"Invalid value for `(\w+)`, must not be `None`",
+                                      ast.get_source_segment(source, c))
+                models[c.name] = ({names[k]: v for k, v in types.items()},
+                                  {names[r] for r in required if r in names})
+    return models
+
+
+@functools.lru_cache(maxsize=None)
+def kubernetes_definitions():
+    """kubernetes-validate's strict KUBERNETES_VERSION definitions ($defs by their $id)."""
+    folder = f"kubernetes-json-schema/v{KUBERNETES_VERSION}.0-local-strict"
+    with open(os.path.join(os.path.dirname(kubernetes_validate.__file__), folder,
+                           "_definitions.json")) as f:
+        return json.load(f)
+
+
+def kubernetes_definition(name, definitions):
+    """The Kubernetes definition an openapi-generator name stands for: V1Kind (core/v1 or
+    meta/v1) or the fully qualified K8sIoApiAppsV1Kind; None if KUBERNETES_VERSION lacks it."""
+    for key in definitions:
+        parts = key.split(".")
+        if name == "".join(p[:1].upper() + p[1:] for p in parts[1::-1] + parts[2:]):
+            return key
+    for prefix in ("io.k8s.api.core.v1.", "io.k8s.apimachinery.pkg.apis.meta.v1."):
+        if name.startswith("V1") and prefix + name[2:] in definitions:
+            return prefix + name[2:]
+    return None
+
+
+def no_schema(validator, name, instance, schema):
+    yield jsonschema.ValidationError(
+        f"{name} has no schema in Kubernetes {KUBERNETES_VERSION} or kserve {KSERVE_VERSION}")
+
+
+KserveValidator = jsonschema.validators.extend(jsonschema.Draft202012Validator,
+                                               {"x-no-schema": no_schema})
+
+
+def kserve_validator(version, kind):
+    """A strict validator of serving.kserve.io/VERSION KIND, or an error message. PyPI has no
+    KServe CRD files, so the schema is built from the kserve wheel's openapi-generated models
+    (generated from the same Go types as the CRDs): every field of every object is known (any
+    other is rejected) and typed (str, int, bool, list[...], dict(str, ...)); required where a
+    model's setter refuses None. Kubernetes types (V1Container, V1Probe, ...) are $refs into
+    kubernetes-validate's strict KUBERNETES_VERSION definitions, so a container field newer than
+    that release fails too ("x-no-schema", as does a type the wheel does not define). Not
+    covered: the CRDs' enums, patterns and minimums (the models do not carry them)."""
+    models, k8s = kserve_models(), kubernetes_definitions()
+    top = version[:1].upper() + version[1:] + kind
+    if not {"apiVersion", "kind"} <= set(models.get(top, ({}, ()))[0]):
+        return f"no schema for serving.kserve.io/{version} {kind} (kserve has no {top})"
+    defs = {}
+
+    def schema_of(name):
+        if isinstance(OPENAPI_TYPES.get(name), dict):
+            return OPENAPI_TYPES[name]
+        inner = re.fullmatch(r"list\[(.+)\]|dict\(str, (.+)\)", name)
+        if inner:
+            return ({"type": "array", "items": schema_of(inner[1])} if inner[1] else
+                    {"type": "object", "additionalProperties": schema_of(inner[2])})
+        if name in models:
+            if name not in defs:
+                defs[name] = None
+                fields, required = models[name]
+                defs[name] = {"type": "object", "additionalProperties": False,
+                              "properties": {k: schema_of(v) for k, v in fields.items()}}
+                if required:
+                    defs[name]["required"] = sorted(required)
+            return {"$ref": f"#/$defs/{name}"}
+        key = OPENAPI_TYPES.get(name) or kubernetes_definition(name, k8s["$defs"])
+        return {"$ref": f"{k8s['$id']}#/$defs/{key}"} if key else {"x-no-schema": name}
+
+    schema = dict(schema_of(top), **{"$defs": defs})
+    KserveValidator.check_schema(schema)
+    registry = referencing.Resource.from_contents(k8s) @ referencing.Registry()
+    return KserveValidator(schema, registry=registry)
 
 
 def schema_errors(obj):
@@ -202,6 +322,46 @@ def load_yaml(path):
         return yaml.safe_load(f)
 
 
+def check_probes(check, where, c, port_name, grpc_port):
+    """Native gRPC probes on the numeric gRPC port; start-up and readiness on "readiness",
+    liveness on "" (never waits on the model queue); start-up allows 5 minutes for loading."""
+    for probe, service in [("startupProbe", "readiness"), ("readinessProbe", "readiness"),
+                           ("livenessProbe", "")]:
+        grpc = dig(c, probe, "grpc")
+        if not check(isinstance(grpc, dict), f"{where}: {probe} is not a grpc probe"):
+            continue
+        got = grpc.get("port")
+        check(got == grpc_port and is_int(got),
+              f"{where}: {probe} port {got} is not the {port_name} port {grpc_port}")
+        got = grpc.get("service") or ""
+        check(got == service, f"{where}: {probe} service '{got}', want '{service}'")
+    period = dig(c, "startupProbe", "periodSeconds")
+    threshold = dig(c, "startupProbe", "failureThreshold")
+    check(is_number(period) and is_number(threshold) and period * threshold >= 300,
+          f"{where}: startupProbe allows under 5 minutes for loading")
+
+
+def check_drain(check, where, c, srv, grace):
+    """preStop sleep, then SIGTERM -> drain_delay, then shutdown grace: all inside the termination
+    grace period."""
+    pre_stop = dig(c, "lifecycle", "preStop")
+    sleep = dig(pre_stop, "sleep", "seconds")
+    if sleep is None:
+        try:
+            sleep = float(dig(pre_stop, "exec", "command", -1))
+        except (TypeError, ValueError):
+            sleep = None
+    if not check(is_number(sleep) and 0 < sleep < float("inf"), f"{where}: a preStop sleep"):
+        sleep = 0
+    drain, shutdown = srv.get("drain_delay_seconds", 0), srv.get("shutdown_grace_seconds", 10)
+    if check(is_number(drain) and is_number(shutdown),
+             f"{where}: server drain_delay_seconds {drain}, shutdown_grace_seconds {shutdown}"):
+        needed = sleep + drain + shutdown
+        needed = int(needed) if float(needed).is_integer() else needed
+        check(is_number(grace) and grace > needed, f"{where}: terminationGracePeriodSeconds"
+              f" {grace} <= preStop + drain + grace = {needed}")
+
+
 def semantic(report, root, overlay, objects):
     """The cross-checks of one rendered overlay; returns the server config or None."""
     check = report.check
@@ -241,22 +401,7 @@ def semantic(report, root, overlay, objects):
     check(ports.get("grpc") and ports.get("metrics"),
           f"{overlay}: container ports named grpc and metrics")
 
-    # Probes: native gRPC, numeric port = the gRPC port; start-up and readiness on "readiness",
-    # liveness on "" (never waits on the model queue).
-    for probe, service in [("startupProbe", "readiness"), ("readinessProbe", "readiness"),
-                           ("livenessProbe", "")]:
-        grpc = dig(c, probe, "grpc")
-        if not check(isinstance(grpc, dict), f"{overlay}: {probe} is not a grpc probe"):
-            continue
-        got = grpc.get("port")
-        check(got == ports.get("grpc") and is_int(got),
-              f"{overlay}: {probe} port {got} is not the grpc port {ports.get('grpc')}")
-        got = grpc.get("service") or ""
-        check(got == service, f"{overlay}: {probe} service '{got}', want '{service}'")
-    period = dig(c, "startupProbe", "periodSeconds")
-    threshold = dig(c, "startupProbe", "failureThreshold")
-    check(is_number(period) and is_number(threshold) and period * threshold >= 300,
-          f"{overlay}: startupProbe allows under 5 minutes for loading")
+    check_probes(check, overlay, c, "grpc", ports.get("grpc"))
 
     # Non-root, read-only root filesystem.
     psc = pod_spec.get("securityContext") or {}
@@ -294,25 +439,7 @@ def semantic(report, root, overlay, objects):
           and port(srv.get("metrics_listen")) == ports.get("metrics"),
           f"{overlay}: server.metrics_listen {srv.get('metrics_listen')}")
 
-    # Drain: preStop sleep, then SIGTERM -> drain_delay, then shutdown grace; all inside the
-    # termination grace period.
-    pre_stop = dig(c, "lifecycle", "preStop")
-    sleep = dig(pre_stop, "sleep", "seconds")
-    if sleep is None:
-        try:
-            sleep = float(dig(pre_stop, "exec", "command", -1))
-        except (TypeError, ValueError):
-            sleep = None
-    if not check(is_number(sleep) and 0 < sleep < float("inf"), f"{overlay}: a preStop sleep"):
-        sleep = 0
-    drain, shutdown = srv.get("drain_delay_seconds", 0), srv.get("shutdown_grace_seconds", 10)
-    grace = pod_spec.get("terminationGracePeriodSeconds")
-    if check(is_number(drain) and is_number(shutdown),
-             f"{overlay}: server drain_delay_seconds {drain}, shutdown_grace_seconds {shutdown}"):
-        needed = sleep + drain + shutdown
-        needed = int(needed) if float(needed).is_integer() else needed
-        check(is_number(grace) and grace > needed, f"{overlay}: terminationGracePeriodSeconds"
-              f" {grace} <= preStop + drain + grace = {needed}")
+    check_drain(check, overlay, c, srv, pod_spec.get("terminationGracePeriodSeconds"))
 
     # Weights from the PVC.
     pvc_volume = next((v for v in volumes if v.get("persistentVolumeClaim")), None)
@@ -409,25 +536,125 @@ def semantic(report, root, overlay, objects):
     return config
 
 
+def semantic_kserve(report, root, objects, k8s_objects):
+    """The cross-checks of deploy/kserve: the InferenceService's runtime, model format, protocol
+    and mode; the container KServe runs against the image's config (port, metrics annotations,
+    probes, drain, threads), deploy/k8s's security settings and image; no deploy/k8s selector."""
+    check = report.check
+    runtimes = {dig(o, "metadata", "name"): o for o in objects if o.get("kind") == "ServingRuntime"}
+    services = [o for o in objects if o.get("kind") == "InferenceService"]
+    check(runtimes and services, "kserve: expected a ServingRuntime and an InferenceService")
+    k8s_image = next((dig(o, "spec", "template", "spec", "containers", 0, "image")
+                      for o in k8s_objects if o.get("kind") == "Deployment"), None)
+    for isvc in services:
+        where = f"kserve: InferenceService/{dig(isvc, 'metadata', 'name')}"
+        predictor = dig(isvc, "spec", "predictor", default={})
+        model, notes = predictor.get("model") or {}, dig(isvc, "metadata", "annotations") or {}
+        runtime = runtimes.get(model.get("runtime"))
+        if not check(runtime, f"{where}: runtime {model.get('runtime')} is not a ServingRuntime"
+                     f" here ({', '.join(map(str, runtimes))})"):
+            continue
+        rt = f"kserve: ServingRuntime/{dig(runtime, 'metadata', 'name')}"
+        spec = runtime.get("spec") or {}
+        formats = [f.get("name") for f in spec.get("supportedModelFormats") or []]
+        got = dig(model, "modelFormat", "name")
+        check(got in formats, f"{where}: modelFormat {got} is not a supportedModelFormat of"
+              f" {rt[8:]} ({', '.join(map(str, formats))})")
+        # The Open Inference Protocol v2 over gRPC only: KServe's "v2" is its REST binding.
+        protocols, got = spec.get("protocolVersions"), model.get("protocolVersion")
+        check(protocols == ["grpc-v2"], f"{rt}: protocolVersions {protocols}, want [grpc-v2]")
+        check(got == "grpc-v2", f"{where}: protocolVersion {got}, want grpc-v2")
+        got = notes.get("serving.kserve.io/deploymentMode")
+        check(got == "Standard", f"{where}: deploymentMode {got}, want Standard")
+        got = notes.get("serving.kserve.io/enable-prometheus-scraping")
+        check(got == "false", f"{where}: enable-prometheus-scraping {got}, want false (\"true\""
+              " sets prometheus.io/port to the queue-proxy's 9091, which Standard mode lacks)")
+        low, high = predictor.get("minReplicas", 1), predictor.get("maxReplicas")
+        check(is_int(low) and is_int(high) and 1 <= low <= high,
+              f"{where}: replicas 1 <= min <= max")
+
+        # The container KServe runs: the runtime's kserve-container with the model's fields over it.
+        c = next((x for x in spec.get("containers") or [] if x.get("name") == "kserve-container"),
+                 {})
+        c = dict(c, **{k: v for k, v in model.items() if k not in KSERVE_MODEL_FIELDS})
+        ports = c.get("ports") or []
+        grpc_port = dig(ports, 0, "containerPort")
+        check(len(ports) == 1 and ports[0].get("name") == "h2c",
+              f"{rt}: kserve-container with one port, named h2c (KServe's name for gRPC)")
+        args = c.get("args") or []
+        flags = dict(zip(args[:-1], args[1:]))
+        check(flags.get("--config") == IMAGE_CONFIG[0],
+              f"{rt}: --config {flags.get('--config')}, want the image's {IMAGE_CONFIG[0]}")
+        srv = (load_yaml(os.path.join(root, IMAGE_CONFIG[1])) or {}).get("server") or {}
+        listen = flags.get("--listen", srv.get("listen"))
+        metrics = flags.get("--metrics-listen", srv.get("metrics_listen"))
+        threads = flags.get("--threads", srv.get("threads"))
+        check(host(listen) == "0.0.0.0" and port(listen) == grpc_port, f"{rt}: h2c containerPort"
+              f" {grpc_port} is not server.listen {listen} ({IMAGE_CONFIG[1]} and args)")
+        want = {"prometheus.kserve.io/port": str(port(metrics)), "prometheus.io/port":
+                str(port(metrics)), "prometheus.kserve.io/path": "/metrics",
+                "prometheus.io/path": "/metrics", "prometheus.io/scrape": "true"}
+        got = {k: dig(spec, "annotations", k) for k in want}
+        check(got == want, f"{rt}: annotations {', '.join(k for k in want if got[k] != want[k])}"
+              f" do not name server.metrics_listen {metrics}'s port and /metrics")
+        check_probes(check, rt, c, "h2c", grpc_port)
+        check_drain(check, rt, c, srv, predictor.get("terminationGracePeriodSeconds", 30))
+
+        # deploy/k8s's security settings, on the container (a ServingRuntime has no pod's).
+        sc = c.get("securityContext") or {}
+        check(sc.get("runAsNonRoot") is True and is_int(sc.get("runAsUser")) and sc["runAsUser"] > 0
+              and sc.get("readOnlyRootFilesystem") is True
+              and sc.get("allowPrivilegeEscalation") is False,
+              f"{rt}: a numeric non-root user, read-only root, no privilege escalation")
+        tmp = [m.get("name") for m in c.get("volumeMounts") or [] if m.get("mountPath") == "/tmp"]
+        check(tmp and tmp[0] in [v.get("name") for v in spec.get("volumes") or []],
+              f"{rt}: a writable /tmp volume with a read-only root")
+
+        # The CPU image of deploy/k8s, its threads within the CPU limit.
+        limits = dig(c, "resources", "limits") or {}
+        requests = dig(c, "resources", "requests") or {}
+        check(limits.get("memory") and requests.get("memory") and requests.get("cpu")
+              and "nvidia.com/gpu" not in limits, f"{where}: cpu/memory requests, a memory limit,"
+              " no GPU (the CPU image)")
+        check(str(threads).isdigit() and 0 < int(threads) <= (cpu_quantity(limits.get("cpu")) or 0),
+              f"{where}: server threads {threads} not within the CPU limit {limits.get('cpu')}")
+        check(c.get("image") == k8s_image, f"{rt}: image {c.get('image')} is not deploy/k8s's"
+              f" {k8s_image}")
+
+        # deploy/k8s's Services and PodDisruptionBudget must not select these pods.
+        labels = dict(dig(isvc, "metadata", "labels") or {}, **(spec.get("labels") or {}),
+                      **(predictor.get("labels") or {}))
+        for o in k8s_objects:
+            sel = dig(o, "spec", "selector", "matchLabels") or dig(o, "spec", "selector")
+            check(o.get("kind") not in ("Service", "PodDisruptionBudget") or not sel
+                  or not subset(sel, labels),
+                  f"{where}: its pods carry the selector of deploy/k8s's"
+                  f" {o.get('kind')}/{dig(o, 'metadata', 'name')}")
+
+
 def documents(text):
     return [d for d in yaml.safe_load_all(text) if d]
 
 
 def run(root, kubectl="kubectl", out=sys.stdout, err=sys.stderr):
-    """Validates ROOT/deploy/k8s; returns the failure messages (each also printed to `err`)."""
+    """Validates ROOT/deploy/k8s and ROOT/deploy/kserve; returns the failure messages (each also
+    printed to `err`)."""
     report = Report(out, err)
     k8s = os.path.join(root, "deploy/k8s")
     report.say(f"schemas: Kubernetes {KUBERNETES_VERSION} (kubernetes-validate"
                f" {importlib.metadata.version('kubernetes-validate')}, strict), prometheus-operator"
                f" v{PROMETHEUS_OPERATOR_VERSION} CRDs (cloudcoil.models.prometheus_operator"
-               f" {importlib.metadata.version('cloudcoil.models.prometheus_operator')}, strict)")
+               f" {importlib.metadata.version('cloudcoil.models.prometheus_operator')}, strict),"
+               f" KServe {KSERVE_VERSION} (kserve {importlib.metadata.version('kserve')} models,"
+               " strict)")
+    rendered_objects = {}
     for overlay in OVERLAYS:
         rendered = subprocess.run([kubectl, "kustomize", os.path.join(k8s, "overlays", overlay)],
                                   capture_output=True, text=True)
         if not report.check(rendered.returncode == 0,
                             f"{overlay}: kubectl kustomize failed: {rendered.stderr.strip()}"):
             continue
-        objects = documents(rendered.stdout)
+        objects = rendered_objects[overlay] = documents(rendered.stdout)
         valid = sum(validate_schema(report, overlay, o) for o in objects)
         config = semantic(report, root, overlay, objects)
         report.say(f"{overlay}: {len(objects)} objects rendered, {valid} schema-valid"
@@ -447,6 +674,16 @@ def run(root, kubectl="kubectl", out=sys.stdout, err=sys.stderr):
                     report.check(claim == "kdeserve-weights", f"{where}: claim {claim}")
             report.check(dig(o, "metadata", "namespace") == "kdeserve", f"{where}: namespace")
         report.say(f"{where}: {len(objects)} object(s) checked")
+    # deploy/kserve: schema-valid, and consistent with the server config and deploy/k8s (CPU).
+    rendered = subprocess.run([kubectl, "kustomize", os.path.join(root, "deploy/kserve")],
+                              capture_output=True, text=True)
+    if report.check(rendered.returncode == 0,
+                    f"kserve: kubectl kustomize failed: {rendered.stderr.strip()}"):
+        objects = documents(rendered.stdout)
+        valid = sum(validate_schema(report, "kserve", o) for o in objects)
+        semantic_kserve(report, root, objects, rendered_objects.get("cpu") or [])
+        report.say(f"kserve: {len(objects)} objects rendered, {valid} schema-valid"
+                   f" ({', '.join(str(o.get('kind')) for o in objects)})")
     return report.failures
 
 
@@ -461,7 +698,7 @@ def main(argv=None):
     if failures:
         print(f"{len(failures)} check(s) failed", file=sys.stderr)
         return 1
-    print("deploy/k8s: both overlays and tools/ valid")
+    print("deploy/k8s, deploy/kserve: both overlays, tools/ and the KServe manifests valid")
     return 0
 
 

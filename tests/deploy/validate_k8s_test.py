@@ -25,6 +25,9 @@ SERVICE_MONITOR = "deploy/k8s/base/servicemonitor.yaml"
 PROMETHEUS_RULE = "deploy/k8s/base/prometheusrule.yaml"
 RULES_FILE = "deploy/prometheus/rules/kdeserve.rules.yml"
 TOOLS_POD = "deploy/k8s/tools/weights-loader.yaml"
+RUNTIME = "deploy/kserve/servingruntime.yaml"
+ISVC = "deploy/kserve/inferenceservice.yaml"
+KSERVE = "deploy/kserve/kustomization.yaml"
 LIVENESS_PORT = "grpc:\n              port: 8500\n            periodSeconds: 10"
 STARTUP_PORT = ("grpc:\n              port: 8500\n              service: readiness\n"
                 "            periodSeconds: 5\n            timeoutSeconds: 3\n"
@@ -68,6 +71,7 @@ class Validator(unittest.TestCase):
         ok = subprocess.run(command, capture_output=True, text=True)
         self.assertEqual(ok.returncode, 0, ok.stderr)
         self.assertIn("cpu: 10 objects rendered, 10 schema-valid", ok.stdout)
+        self.assertIn("kserve: 2 objects rendered, 2 schema-valid", ok.stdout)
         self.assertTrue(ok.stdout.rstrip().endswith("valid"), ok.stdout)
         self.edit(TOOLS_POD, "namespace: kdeserve", "namespace: default")
         broken = subprocess.run(command, capture_output=True, text=True)
@@ -173,6 +177,125 @@ class Validator(unittest.TestCase):
         self.assert_fails_with(
             "{}: ServiceMonitor/kdeserve: schema: no schema for monitoring.coreos.com/v2"
             " (cloudcoil.models.prometheus_operator has no v2)")
+
+
+    # KServe cross-checks (deploy/kserve against the image's config and deploy/k8s).
+
+    def test_kserve_port_is_not_the_listen_port(self):
+        self.edit("deploy/config/server.yaml", "listen: 0.0.0.0:8500", "listen: 0.0.0.0:8501")
+        self.assert_fails_with("kserve: ServingRuntime/kdeserve: h2c containerPort 8500 is not"
+                               " server.listen 0.0.0.0:8501 (deploy/config/server.yaml and args)")
+
+    def test_kserve_port_is_not_named_h2c(self):
+        self.edit(RUNTIME, "- name: h2c", "- name: grpc")
+        self.assert_fails_with("kserve: ServingRuntime/kdeserve: kserve-container with one port,"
+                               " named h2c (KServe's name for gRPC)")
+
+    def test_kserve_probe_port_is_not_the_h2c_port(self):
+        self.edit(RUNTIME, 'port: 8500                # ""', 'port: 8501                # ""')
+        self.assert_fails_with(
+            "kserve: ServingRuntime/kdeserve: livenessProbe port 8501 is not the h2c port 8500")
+
+    def test_kserve_metrics_annotation_is_not_the_metrics_port(self):
+        self.edit(RUNTIME, 'prometheus.kserve.io/port: "8502"', 'prometheus.kserve.io/port: "9091"')
+        self.assert_fails_with(
+            "kserve: ServingRuntime/kdeserve: annotations prometheus.kserve.io/port do not name"
+            " server.metrics_listen 0.0.0.0:8502's port and /metrics")
+
+    def test_kserve_prometheus_scraping_in_standard_mode(self):
+        self.edit(ISVC, 'enable-prometheus-scraping: "false"', 'enable-prometheus-scraping: "true"')
+        self.assert_fails_with(
+            "kserve: InferenceService/kdeserve: enable-prometheus-scraping true, want false")
+
+    def test_kserve_writable_root_filesystem(self):
+        self.edit(RUNTIME, "readOnlyRootFilesystem: true", "readOnlyRootFilesystem: false")
+        self.assert_fails_with("kserve: ServingRuntime/kdeserve: a numeric non-root user,"
+                               " read-only root, no privilege escalation")
+
+    def test_kserve_knative_mode(self):
+        self.edit(ISVC, "deploymentMode: Standard", "deploymentMode: Knative")
+        self.assert_fails_with(
+            "kserve: InferenceService/kdeserve: deploymentMode Knative, want Standard")
+
+    def test_kserve_drain_exceeds_the_termination_grace_period(self):
+        # preStop 5 + the image config's drain_delay 0 + shutdown grace 10 = 15.
+        self.edit(ISVC, "terminationGracePeriodSeconds: 30", "terminationGracePeriodSeconds: 15")
+        self.assert_fails_with("kserve: ServingRuntime/kdeserve: terminationGracePeriodSeconds 15"
+                               " <= preStop + drain + grace = 15")
+
+    def test_kserve_threads_above_the_cpu_limit(self):
+        self.edit(RUNTIME, '"--threads", "4"', '"--threads", "8"')
+        self.assert_fails_with(
+            "kserve: InferenceService/kdeserve: server threads 8 not within the CPU limit 4")
+
+    def test_kserve_image_is_not_the_deploy_k8s_image(self):
+        self.edit(KSERVE, "newTag: 0.1.0", "newTag: 0.1.0-cuda")
+        self.assert_fails_with("kserve: ServingRuntime/kdeserve: image kdeserve:0.1.0-cuda is not"
+                               " deploy/k8s's kdeserve:0.1.0")
+
+    def test_kserve_runtime_does_not_exist(self):
+        self.edit(ISVC, "runtime: kdeserve", "runtime: kdeserve-grpc")
+        self.assert_fails_with("kserve: InferenceService/kdeserve: runtime kdeserve-grpc is not a"
+                               " ServingRuntime here (kdeserve)")
+
+    def test_kserve_model_format_is_not_supported(self):
+        self.edit(ISVC, "modelFormat:\n        name: kdeserve",
+                  "modelFormat:\n        name: pytorch")
+        self.assert_fails_with("kserve: InferenceService/kdeserve: modelFormat pytorch is not a"
+                               " supportedModelFormat of ServingRuntime/kdeserve (kdeserve)")
+
+    def test_kserve_rest_protocol(self):
+        self.edit(ISVC, "protocolVersion: grpc-v2", "protocolVersion: v2")
+        self.assert_fails_with(
+            "kserve: InferenceService/kdeserve: protocolVersion v2, want grpc-v2")
+
+    def test_kserve_runtime_claims_rest(self):
+        self.edit(RUNTIME, "protocolVersions: [grpc-v2]", "protocolVersions: [v2, grpc-v2]")
+        self.assert_fails_with(
+            "kserve: ServingRuntime/kdeserve: protocolVersions ['v2', 'grpc-v2'], want [grpc-v2]")
+
+    def test_kserve_pods_selected_by_deploy_k8s(self):
+        self.edit(KSERVE, "app.kubernetes.io/component: kserve",
+                  "app.kubernetes.io/component: inference")
+        self.assert_fails_with(*(
+            f"kserve: InferenceService/kdeserve: its pods carry the selector of deploy/k8s's {o}"
+            for o in ["Service/kdeserve", "Service/kdeserve-headless",
+                      "PodDisruptionBudget/kdeserve"]))
+
+    # KServe schemas (strict, KSERVE_VERSION, Kubernetes types at KUBERNETES_VERSION).
+
+    def test_unknown_field_in_the_serving_runtime(self):
+        self.edit(RUNTIME, "multiModel: false", "multimodel: false")
+        self.assert_fails_with("kserve: ServingRuntime/kdeserve: schema: $.spec: Additional"
+                               " properties are not allowed ('multimodel' was unexpected)")
+
+    def test_unknown_field_in_the_serving_runtime_container(self):
+        self.edit(RUNTIME, "imagePullPolicy: IfNotPresent", "pullPolicy: IfNotPresent")
+        self.assert_fails_with(
+            "kserve: ServingRuntime/kdeserve: schema: $.spec.containers[0]: Additional properties"
+            " are not allowed ('pullPolicy' was unexpected)")
+
+    def test_wrong_type_in_the_inference_service(self):
+        self.edit(ISVC, "scaleTarget: 80", 'scaleTarget: "80"')
+        self.assert_fails_with(
+            "kserve: InferenceService/kdeserve: schema: $.spec.predictor.scaleTarget: '80' is not"
+            " of type 'integer'")
+
+    def test_container_field_newer_than_the_kubernetes_version(self):
+        self.edit(ISVC, "runtime: kdeserve\n", "runtime: kdeserve\n      restartPolicyRules:"
+                  " [{action: Restart, exitCodes: {operator: In, values: [42]}}]\n")
+        self.assert_fails_with(
+            "kserve: InferenceService/kdeserve: schema:"
+            " $.spec.predictor.model.restartPolicyRules[0]: V1ContainerRestartRule has no schema"
+            f" in Kubernetes {validate_k8s.KUBERNETES_VERSION} or kserve"
+            f" {validate_k8s.KSERVE_VERSION}")
+
+    def test_kserve_version_without_a_schema(self):
+        self.edit(RUNTIME, "apiVersion: serving.kserve.io/v1alpha1",
+                  "apiVersion: serving.kserve.io/v1beta1")
+        self.assert_fails_with("kserve: ServingRuntime/kdeserve: schema: no schema for"
+                               " serving.kserve.io/v1beta1 ServingRuntime (kserve has no"
+                               " V1beta1ServingRuntime)")
 
 
 if __name__ == "__main__":
