@@ -304,15 +304,29 @@ void Metrics::shadow_check(const std::string& model, const std::string& attentio
   if (compute_seconds > 0) shadow_compute_.Add({{"model", model}}).Increment(compute_seconds);
 }
 
-void Metrics::declare_shadow(const std::string& model, const std::vector<std::string>& attentions,
+void Metrics::declare_shadow(const std::string& model, bool classifier,
+                             const std::vector<std::string>& attentions,
+                             const std::vector<std::vector<std::string>>& groups,
                              const std::vector<std::string>& outcomes) {
   shadow_compute_.Add({{"model", model}});
-  for (const std::string& a : attentions) {
+  for (size_t i = 0; i < attentions.size(); ++i) {
+    const std::string& a = attentions[i];
     for (const std::string& o : outcomes) {
       shadow_checks_.Add({{"model", model}, {"attention", a}, {"outcome", o}});
     }
     shadow_outputs_.Add({{"model", model}, {"attention", a}});
-    shadow_mismatches_.Add({{"model", model}, {"attention", a}});
+    if (classifier) {
+      shadow_mismatches_.Add({{"model", model}, {"attention", a}});
+      shadow_probability_.Add({{"model", model}, {"attention", a}}, probability_buckets());
+    } else {
+      shadow_psnr_.Add({{"model", model}, {"attention", a}}, psnr_buckets());
+    }
+    for (const std::string& g : i < groups.size() ? groups[i] : std::vector<std::string>{}) {
+      for (const char* norm : {"frobenius", "spectral"}) {
+        shadow_error_.Add({{"model", model}, {"attention", a}, {"layer_group", g}, {"norm", norm}},
+                          error_buckets());
+      }
+    }
   }
 }
 

@@ -73,8 +73,13 @@ class Metrics {
   /// shadow_compute_seconds_total{model}.
   void shadow_check(const std::string& model, const std::string& attention,
                     const std::string& outcome, double compute_seconds);
-  /// Creates a model's shadow series at 0 for each approximate mode it allows.
-  void declare_shadow(const std::string& model, const std::vector<std::string>& attentions,
+  /// Creates a model's shadow series at 0 (so the first check already counts in rate()): the
+  /// outcomes and outputs of each approximate mode it allows, with `groups[i]` the layer
+  /// groups attentions[i] approximates; the per-image histogram of its kind (classifier: the
+  /// probability change, generator: the PSNR).
+  void declare_shadow(const std::string& model, bool classifier,
+                      const std::vector<std::string>& attentions,
+                      const std::vector<std::vector<std::string>>& groups,
                       const std::vector<std::string>& outcomes);
   /// One image × approximated layer: shadow_attention_relative_error{model,attention,
   /// layer_group,norm="frobenius"|"spectral"}.

@@ -85,17 +85,6 @@ InferenceService::InferenceService(const ServerConfig& config, Metrics& metrics)
     metrics_.declare_model(m.name, "ModelInfer", codes);
     if (m.shadow.fraction > 0) {
       h->shadow = std::make_unique<ShadowSampler>(m.shadow, std::chrono::steady_clock::now());
-      std::vector<std::string> approximate, outcomes;
-      for (AttentionMode a : m.allowed_attention) {
-        if (a != AttentionMode::kExact) approximate.push_back(to_string(a));
-      }
-      for (ShadowOutcome o : {ShadowOutcome::kRun, ShadowOutcome::kNotSampled,
-                              ShadowOutcome::kBusy, ShadowOutcome::kQueue,
-                              ShadowOutcome::kPreempted, ShadowOutcome::kBudget,
-                              ShadowOutcome::kFailed}) {
-        outcomes.push_back(to_string(o));
-      }
-      metrics_.declare_shadow(m.name, approximate, outcomes);
     }
     hosted_.push_back(std::move(h));
   }

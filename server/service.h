@@ -86,6 +86,8 @@ class InferenceService final : public kdeserve::v1::Inference::CallbackService {
   // skipped when requests wait or the budget is spent, stopped when requests arrive.
   void run_shadow(Hosted& hosted, const std::vector<std::shared_ptr<Job>>& jobs,
                   AttentionMode mode);
+  // The shadow series of a loaded model at 0 (its plans give the approximated layer groups).
+  void declare_shadow_metrics(const Hosted& hosted);
   // A request is admitted and not computed (any model), or compute work is queued.
   bool requests_waiting() const;
   // A batch, split in halves and recomputed when it fails, so a request whose input makes the

@@ -116,6 +116,7 @@ struct InferenceService::Job {
   Clock::time_point deadline = Clock::time_point::max();
   std::atomic<bool> cancelled{false};  // OnCancel ran (client cancel or deadline)
   std::atomic<bool> finished{false};
+  std::atomic<bool> done{false};  // on_done() ran: gRPC is done with the call (root only)
   std::mutex sent_mutex;   // orders everything before finish() before on_done()
   grpc::Status sent;       // what finish() answered (for the access log and metrics)
   Reservation reservation;  // queue slots and bytes, from admission until enqueued

@@ -189,6 +189,7 @@ void InferenceService::Job::on_done() noexcept {
                 code == grpc::StatusCode::OK ? "" : message});
   } catch (...) {
   }
+  done = true;
 }
 
 void InferenceService::Job::part_done(Job& part, const grpc::Status& status) noexcept {
@@ -254,6 +255,7 @@ void InferenceService::load_models() {
     });
     const double warm_s = seconds_since(t1);
     metrics_.set_load_seconds(h.config.name, load_s, warm_s);
+    if (h.shadow) declare_shadow_metrics(h);
 
     BatcherOptions bo;
     bo.max_batch_size = h.config.batching.max_batch_size;

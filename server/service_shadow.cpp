@@ -1,6 +1,9 @@
 // The shadow check of approximate batches (server/shadow.h): picking, scheduling, recording.
 #include <spdlog/spdlog.h>
 
+#include <chrono>
+#include <thread>
+
 #include "server/engine/model_engine.h"
 #include "server/service_internal.h"
 
@@ -12,6 +15,26 @@ bool InferenceService::requests_waiting() const {
     if (h->admitted.load() > 0) return true;
   }
   return false;
+}
+
+void InferenceService::declare_shadow_metrics(const Hosted& h) {
+  std::vector<std::string> approximate, outcomes;
+  std::vector<std::vector<std::string>> groups;
+  for (AttentionMode a : h.config.allowed_attention) {
+    if (a == AttentionMode::kExact) continue;
+    approximate.push_back(to_string(a));
+    groups.emplace_back();
+    for (const LayerGroupPlan& g : h.engine->plan(a)) {
+      if (g.method != attention_method_name(AttentionMode::kExact)) groups.back().push_back(g.group);
+    }
+  }
+  for (ShadowOutcome o : {ShadowOutcome::kRun, ShadowOutcome::kNotSampled, ShadowOutcome::kBusy,
+                          ShadowOutcome::kQueue, ShadowOutcome::kPreempted, ShadowOutcome::kBudget,
+                          ShadowOutcome::kFailed}) {
+    outcomes.push_back(to_string(o));
+  }
+  metrics_.declare_shadow(h.config.name, h.spec.kind == ModelKind::kClassifier, approximate,
+                          groups, outcomes);
 }
 
 void InferenceService::after_batch(Hosted& h, const std::vector<std::shared_ptr<Job>>& jobs) {
@@ -34,6 +57,15 @@ void InferenceService::run_shadow(Hosted& h, const std::vector<std::shared_ptr<J
                                   AttentionMode mode) {
   const std::string& name = h.config.name;
   const std::string attention = to_string(mode);
+  // The responses first: the check starts once gRPC is done with every call of the batch (at
+  // most kResponseWait), so its computation never competes with sending them.
+  constexpr auto kResponseWait = std::chrono::seconds(2);
+  const auto waited = Clock::now();
+  for (const auto& j : jobs) {
+    while (!j->root().done.load() && !stopping_.load() && Clock::now() - waited < kResponseWait) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
   ShadowOutcome outcome = ShadowOutcome::kFailed;
   ShadowResult result;
   double seconds = 0;

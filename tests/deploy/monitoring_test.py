@@ -86,6 +86,8 @@ class MonitoringAgainstLiveServer(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         models = load_yaml("config/server.yaml")["models"]
+        for m in models:  # every approximate batch shadow-checked: the quality panels get data
+            m["shadow"] = {"fraction": 1.0, "max_compute_share": 1.0}
         snippets = ["".join("  " + line + "\n"
                             for line in yaml.safe_dump([m], sort_keys=False).splitlines())
                     for m in models]
@@ -150,6 +152,16 @@ class MonitoringAgainstLiveServer(unittest.TestCase):
         except grpc.RpcError as error:
             assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED, error
         busy.result()
+        # Approximate batches with nothing queued behind them: their shadow checks run (one
+        # model at a time, each waited for), so the shadow rules and panels have data.
+        run = 'kdeserve_shadow_checks_total{{outcome="run",model="{}"}} > 0'
+        stub.Classify(pb.ClassifyRequest(model=cls.model_names[0], images=[image],
+                                         attention=pb.ATTENTION_MODE_KDEFORMER), timeout=120)
+        cls.wait_for(lambda: cls.query(run.format(cls.model_names[0])), "a classifier shadow check")
+        stub.Generate(pb.GenerateRequest(model=cls.model_names[1],
+                                         attention=pb.ATTENTION_MODE_KDEFORMER,
+                                         items=[pb.GenerateItem(class_id=2, seed=2)]), timeout=120)
+        cls.wait_for(lambda: cls.query(run.format(cls.model_names[1])), "a generator shadow check")
         cls.wait_for(lambda: cls.query('sum(increase(kdeserve_requests_total{code="OK"}[1m])) > 0')
                      and cls.query('increase(kdeserve_rejected_total{reason="deadline"}[1m]) > 0')
                      and cls.query("model:kdeserve_request_errors:ratio_rate5m > 0"),
