@@ -3,55 +3,38 @@
 // concurrency, exact vs KDEformer, and the server's overhead at concurrency 1 against calling
 // the model directly in-process (decode + preprocess + forward + top-k, through the server's
 // engine) in the same run.
-#include <netinet/in.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <unistd.h>
+//   --protocols   also: the Open Inference Protocol's ModelInfer against kdeserve.v1 Classify on
+//                 the same server, the same image, interleaved call by call (per-request cost).
+//   --shadow F,.. only: the shadow check's cost, one server per fraction F (budget uncapped),
+//                 loaded in interleaved rounds: sparse traffic (one caller, a pause between
+//                 calls, where checks run) and 8 back-to-back callers (bench/load_bench_shadow.h).
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <sstream>
 #include <iterator>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "bench/load_bench.h"
 #include "client/client.h"
 #include "server/engine/engine.h"
 #include "server/engine/images.h"
 #include "server/engine/model_engine.h"
 #include "tests/support/shared_data.h"
 
-extern char** environ;
-
 namespace {
 
 namespace kc = kdeserve::client;
 namespace ks = kdeserve::server;
 using Clock = std::chrono::steady_clock;
-
-int free_port() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
-
-double percentile(std::vector<double> v, double p) {
-  std::sort(v.begin(), v.end());
-  const size_t i = std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())));
-  return v[i];
-}
+using kdeserve::bench::free_port;
+using kdeserve::bench::percentile;
 
 struct Point {
   double throughput = 0, p50 = 0, p95 = 0, p99 = 0;
@@ -94,16 +77,26 @@ int main(int argc, char** argv) {
   int requests = 8;  // per caller at concurrency 1; scaled down for more callers
   // Another build's server (e.g. the previous commit's) to compare against in the same session.
   std::string server = KDESERVE_SERVER_BINARY;
+  bool protocols = false;
+  std::vector<double> shadow_fractions;
+  int rounds = 3, gap_ms = 300;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--model" && i + 1 < argc) model = argv[++i];
     else if (a == "--threads" && i + 1 < argc) threads = std::stoi(argv[++i]);
     else if (a == "--requests" && i + 1 < argc) requests = std::stoi(argv[++i]);
     else if (a == "--server" && i + 1 < argc) server = argv[++i];
-    else {
+    else if (a == "--protocols") protocols = true;
+    else if (a == "--rounds" && i + 1 < argc) rounds = std::stoi(argv[++i]);
+    else if (a == "--gap-ms" && i + 1 < argc) gap_ms = std::stoi(argv[++i]);
+    else if (a == "--shadow" && i + 1 < argc) {
+      std::stringstream list(argv[++i]);
+      for (std::string f; std::getline(list, f, ',');) shadow_fractions.push_back(std::stod(f));
+    } else {
       std::fprintf(stderr,
                    "usage: load_bench [--model NAME] [--threads N] [--requests N] "
-                   "[--server BINARY]\n");
+                   "[--server BINARY] [--protocols] [--shadow F,F,... [--rounds N] "
+                   "[--gap-ms N]]\n");
       return 2;
     }
   }
@@ -114,37 +107,13 @@ int main(int argc, char** argv) {
   }
   std::ifstream in(image_path, std::ios::binary);
   const std::string image{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  if (!shadow_fractions.empty()) {
+    return kdeserve::bench::shadow_cost(server, model, threads, shadow_fractions, rounds, requests,
+                                        gap_ms, image);
+  }
 
-  // The server: this model only; batches of up to 8 form from what queues while the previous
-  // batch runs (no extra delay, so concurrency 1 measures the serving path itself).
-  const int port = free_port(), metrics_port = free_port();
-  const std::string address = "127.0.0.1:" + std::to_string(port);
-  const std::string config = "/tmp/kdeserve_load_bench_" + std::to_string(getpid()) + ".yaml";
-  std::ofstream(config) << "server:\n  listen: " << address << "\n  metrics_listen: 127.0.0.1:"
-                        << metrics_port << "\n  threads: " << threads
-                        << "\nlogging:\n  level: warn\nmodels:\n  - name: " << model
-                        << "\n    allowed_attention: [exact, kdeformer]\n    batching:\n"
-                           "      max_batch_size: 8\n      max_queue_delay_ms: 0\n"
-                           "      max_queue_length: 256\n";
-  std::vector<char*> args = {const_cast<char*>(server.c_str()), const_cast<char*>("--config"),
-                             const_cast<char*>(config.c_str()), nullptr};
-  pid_t pid = 0;
-  if (posix_spawn(&pid, server.c_str(), nullptr, nullptr, args.data(), environ) != 0) {
-    std::fprintf(stderr, "cannot start %s\n", server.c_str());
-    return 1;
-  }
-  kc::Client probe(address);
-  const auto deadline = Clock::now() + std::chrono::minutes(2);
-  while (true) {
-    const auto h = probe.health("readiness");
-    if (h.ok() && *h == kc::ServingStatus::HealthCheckResponse_ServingStatus_SERVING) break;
-    if (Clock::now() > deadline) {
-      kill(pid, SIGKILL);
-      std::fprintf(stderr, "server not ready\n");
-      return 1;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  }
+  const kdeserve::bench::ServerProcess process(server, model, threads);
+  const std::string& address = process.address;
   std::printf("load_bench: %s, server and direct calls with %d thread(s), one image per call\n",
               model.c_str(), threads);
   std::printf("%-10s %11s %10s %10s %10s %10s %7s\n", "attention", "concurrency", "req/s",
@@ -203,9 +172,6 @@ int main(int argc, char** argv) {
                 1e3 * percentile(diff_s, 0.25), 1e3 * percentile(diff_s, 0.75));
     std::fflush(stdout);
   }
-  kill(pid, SIGTERM);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  std::remove(config.c_str());
+  if (protocols) kdeserve::bench::compare_protocols(address, model, image, pairs);
   return 0;
 }
