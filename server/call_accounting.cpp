@@ -17,8 +17,8 @@ namespace {
 // The services whose calls are accounted: kdeserve.v1 and the Open Inference Protocol.
 constexpr const char* kServicePrefixes[] = {"/kdeserve.v1.Inference/",
                                             "/inference.GRPCInferenceService/"};
-// Refused at once without reading a message (server/oip_service.h): not an unhandled call.
-constexpr const char* kRefusedStream = "/inference.GRPCInferenceService/ModelStreamInfer";
+// Not in the OIP service (server/oip_service.h): gRPC's own UNIMPLEMENTED, kept as it is.
+constexpr const char* kUndeclaredStream = "/inference.GRPCInferenceService/ModelStreamInfer";
 
 class UnhandledCallCounter final : public grpc::experimental::Interceptor {
  public:
@@ -106,7 +106,7 @@ class Factory final : public grpc::experimental::ServerInterceptorFactoryInterfa
   grpc::experimental::Interceptor* CreateServerInterceptor(
       grpc::experimental::ServerRpcInfo* info) override {
     const char* method = info->method();
-    if (method == nullptr || std::strcmp(method, kRefusedStream) == 0) return nullptr;
+    if (method == nullptr || std::strcmp(method, kUndeclaredStream) == 0) return nullptr;
     for (const char* prefix : kServicePrefixes) {
       if (std::strncmp(method, prefix, std::strlen(prefix)) == 0) {
         return new UnhandledCallCounter(info, metrics_, live_, method + std::strlen(prefix));

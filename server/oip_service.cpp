@@ -102,15 +102,6 @@ void fill_statistics(inference::ModelStatistics* out, const std::string& name,
   }
 }
 
-// A stream refused at once.
-class RefusedStream final
-    : public grpc::ServerBidiReactor<inference::ModelInferRequest,
-                                     inference::ModelStreamInferResponse> {
- public:
-  explicit RefusedStream(const grpc::Status& status) { Finish(status); }
-  void OnDone() override { delete this; }
-};
-
 constexpr const char* kNoRepositoryControl =
     "the models are fixed by the server's configuration (models[] in server.yaml) and loaded at "
     "start-up; they cannot be loaded or unloaded at run time";
@@ -359,13 +350,6 @@ void OipService::start_generate(Hosted& h, const std::shared_ptr<Job>& job,
   };
   job->context->GetRpcAllocatorState()->FreeRequest();
   inference_.submit_generate(h, job, std::move(check));
-}
-
-grpc::ServerBidiReactor<inference::ModelInferRequest, inference::ModelStreamInferResponse>*
-OipService::ModelStreamInfer(grpc::CallbackServerContext*) {
-  return new RefusedStream(to_status(
-      ErrorKind::kUnimplemented,
-      "ModelStreamInfer (bidirectional streaming) is not offered by kdeserve: call ModelInfer"));
 }
 
 #define KDESERVE_OIP_UNIMPLEMENTED(Rpc, why)                                                   \
