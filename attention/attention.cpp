@@ -7,6 +7,7 @@
 
 #include "attention/exact.h"
 #include "attention/hyperattention/hyperattention.h"
+#include "attention/kdeformer/fused.h"
 #include "attention/kdeformer/kdeformer.h"
 #include "attention/performer/performer.h"
 #include "attention/reformer/reformer.h"
@@ -61,6 +62,25 @@ at::Tensor run_exact(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   }
   report.backend = backend_name(q);
   return exact_attention(q, k, v, scale, options);
+}
+
+// KDEformer on the implementation `options` asks for; sets report.backend and appends the reason
+// to `why` when the fused kernel was asked for and cannot run.
+at::Tensor run_kdeformer(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                         double scale, const KdeformerOptions& options, const AttentionCall& call,
+                         AttentionReport& report, std::string& why) {
+  if (options.kernel() != KdeformerKernel::kAten) {
+    const std::string unsupported = kdeformer::fused_unsupported_reason(q, options);
+    if (unsupported.empty()) {
+      report.backend = kdeformer::fused_backend_name();
+      return kdeformer::kdeformer_fused_attention(q, k, v, scale, options, call);
+    }
+    if (options.kernel() == KdeformerKernel::kFused) {
+      append_reason(why, "kdeformer fused kernel unavailable: " + unsupported + "; ran aten");
+    }
+  }
+  report.backend = backend_name(q);
+  return kdeformer::kdeformer_attention(q, k, v, scale, options, call);
 }
 
 }  // namespace
@@ -154,7 +174,7 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
       break;
     case Method::kKdeformer:
       approximate(Method::kKdeformer, kdeformer_skip_reason(options.kdeformer(), nk), [&] {
-        return kdeformer::kdeformer_attention(qc, kc, vc, scale, options.kdeformer(), inner);
+        return run_kdeformer(qc, kc, vc, scale, options.kdeformer(), inner, report, why);
       });
       break;
     case Method::kPerformer:

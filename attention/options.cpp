@@ -60,6 +60,25 @@ std::string to_string(ExactBackend backend) {
   return "unknown";
 }
 
+std::string to_string(KdeformerKernel kernel) {
+  switch (kernel) {
+    case KdeformerKernel::kAuto:
+      return "auto";
+    case KdeformerKernel::kAten:
+      return "aten";
+    case KdeformerKernel::kFused:
+      return "fused";
+  }
+  return "unknown";
+}
+
+KdeformerKernel kdeformer_kernel_from_string(const std::string& name) {
+  if (name == "auto") return KdeformerKernel::kAuto;
+  if (name == "aten") return KdeformerKernel::kAten;
+  if (name == "fused") return KdeformerKernel::kFused;
+  TORCH_CHECK(false, "unknown KDEformer kernel '", name, "' (expected auto, aten or fused)");
+}
+
 ExactBackend exact_backend_from_string(const std::string& name) {
   if (name == "auto") return ExactBackend::kAuto;
   if (name == "chunked") return ExactBackend::kChunked;

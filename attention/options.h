@@ -35,6 +35,16 @@ enum class Residual {
                     ///< Nyström weights) restricted to the off-block keys; no samples.
 };
 
+/// Which implementation computes KDEformer.
+enum class KdeformerKernel {
+  kAuto,   ///< The fused CPU kernel wherever it supports the inputs (measured faster at every
+           ///< benchmark shape: bench/RESULTS.md), the ATen composition otherwise.
+  kAten,   ///< The ATen composition (kdeformer.h): any device, dtype and residual; the oracle.
+  kFused,  ///< The fused CPU kernel (kdeformer/fused.h). Falls back to kAten, with the reason,
+           ///< where it does not apply (CUDA, float64, heavy = false, the mass-calibrated or
+           ///< coreset residual).
+};
+
 /// Which implementation computes exact attention.
 enum class ExactBackend {
   kAuto,     ///< The fastest available for the inputs: SDPA where it has a fused kernel for them
@@ -56,11 +66,14 @@ std::string to_string(Sampling sampling);
 std::string to_string(Residual residual);
 /// Returns "auto" / "chunked" / "sdpa".
 std::string to_string(ExactBackend backend);
+/// Returns "auto" / "aten" / "fused".
+std::string to_string(KdeformerKernel kernel);
 /// Parses the names above; throws c10::Error naming the accepted values otherwise.
 Method method_from_string(const std::string& name);
 ExactBackend exact_backend_from_string(const std::string& name);
 BucketOrder bucket_order_from_string(const std::string& name);
 Residual residual_from_string(const std::string& name);
+KdeformerKernel kdeformer_kernel_from_string(const std::string& name);
 
 /// Options of exact attention.
 struct ExactOptions {
@@ -91,6 +104,8 @@ struct KdeformerOptions {
   /// Clamp each output coordinate to [min_j v_j, max_j v_j], where exact attention (a convex
   /// combination of the values) always lies; never moves a coordinate away from the exact one.
   TORCH_ARG(bool, clamp_output) = false;
+  /// The implementation; every one computes the same estimate (to float32 rounding).
+  TORCH_ARG(KdeformerKernel, kernel) = KdeformerKernel::kAuto;
 };
 
 /// Options of one attention call: the method and its settings.

@@ -42,6 +42,8 @@ const std::vector<VariantInfo>& infos() {
       {"exact_chunked", false, "exact attention, chunked backend"},
       {"exact_sdpa", false, "exact attention, SDPA backend"},
       {"kdeformer_ref", false, "KDEformer, the reference bucket order, b = s = m/2"},
+      {"kdeformer_aten", false, "kdeformer on the ATen composition (the fused kernel's oracle)"},
+      {"kdeformer_ff_aten", false, "kdeformer_ff on the ATen composition"},
       {"performer_ref", false, "Performer as the KDEformer authors ran it: iid, no stabiliser"},
       {"reformer_ref", false, "Reformer as the root Reformer.py: shared QK, unmasked padding"},
       {"scatterbrain_lsh", false, "ScatterBrain with an LSH-block support"},
@@ -141,6 +143,9 @@ std::string knobs_of(const att::AttentionOptions& o, int64_t nk) {
         k << " residual=" << att::to_string(o.kdeformer().residual());
       }
       if (o.kdeformer().clamp_output()) k << " clamped";
+      if (o.kdeformer().kernel() != att::KdeformerKernel::kAuto) {
+        k << " kernel=" << att::to_string(o.kdeformer().kernel());
+      }
       break;
     case att::Method::kPerformer:
       k << "features=" << o.performer().num_features()
@@ -223,12 +228,19 @@ std::vector<std::string> parse_variants(const std::string& list) {
   return out;
 }
 
-Budgeted at_budget(const std::string& v, int64_t m, int64_t /*nq*/, int64_t nk,
+Budgeted at_budget(const std::string& v, int64_t m, int64_t nq, int64_t nk,
                    const BudgetChoices& choices) {
   if (v.rfind("exact", 0) == 0) return exact_variant(v, nk);
   att::AttentionOptions o;
   int64_t real_m = m;
   const int64_t half = std::max<int64_t>(m / 2, 1);
+  if (v == "kdeformer_aten" || v == "kdeformer_ff_aten") {
+    Budgeted b = at_budget(v.substr(0, v.size() - 5), m, nq, nk, choices);
+    b.variant = v;
+    b.options.kdeformer().kernel(att::KdeformerKernel::kAten);
+    b.knobs = knobs_of(b.options, nk);
+    return b;
+  }
   if (v == "kdeformer" || v == "kdeformer_ref") {
     o.method(att::Method::kKdeformer);
     o.kdeformer().bucket_size(half).sample_size(m - half);
@@ -316,7 +328,9 @@ Budgeted paper_settings(const std::string& v, Protocol p, int64_t nq, int64_t nk
       .min_seq_len(defaults.hyperattention().min_seq_len());
   o.wildcat().rank(defaults.wildcat().rank()).num_bins(defaults.wildcat().num_bins());
   o.thinformer().g(defaults.thinformer().g());
-  if (v == "block_only" || v == "kdeformer_ff") o.kdeformer().sample_size(0);
+  if (v == "block_only" || v == "kdeformer_ff" || v == "kdeformer_ff_aten") {
+    o.kdeformer().sample_size(0);
+  }
   if (v == "uniform") o.kdeformer().sample_size(defaults.kdeformer().sample_size());
   switch (p) {
     case Protocol::kT2tLayer1:

@@ -9,6 +9,7 @@
 
 #include "attention/common/blocks.h"
 #include "attention/kdeformer/coreset_far_field.h"
+#include "attention/kdeformer/far_field.h"
 #include "attention/kdeformer/lsh.h"
 #include "attention/kdeformer/sampling.h"
 
@@ -38,42 +39,6 @@ struct Estimate {
   at::Tensor ff_num, ff_den, den_floor;
   at::Tensor value_min, value_max;  // [G, 1, Dv] when clamp_output
 };
-
-// The far field's moments of one (entry, head): exact sums over all Nk keys in O(Nk · D · (D +
-// Dv)). f_ij = α_i (1 + s_ij − s̄_i) with s̄_i = q_i·k̄ and σ²_i = q_iᵀ Cov(K) q_i, the mean and
-// variance of query i's logits over all keys (computed, not sampled).
-struct FarField {
-  at::Tensor mean_logit;  // [G, R] s̄_i
-  at::Tensor exponent;    // [G, R] s̄_i + σ²_i / 2, before the cap at the shift
-  // [G, R, Dv] Σ_j (1 + s_ij − s̄_i) v_j = Σ_j v_j + q_iᵀ Σ_j (k_j − k̄) v_jᵀ
-  at::Tensor num_all;
-};
-
-FarField far_field_moments(const at::Tensor& qs, const at::Tensor& k3, const at::Tensor& v3) {
-  const int64_t nk = k3.size(1), dim = k3.size(2), dv = v3.size(2);
-  const double inv_n = 1.0 / static_cast<double>(nk);
-  FarField f;
-  // Raw moments centred by rank-one corrections (no [G, Nk, ·] temporary, whose fresh pages
-  // would cost as much as the products), packed as [Cov(K) | Σ_j (k_j − k̄) v_jᵀ | k̄] so one
-  // product applies all three to the queries.
-  at::Tensor k_t = k3.transpose(1, 2);                  // [G, D, Nk]
-  at::Tensor k_sum = k3.sum(1, /*keepdim=*/true);       // [G, 1, D]
-  at::Tensor v_sum = v3.sum(1, /*keepdim=*/true);       // [G, 1, Dv]
-  at::Tensor k_mean_t = k_sum.transpose(1, 2) * inv_n;  // [G, D, 1]
-  at::Tensor moments = at::empty({k3.size(0), dim, dim + dv + 1}, k3.options());
-  at::Tensor cov = moments.narrow(2, 0, dim), cross = moments.narrow(2, dim, dv);
-  at::bmm_out(cov, k_t, k3);
-  cov.baddbmm_(k_mean_t, k_sum, /*beta=*/1, /*alpha=*/-1).mul_(inv_n);
-  at::bmm_out(cross, k_t, v3);
-  cross.baddbmm_(k_mean_t, v_sum, /*beta=*/1, /*alpha=*/-1);
-  moments.narrow(2, dim + dv, 1).copy_(k_mean_t);
-  at::Tensor applied = at::bmm(qs, moments);  // [G, R, D + Dv + 1]
-  f.mean_logit = applied.select(2, dim + dv);
-  at::Tensor variance = applied.narrow(2, 0, dim).mul_(qs).sum(2).clamp_min_(0);  // [G, R]
-  f.exponent = f.mean_logit + variance.mul_(0.5);
-  f.num_all = applied.narrow(2, dim, dv).add_(v_sum);  // [G, R, Dv]
-  return f;
-}
 
 // α_i (1 + s − s̄_i) for logits s [G, R, C]; entries where s = −inf (masked) get 0.
 at::Tensor far_field_weights(const at::Tensor& s, const at::Tensor& mean_logit,
@@ -277,6 +242,17 @@ at::Tensor combine(Estimate& e) {
   return out;
 }
 
+void fill_report(const Estimate& e, const KdeformerOptions& opt, const AttentionCall& call) {
+  if (call.report == nullptr) return;
+  call.report->num_blocks = opt.heavy() ? e.klayout.blocks : 0;
+  call.report->block_keys = opt.heavy() ? e.klayout.width : 0;
+  const bool coreset = opt.residual() == Residual::kCoreset;
+  call.report->sample_size = coreset ? 0 : opt.sample_size();
+  if (coreset) call.report->coreset_size = std::min(opt.sample_size(), e.key_block.size(1));
+}
+
+}  // namespace
+
 void check_options(const KdeformerOptions& opt) {
   TORCH_CHECK(opt.bucket_size() >= 1, "kdeformer: bucket_size must be >= 1, got ",
               opt.bucket_size());
@@ -295,17 +271,6 @@ void check_options(const KdeformerOptions& opt) {
   TORCH_CHECK(opt.residual() != Residual::kCoreset || opt.sample_size() >= 1,
               "kdeformer: the coreset residual needs sample_size (its coreset keys) >= 1");
 }
-
-void fill_report(const Estimate& e, const KdeformerOptions& opt, const AttentionCall& call) {
-  if (call.report == nullptr) return;
-  call.report->num_blocks = opt.heavy() ? e.klayout.blocks : 0;
-  call.report->block_keys = opt.heavy() ? e.klayout.width : 0;
-  const bool coreset = opt.residual() == Residual::kCoreset;
-  call.report->sample_size = coreset ? 0 : opt.sample_size();
-  if (coreset) call.report->coreset_size = std::min(opt.sample_size(), e.key_block.size(1));
-}
-
-}  // namespace
 
 at::Tensor kdeformer_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                double scale, const KdeformerOptions& options,

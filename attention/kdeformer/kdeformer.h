@@ -59,6 +59,10 @@ at::Tensor kdeformer_attention(const at::Tensor& q, const at::Tensor& k, const a
                                double scale, const KdeformerOptions& options,
                                const AttentionCall& call = {});
 
+/// TORCH_CHECKs the options every implementation needs (bucket_size ≥ 1, sample_size ≥ 0, r in
+/// [1, kMaxProjections], power_iterations ≥ 1, and the combinations kdeformer_attention takes).
+void check_options(const KdeformerOptions& options);
+
 /// The pieces of one estimate, in original query order, for tests and diagnostics. All sums are
 /// relative to the per-query shift c: the true value is the stored one times exp(c).
 struct KdeformerParts {

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "attention/attention.h"
+#include "attention/kdeformer/fused.h"
 #include "attention/device.h"
 #include "tests/attention/test_util.h"
 
@@ -87,7 +88,9 @@ TEST(AttentionApi, ReportsWhatRan) {
   EXPECT_EQ(report.requested, Method::kKdeformer);
   EXPECT_EQ(report.ran, Method::kKdeformer);
   EXPECT_FALSE(report.fell_back);
-  EXPECT_EQ(report.backend, "aten-cpu");
+  // float32 on the CPU: the fused kernel (KdeformerKernel::kAuto).
+  EXPECT_EQ(report.backend, kdeformer::fused_backend_name());
+  EXPECT_EQ(report.backend.rfind("fused-", 0), 0u) << report.backend;
   EXPECT_EQ(report.batch, 2);
   EXPECT_EQ(report.heads, 3);
   EXPECT_EQ(report.num_queries, 40);

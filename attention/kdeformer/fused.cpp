@@ -1,0 +1,183 @@
+#include "attention/kdeformer/fused.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "attention/common/blocks.h"
+#include "attention/kdeformer/far_field.h"
+#include "attention/kdeformer/fused_kernel.h"
+#include "attention/kdeformer/kdeformer.h"
+#include "attention/kdeformer/lsh.h"
+#include "attention/kdeformer/sampling.h"
+
+namespace kdeserve::attention::kdeformer {
+
+std::string fused_unsupported_reason(const at::Tensor& q, const KdeformerOptions& options) {
+  if (!q.is_cpu()) return "the fused kernel runs on the CPU only";
+  if (q.scalar_type() != at::kFloat) {
+    return std::string("the fused kernel computes float32 only, got ") +
+           c10::toString(q.scalar_type());
+  }
+  if (!options.heavy()) return "the fused kernel needs the heavy block part";
+  if (options.residual() != Residual::kSampled &&
+      options.residual() != Residual::kControlVariate) {
+    return "the fused kernel has no " + to_string(options.residual()) + " residual";
+  }
+  return {};
+}
+
+std::string fused_backend_name() {
+  return std::string("fused-") + kernel::isa_name(kernel::best_isa()) + "-cpu";
+}
+
+at::Tensor kdeformer_fused_attention(const at::Tensor& q, const at::Tensor& k,
+                                     const at::Tensor& v, double scale,
+                                     const KdeformerOptions& options, const AttentionCall& call) {
+  return kdeformer_fused_attention(q, k, v, scale, options, call, kernel::best_isa());
+}
+
+at::Tensor kdeformer_fused_attention(const at::Tensor& q, const at::Tensor& k,
+                                     const at::Tensor& v, double scale,
+                                     const KdeformerOptions& opt, const AttentionCall& call,
+                                     kernel::Isa isa) {
+  const std::vector<kernel::Isa> runs = kernel::supported_isas();
+  TORCH_CHECK(std::find(runs.begin(), runs.end(), isa) != runs.end(),
+              "kdeformer fused kernel: this CPU does not run the ", kernel::isa_name(isa),
+              " variant");
+  const std::string unsupported = fused_unsupported_reason(q, opt);
+  TORCH_CHECK(unsupported.empty(), "kdeformer fused kernel: ", unsupported);
+  check_options(opt);
+  const int64_t batch = q.size(0), heads = q.size(1), nq = q.size(2), dim = q.size(3);
+  const int64_t nk = k.size(2), dv = v.size(3), groups = batch * heads;
+  const int64_t m = opt.sample_size();
+  if (nq == 0) return at::empty({batch, heads, 0, dv}, v.options());
+  const at::Tensor q3 = q.reshape({groups, nq, dim}).contiguous();
+  const at::Tensor k3 = k.reshape({groups, nk, dim}).contiguous();
+  const at::Tensor v3 = v.reshape({groups, nk, dv}).contiguous();
+
+  // Alg. 3 step 1, the ranks as the ATen path computes them (same hyperplanes, same products),
+  // so both sort every item into the same bucket.
+  const at::Tensor proj = lsh_projections(batch, heads, dim, opt.num_projections(),
+                                          q.scalar_type(), q.device(), call);  // [G, D, r]
+  const at::Tensor q_ranks = bucket_ranks(q3, proj, opt.bucket_order()).contiguous();
+  const at::Tensor k_ranks = bucket_ranks(k3, proj, opt.bucket_order()).contiguous();
+  const int64_t blocks = (nk + opt.bucket_size() - 1) / opt.bucket_size();
+  const std::vector<int64_t> q_start = common::balanced_starts(nq, blocks);
+  const std::vector<int64_t> k_start = common::balanced_starts(nk, blocks);
+
+  // Alg. 3 step 2's samples, drawn as the ATen path draws them.
+  at::Tensor samples, weights;
+  if (m > 0) {
+    const at::Tensor init =
+        opt.sampling() == Sampling::kValueNorm
+            ? power_init(batch, heads, dv + 1, v.scalar_type(), v.device(), call)
+            : at::Tensor();
+    const at::Tensor p = sample_probabilities(v3, opt.sampling(), opt.power_iterations(), init);
+    samples = draw_samples(p, batch, heads, m, opt.sampling(), call).contiguous();  // [G, m]
+    weights = p.gather(1, samples).mul_(static_cast<double>(m)).reciprocal_().contiguous();
+  }
+
+  at::Tensor q_order = at::empty({groups, nq}, q_ranks.options());
+  at::Tensor k_order = at::empty({groups, nk}, k_ranks.options());
+  at::Tensor sample_block = at::empty({groups, m}, k_ranks.options());
+  {
+    const int64_t buckets = int64_t{1} << opt.num_projections();
+    const int64_t* qr = q_ranks.data_ptr<int64_t>();
+    const int64_t* kr = k_ranks.data_ptr<int64_t>();
+    const int64_t* si = m > 0 ? samples.data_ptr<int64_t>() : nullptr;
+    int64_t* qo = q_order.data_ptr<int64_t>();
+    int64_t* ko = k_order.data_ptr<int64_t>();
+    int64_t* sb = sample_block.data_ptr<int64_t>();
+    at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
+      std::vector<int64_t> block_of_key(nk);
+      for (int64_t g = begin; g < end; ++g) {
+        kernel::counting_sort(qr + g * nq, nq, buckets, qo + g * nq);
+        kernel::counting_sort(kr + g * nk, nk, buckets, ko + g * nk);
+        for (int64_t j = 0; j < blocks; ++j) {
+          for (int64_t p = k_start[j]; p < k_start[j + 1]; ++p) block_of_key[ko[g * nk + p]] = j;
+        }
+        for (int64_t s = 0; s < m; ++s) sb[g * m + s] = block_of_key[si[g * m + s]];
+      }
+    });
+  }
+
+  kernel::Problem pb;
+  pb.groups = groups;
+  pb.nq = nq;
+  pb.nk = nk;
+  pb.dim = dim;
+  pb.dv = dv;
+  pb.samples = m;
+  pb.blocks = blocks;
+  pb.scale = static_cast<float>(scale);
+  pb.q = q3.data_ptr<float>();
+  pb.k = k3.data_ptr<float>();
+  pb.v = v3.data_ptr<float>();
+  pb.q_order = q_order.data_ptr<int64_t>();
+  pb.k_order = k_order.data_ptr<int64_t>();
+  pb.q_start = q_start.data();
+  pb.k_start = k_start.data();
+
+  at::Tensor q_sorted = at::empty_like(q3), k_sorted = at::empty_like(k3);
+  at::Tensor v_sorted = at::empty_like(v3);
+  pb.q_sorted = q_sorted.data_ptr<float>();
+  pb.k_sorted = k_sorted.data_ptr<float>();
+  pb.v_sorted = v_sorted.data_ptr<float>();
+  at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
+    kernel::sort_rows(pb, begin, end);
+  });
+
+  at::Tensor sample_keys, sample_values;
+  if (m > 0) {
+    sample_keys = at::empty({groups, dim * kernel::panel_width(m)}, q3.options());
+    sample_values = at::empty({groups, m * kernel::panel_width(dv)}, q3.options());
+    pb.sample_index = samples.data_ptr<int64_t>();
+    pb.sample_weight = weights.data_ptr<float>();
+    pb.sample_block = sample_block.data_ptr<int64_t>();
+    pb.sample_keys = sample_keys.data_ptr<float>();
+    pb.sample_values = sample_values.data_ptr<float>();
+  }
+  FarField ff;
+  if (opt.residual() == Residual::kControlVariate) {
+    ff = far_field_moments(q3 * scale, k3, v3);
+    ff.mean_logit = ff.mean_logit.contiguous();
+    ff.exponent = ff.exponent.contiguous();
+    ff.num_all = ff.num_all.contiguous();
+    pb.ff_mean_logit = ff.mean_logit.data_ptr<float>();
+    pb.ff_exponent = ff.exponent.data_ptr<float>();
+    pb.ff_num_all = ff.num_all.data_ptr<float>();
+  }
+  at::Tensor value_min, value_max;
+  if (opt.clamp_output()) {
+    std::tie(value_min, value_max) = at::aminmax(v3, 1);  // [G, Dv]
+    value_min = value_min.contiguous();
+    value_max = value_max.contiguous();
+    pb.value_min = value_min.data_ptr<float>();
+    pb.value_max = value_max.data_ptr<float>();
+  }
+  at::Tensor out = at::empty({groups, nq, dv}, q3.options());
+  pb.out = out.data_ptr<float>();
+
+  if (m > 0) {
+    at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
+      kernel::pack_samples(pb, begin, end, isa);
+    });
+  }
+  at::parallel_for(0, groups * blocks, 1, [&](int64_t begin, int64_t end) {
+    kernel::run_tasks(pb, begin, end, isa);
+  });
+
+  if (call.report != nullptr) {
+    int64_t widest = 0;
+    for (int64_t j = 0; j < blocks; ++j) widest = std::max(widest, k_start[j + 1] - k_start[j]);
+    call.report->num_blocks = blocks;
+    call.report->block_keys = widest;
+    call.report->sample_size = m;
+  }
+  return out.view({batch, heads, nq, dv});
+}
+
+}  // namespace kdeserve::attention::kdeformer

@@ -1,0 +1,95 @@
+#pragma once
+/// The fused CPU kernel of KDEformer (Alg. 3) over raw pointers: no LibTorch in here, as
+/// flash-attention's csrc keeps its kernels apart from the torch-facing file (fused.h is that
+/// file). The ATen composition (kdeformer.h) is its oracle: same hash ranks, same samples, same
+/// arithmetic up to float32 rounding.
+///
+/// Work is cut in tasks, one per (entry·head, diagonal block): a task packs its block's keys
+/// and values into a cache-sized panel and walks the block's queries in tiles of kTileRows: the
+/// scores against the block's keys and against the m samples in one register-blocked product,
+/// one max-shift per query, exp, and the value and normaliser products, the samples of the
+/// query's own block dropped by index (Alg. 3 step 2: they are exact in A_spar).
+///
+/// Shapes: G = groups (batch · heads), Nq / Nk queries / keys, D head dim, Dv value dim,
+/// m samples per group, nb diagonal blocks per group.
+
+#include <cstdint>
+#include <vector>
+
+namespace kdeserve::attention::kdeformer::kernel {
+
+/// Query rows per register tile.
+constexpr int64_t kTileRows = 6;
+
+/// One call's inputs and output; every array is contiguous, row-major, owned by the caller.
+struct Problem {
+  int64_t groups = 0, nq = 0, nk = 0, dim = 0, dv = 0;
+  int64_t samples = 0;  ///< m (0: the blocks alone)
+  int64_t blocks = 0;   ///< nb
+  float scale = 1;
+  const float* q = nullptr;  ///< [G, Nq, D]
+  const float* k = nullptr;  ///< [G, Nk, D]
+  const float* v = nullptr;  ///< [G, Nk, Dv]
+  /// Hash-sorted order: item at each sorted position. [G, Nq] / [G, Nk]
+  const int64_t* q_order = nullptr;
+  const int64_t* k_order = nullptr;
+  /// The rows in that order (sort_rows fills them), queries times scale: a block's rows are
+  /// then contiguous instead of scattered over the inputs. [G, Nq, D], [G, Nk, D], [G, Nk, Dv]
+  float* q_sorted = nullptr;
+  float* k_sorted = nullptr;
+  float* v_sorted = nullptr;
+  /// Block j holds sorted positions [start[j], start[j + 1]). [nb + 1] each
+  const int64_t* q_start = nullptr;
+  const int64_t* k_start = nullptr;
+  /// The residual's samples (samples > 0): original key index, weight 1 / (m p), diagonal
+  /// block of the key. [G, m] each
+  const int64_t* sample_index = nullptr;
+  const float* sample_weight = nullptr;
+  const int64_t* sample_block = nullptr;
+  /// Packed sample panels (pack_samples fills them): [G, D, m_pad] keys transposed and
+  /// [G, m, dv_pad] weighted values w_s v_s (panel_width() gives the padded sizes).
+  float* sample_keys = nullptr;
+  float* sample_values = nullptr;
+  /// Control variate (all null otherwise): s̄_i, s̄_i + σ²_i / 2 and Σ_j (1 + s_ij − s̄_i) v_j of
+  /// every query, in original order (kdeformer.h). [G, Nq], [G, Nq], [G, Nq, Dv]
+  const float* ff_mean_logit = nullptr;
+  const float* ff_exponent = nullptr;
+  const float* ff_num_all = nullptr;
+  /// clamp_output (both null otherwise): the values' range per group. [G, Dv] each
+  const float* value_min = nullptr;
+  const float* value_max = nullptr;
+  float* out = nullptr;  ///< [G, Nq, Dv]
+};
+
+/// Panels are padded to whole vectors of the widest variant (16 floats: AVX-512).
+constexpr int64_t kPanelAlign = 16;
+
+/// n rounded up to a multiple of kPanelAlign.
+constexpr int64_t panel_width(int64_t n) { return (n + kPanelAlign - 1) / kPanelAlign * kPanelAlign; }
+
+/// Stable counting sort of ranks in [0, buckets): order[p] = the item at sorted position p,
+/// ties in item order (what a stable argsort gives). ranks [n] → order [n].
+void counting_sort(const int64_t* ranks, int64_t n, int64_t buckets, int64_t* order);
+
+/// Fills q_sorted, k_sorted and v_sorted of groups [begin, end) from the orders.
+void sort_rows(const Problem& problem, int64_t begin, int64_t end);
+
+/// The instruction set the kernel was compiled for and runs with.
+enum class Isa { kBaseline, kAvx2, kAvx512 };
+
+/// The best variant this CPU runs (on x86-64: AVX-512 F + VL, else AVX2 + FMA, when present).
+Isa best_isa();
+
+/// Every variant this CPU runs, baseline first.
+std::vector<Isa> supported_isas();
+
+/// "avx512" / "avx2" / "baseline".
+const char* isa_name(Isa isa);
+
+/// Fills problem.sample_keys / sample_values of groups [begin, end).
+void pack_samples(const Problem& problem, int64_t begin, int64_t end, Isa isa);
+
+/// Computes the output rows of tasks [begin, end), task = group · nb + block.
+void run_tasks(const Problem& problem, int64_t begin, int64_t end, Isa isa);
+
+}  // namespace kdeserve::attention::kdeformer::kernel

@@ -1,0 +1,210 @@
+// The fused CPU KDEformer kernel (attention/kdeformer/fused.h) against its oracle, the ATen
+// composition (kdeformer.h), with the same randomness: every variant of the kernel this CPU
+// runs, both residuals it implements, any n, Nq ≠ Nk, Dv ≠ D, odd head dims, empty query
+// blocks, more samples than keys, clamping, large logits; the dispatch and its report; batch
+// independence.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "attention/attention.h"
+#include "attention/kdeformer/fused.h"
+#include "attention/kdeformer/fused_kernel.h"
+#include "attention/kdeformer/kdeformer.h"
+#include "tests/attention/test_util.h"
+
+namespace kdeserve::attention::kdeformer {
+namespace {
+
+using kdeserve::testing::max_rel_diff;
+using kdeserve::testing::seeded_randn;
+
+struct Case {
+  std::string name;
+  int64_t batch, heads, nq, nk, dim, dv;
+  int64_t bucket, samples;
+  double scale;
+};
+
+std::vector<Case> cases() {
+  return {
+      {"square", 2, 2, 128, 128, 16, 16, 16, 24, 0.25},
+      {"uneven_blocks", 1, 3, 203, 203, 8, 8, 16, 40, 0.35},
+      {"nq_ne_nk", 2, 1, 150, 97, 12, 12, 16, 24, 0.3},
+      {"dv_ne_d", 1, 2, 96, 130, 8, 5, 16, 16, 0.4},
+      {"wide_values", 1, 1, 300, 260, 64, 256, 64, 128, 1.0 / 8},
+      {"odd_dims", 2, 1, 77, 91, 7, 3, 9, 13, 0.5},
+      {"few_queries", 1, 2, 3, 100, 8, 8, 16, 24, 0.35},
+      {"samples_exceed_keys", 1, 1, 40, 33, 8, 8, 8, 80, 0.35},
+      {"one_sample", 1, 1, 64, 64, 8, 8, 8, 1, 0.35},
+  };
+}
+
+std::vector<kernel::Isa> variants() { return kernel::supported_isas(); }
+
+struct Inputs {
+  at::Tensor q, k, v;
+};
+
+Inputs inputs(const Case& c, uint64_t seed, double logit_gain = 1.0) {
+  Inputs in;
+  in.q = seeded_randn({c.batch, c.heads, c.nq, c.dim}, seed, at::kFloat) * logit_gain;
+  in.k = seeded_randn({c.batch, c.heads, c.nk, c.dim}, seed + 1, at::kFloat);
+  in.v = seeded_randn({c.batch, c.heads, c.nk, c.dv}, seed + 2, at::kFloat);
+  return in;
+}
+
+// Both implementations with the same call (so the same hyperplanes and samples); the kernel
+// must match the oracle to float32 rounding of the logits and sums.
+void expect_matches_oracle(const Case& c, const KdeformerOptions& opt, uint64_t seed,
+                           double logit_gain, double tolerance) {
+  const Inputs in = inputs(c, seed, logit_gain);
+  AttentionCall call;
+  call.seed = seed;
+  call.entry_seeds.assign(c.batch, 0);
+  for (int64_t b = 0; b < c.batch; ++b) call.entry_seeds[b] = 100 + b;
+  const at::Tensor oracle = kdeformer_attention(in.q, in.k, in.v, c.scale, opt, call);
+  for (const kernel::Isa isa : variants()) {
+    const at::Tensor fused = kdeformer_fused_attention(in.q, in.k, in.v, c.scale, opt, call, isa);
+    ASSERT_EQ(fused.sizes(), oracle.sizes());
+    ASSERT_TRUE(fused.isfinite().all().item<bool>()) << c.name << " " << kernel::isa_name(isa);
+    EXPECT_LT(max_rel_diff(fused, oracle), tolerance)
+        << c.name << " isa " << kernel::isa_name(isa) << " residual " << to_string(opt.residual())
+        << " m " << opt.sample_size() << " clamp " << opt.clamp_output();
+  }
+}
+
+KdeformerOptions options_of(const Case& c, Residual residual, int64_t samples) {
+  return KdeformerOptions().bucket_size(c.bucket).sample_size(samples).residual(residual);
+}
+
+TEST(KdeformerFused, SampledResidualMatchesTheAtenPath) {
+  uint64_t seed = 4100;
+  for (const Case& c : cases()) {
+    for (int64_t m : {int64_t{0}, c.samples}) {
+      expect_matches_oracle(c, options_of(c, Residual::kSampled, m), seed += 10, 1.0, 2e-5);
+    }
+  }
+}
+
+TEST(KdeformerFused, ControlVariateMatchesTheAtenPath) {
+  uint64_t seed = 4300;
+  for (const Case& c : cases()) {
+    for (int64_t m : {int64_t{0}, c.samples}) {
+      for (bool clamp : {false, true}) {
+        expect_matches_oracle(c, options_of(c, Residual::kControlVariate, m).clamp_output(clamp),
+                              seed += 10, 1.0, 5e-5);
+      }
+    }
+  }
+}
+
+TEST(KdeformerFused, EveryKnobMatchesTheAtenPath) {
+  const Case c = cases()[1];
+  uint64_t seed = 4500;
+  for (BucketOrder order : {BucketOrder::kGray, BucketOrder::kReference}) {
+    for (Sampling sampling : {Sampling::kValueNorm, Sampling::kUniform}) {
+      for (int64_t r : {1, 4, 9}) {
+        const KdeformerOptions opt = options_of(c, Residual::kSampled, c.samples)
+                                         .bucket_order(order)
+                                         .sampling(sampling)
+                                         .num_projections(r)
+                                         .power_iterations(5)
+                                         .clamp_output(true);
+        expect_matches_oracle(c, opt, seed += 10, 1.0, 2e-5);
+      }
+    }
+  }
+}
+
+// Logits in the hundreds: one max-shift per query keeps both finite; the logits themselves
+// carry float32 rounding of relative size 1e-7, so e^{s − c} agrees to 1e-7 · |s|.
+TEST(KdeformerFused, LargeLogitsStayFiniteAndMatch) {
+  const Case c = cases()[0];
+  for (Residual residual : {Residual::kSampled, Residual::kControlVariate}) {
+    expect_matches_oracle(c, options_of(c, residual, c.samples), 4700, 60.0, 2e-3);
+  }
+}
+
+TEST(KdeformerFused, InjectedRandomnessIsUsed) {
+  const Case c = cases()[2];
+  const Inputs in = inputs(c, 4800);
+  AttentionCall call;
+  call.injected.projections = seeded_randn({c.dim, 7}, 4801, at::kFloat);
+  call.injected.sample_indices = at::arange(c.samples) * 3 % c.nk;
+  const KdeformerOptions opt = options_of(c, Residual::kSampled, c.samples);
+  const at::Tensor oracle = kdeformer_attention(in.q, in.k, in.v, c.scale, opt, call);
+  const at::Tensor fused = kdeformer_fused_attention(in.q, in.k, in.v, c.scale, opt, call);
+  EXPECT_LT(max_rel_diff(fused, oracle), 2e-5);
+  // Different hyperplanes give different blocks, so a different estimate.
+  call.injected.projections = seeded_randn({c.dim, 7}, 4802, at::kFloat);
+  const at::Tensor other = kdeformer_fused_attention(in.q, in.k, in.v, c.scale, opt, call);
+  EXPECT_GT(max_rel_diff(other, fused), 1e-3);
+}
+
+// An entry's output depends only on its own inputs and seed, not on the rest of the batch.
+TEST(KdeformerFused, BatchIndependent) {
+  const Case c = cases()[0];
+  const Inputs in = inputs(c, 4900);
+  const KdeformerOptions opt = options_of(c, Residual::kSampled, c.samples);
+  AttentionCall both;
+  both.seed = 5;
+  both.entry_seeds = {11, 12};
+  const at::Tensor batched = kdeformer_fused_attention(in.q, in.k, in.v, c.scale, opt, both);
+  AttentionCall alone;
+  alone.seed = 5;
+  alone.entry_seeds = {12};
+  const at::Tensor single = kdeformer_fused_attention(in.q.narrow(0, 1, 1), in.k.narrow(0, 1, 1),
+                                                      in.v.narrow(0, 1, 1), c.scale, opt, alone);
+  EXPECT_TRUE(at::equal(batched.narrow(0, 1, 1), single));
+  EXPECT_TRUE(at::equal(batched, kdeformer_fused_attention(in.q, in.k, in.v, c.scale, opt, both)));
+}
+
+// The dispatch: kAuto takes the kernel where it applies and says so in the report; kFused
+// where it cannot run falls back with the reason; kAten always runs the composition.
+TEST(KdeformerFused, DispatchAndReport) {
+  const Case c = cases()[0];
+  const Inputs in = inputs(c, 5000);
+  AttentionOptions opt(Method::kKdeformer);
+  opt.scale(c.scale).kdeformer(options_of(c, Residual::kSampled, c.samples));
+  AttentionReport report;
+  AttentionCall call;
+  call.report = &report;
+  const at::Tensor automatic = attention(in.q, in.k, in.v, opt, call);
+  EXPECT_EQ(report.backend, fused_backend_name());
+  EXPECT_FALSE(report.fell_back) << report.reason;
+  EXPECT_EQ(report.num_blocks, 8);
+  EXPECT_EQ(report.block_keys, 16);
+  EXPECT_EQ(report.sample_size, c.samples);
+
+  opt.kdeformer().kernel(KdeformerKernel::kAten);
+  const at::Tensor aten = attention(in.q, in.k, in.v, opt, call);
+  EXPECT_EQ(report.backend, "aten-cpu");
+  EXPECT_LT(max_rel_diff(automatic, aten), 2e-5);
+
+  opt.kdeformer().kernel(KdeformerKernel::kFused);
+  attention(in.q.to(at::kDouble), in.k.to(at::kDouble), in.v.to(at::kDouble), opt, call);
+  EXPECT_EQ(report.backend, "aten-cpu");
+  EXPECT_TRUE(report.fell_back);
+  EXPECT_NE(report.reason.find("float32 only"), std::string::npos) << report.reason;
+
+  opt.kdeformer().kernel(KdeformerKernel::kAuto).residual(Residual::kCoreset);
+  attention(in.q, in.k, in.v, opt, call);
+  EXPECT_EQ(report.backend, "aten-cpu");
+  EXPECT_FALSE(report.fell_back) << report.reason;
+
+  EXPECT_EQ(kdeformer_kernel_from_string("fused"), KdeformerKernel::kFused);
+  EXPECT_EQ(to_string(KdeformerKernel::kAten), "aten");
+  EXPECT_THROW(kdeformer_kernel_from_string("cuda"), c10::Error);
+}
+
+TEST(KdeformerFused, CountingSortIsAStableArgsort) {
+  const std::vector<int64_t> ranks = {3, 1, 3, 0, 1, 3, 2, 0};
+  std::vector<int64_t> order(ranks.size());
+  kernel::counting_sort(ranks.data(), static_cast<int64_t>(ranks.size()), 4, order.data());
+  EXPECT_EQ(order, (std::vector<int64_t>{3, 7, 1, 4, 6, 0, 2, 5}));
+}
+
+}  // namespace
+}  // namespace kdeserve::attention::kdeformer
