@@ -16,6 +16,16 @@ struct FarField {
   at::Tensor num_all;
 };
 
+/// The query-independent part: the matrix [Cov(K) | Σ_j (k_j − k̄) v_jᵀ | k̄] that one product
+/// applies to the queries, and Σ_j v_j.
+struct FarFieldMoments {
+  at::Tensor matrix;     ///< [G, D, D + Dv + 1]
+  at::Tensor value_sum;  ///< [G, 1, Dv]
+};
+
+/// The moment matrix of keys k [G, Nk, D] and values v [G, Nk, Dv].
+FarFieldMoments far_field_moment_matrix(const at::Tensor& k, const at::Tensor& v);
+
 /// Moments for scaled queries qs [G, R, D] (any row order) over keys k [G, Nk, D] and values
 /// v [G, Nk, Dv].
 FarField far_field_moments(const at::Tensor& qs, const at::Tensor& k, const at::Tensor& v);

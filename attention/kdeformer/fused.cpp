@@ -58,12 +58,12 @@ at::Tensor kdeformer_fused_attention(const at::Tensor& q, const at::Tensor& k,
   const at::Tensor k3 = k.reshape({groups, nk, dim}).contiguous();
   const at::Tensor v3 = v.reshape({groups, nk, dv}).contiguous();
 
-  // Alg. 3 step 1, the ranks as the ATen path computes them (same hyperplanes, same products),
-  // so both sort every item into the same bucket.
+  // Alg. 3 step 1: the hyperplanes as the ATen path draws them; the ranks are hashed below by
+  // the loop the ATen path also uses on the CPU, so both sort every item into the same bucket.
   const at::Tensor proj = lsh_projections(batch, heads, dim, opt.num_projections(),
                                           q.scalar_type(), q.device(), call);  // [G, D, r]
-  const at::Tensor q_ranks = bucket_ranks(q3, proj, opt.bucket_order()).contiguous();
-  const at::Tensor k_ranks = bucket_ranks(k3, proj, opt.bucket_order()).contiguous();
+  const at::Tensor proj_c = proj.contiguous();
+  const at::Tensor table = bucket_order_table(opt.num_projections(), opt.bucket_order());
   const int64_t blocks = (nk + opt.bucket_size() - 1) / opt.bucket_size();
   const std::vector<int64_t> q_start = common::balanced_starts(nq, blocks);
   const std::vector<int64_t> k_start = common::balanced_starts(nk, blocks);
@@ -80,22 +80,27 @@ at::Tensor kdeformer_fused_attention(const at::Tensor& q, const at::Tensor& k,
     weights = p.gather(1, samples).mul_(static_cast<double>(m)).reciprocal_().contiguous();
   }
 
-  at::Tensor q_order = at::empty({groups, nq}, q_ranks.options());
-  at::Tensor k_order = at::empty({groups, nk}, k_ranks.options());
-  at::Tensor sample_block = at::empty({groups, m}, k_ranks.options());
+  const at::TensorOptions index_options = q3.options().dtype(at::kLong);
+  at::Tensor q_order = at::empty({groups, nq}, index_options);
+  at::Tensor k_order = at::empty({groups, nk}, index_options);
+  at::Tensor sample_block = at::empty({groups, m}, index_options);
   {
-    const int64_t buckets = int64_t{1} << opt.num_projections();
-    const int64_t* qr = q_ranks.data_ptr<int64_t>();
-    const int64_t* kr = k_ranks.data_ptr<int64_t>();
+    const int64_t r = opt.num_projections(), buckets = int64_t{1} << r;
+    const float* qp = q3.data_ptr<float>();
+    const float* kp = k3.data_ptr<float>();
+    const float* pp = proj_c.data_ptr<float>();
+    const int64_t* tp = table.data_ptr<int64_t>();
     const int64_t* si = m > 0 ? samples.data_ptr<int64_t>() : nullptr;
     int64_t* qo = q_order.data_ptr<int64_t>();
     int64_t* ko = k_order.data_ptr<int64_t>();
     int64_t* sb = sample_block.data_ptr<int64_t>();
     at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
-      std::vector<int64_t> block_of_key(nk);
+      std::vector<int64_t> block_of_key(nk), q_ranks(nq), k_ranks(nk);
       for (int64_t g = begin; g < end; ++g) {
-        kernel::counting_sort(qr + g * nq, nq, buckets, qo + g * nq);
-        kernel::counting_sort(kr + g * nk, nk, buckets, ko + g * nk);
+        kernel::hash_ranks(qp + g * nq * dim, nq, dim, pp + g * dim * r, r, tp, q_ranks.data());
+        kernel::hash_ranks(kp + g * nk * dim, nk, dim, pp + g * dim * r, r, tp, k_ranks.data());
+        kernel::counting_sort(q_ranks.data(), nq, buckets, qo + g * nq);
+        kernel::counting_sort(k_ranks.data(), nk, buckets, ko + g * nk);
         for (int64_t j = 0; j < blocks; ++j) {
           for (int64_t p = k_start[j]; p < k_start[j + 1]; ++p) block_of_key[ko[g * nk + p]] = j;
         }
@@ -121,15 +126,6 @@ at::Tensor kdeformer_fused_attention(const at::Tensor& q, const at::Tensor& k,
   pb.q_start = q_start.data();
   pb.k_start = k_start.data();
 
-  at::Tensor q_sorted = at::empty_like(q3), k_sorted = at::empty_like(k3);
-  at::Tensor v_sorted = at::empty_like(v3);
-  pb.q_sorted = q_sorted.data_ptr<float>();
-  pb.k_sorted = k_sorted.data_ptr<float>();
-  pb.v_sorted = v_sorted.data_ptr<float>();
-  at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
-    kernel::sort_rows(pb, begin, end);
-  });
-
   at::Tensor sample_keys, sample_values;
   if (m > 0) {
     sample_keys = at::empty({groups, dim * kernel::panel_width(m)}, q3.options());
@@ -140,15 +136,16 @@ at::Tensor kdeformer_fused_attention(const at::Tensor& q, const at::Tensor& k,
     pb.sample_keys = sample_keys.data_ptr<float>();
     pb.sample_values = sample_values.data_ptr<float>();
   }
-  FarField ff;
+  at::Tensor ff_moments, ff_value_sum;
   if (opt.residual() == Residual::kControlVariate) {
-    ff = far_field_moments(q3 * scale, k3, v3);
-    ff.mean_logit = ff.mean_logit.contiguous();
-    ff.exponent = ff.exponent.contiguous();
-    ff.num_all = ff.num_all.contiguous();
-    pb.ff_mean_logit = ff.mean_logit.data_ptr<float>();
-    pb.ff_exponent = ff.exponent.data_ptr<float>();
-    pb.ff_num_all = ff.num_all.data_ptr<float>();
+    // The [G, D, D + Dv + 1] moments only; the kernel applies them to each tile of queries,
+    // so nothing [G, Nq, ·] is allocated for the far field.
+    const FarFieldMoments fm = far_field_moment_matrix(k3, v3);
+    ff_moments = at::zeros({groups, dim, kernel::panel_width(dim + dv + 1)}, q3.options());
+    ff_moments.narrow(2, 0, dim + dv + 1).copy_(fm.matrix);
+    ff_value_sum = fm.value_sum.reshape({groups, dv}).contiguous();
+    pb.ff_moments = ff_moments.data_ptr<float>();
+    pb.ff_value_sum = ff_value_sum.data_ptr<float>();
   }
   at::Tensor value_min, value_max;
   if (opt.clamp_output()) {

@@ -1,7 +1,5 @@
 #include "attention/kdeformer/fused_kernel.h"
 
-#include <algorithm>
-
 namespace kdeserve::attention::kdeformer::kernel {
 
 // The variants (fused_kernel_<isa>.cpp, one body: fused_kernel_impl.h).
@@ -9,6 +7,9 @@ namespace kdeserve::attention::kdeformer::kernel {
   namespace isa {                                                            \
   void pack_samples(const Problem& problem, int64_t begin, int64_t end);     \
   void run_tasks(const Problem& problem, int64_t begin, int64_t end);        \
+  template <typename T>                                                      \
+  void hash_ranks(const T* x, int64_t n, int64_t dim, const T* proj, int64_t r, \
+                  const int64_t* table, int64_t* ranks);                     \
   }
 KDESERVE_DECLARE_VARIANT(baseline)
 #ifdef KDESERVE_KERNEL_X86
@@ -17,26 +18,25 @@ KDESERVE_DECLARE_VARIANT(avx512)
 #endif
 #undef KDESERVE_DECLARE_VARIANT
 
+template <typename T>
+void hash_ranks(const T* x, int64_t n, int64_t dim, const T* proj, int64_t r,
+                const int64_t* table, int64_t* ranks) {
+#ifdef KDESERVE_KERNEL_X86
+  if (best_isa() != Isa::kBaseline) return avx2::hash_ranks(x, n, dim, proj, r, table, ranks);
+#endif
+  baseline::hash_ranks(x, n, dim, proj, r, table, ranks);
+}
+
+template void hash_ranks<float>(const float*, int64_t, int64_t, const float*, int64_t,
+                                const int64_t*, int64_t*);
+template void hash_ranks<double>(const double*, int64_t, int64_t, const double*, int64_t,
+                                 const int64_t*, int64_t*);
+
 void counting_sort(const int64_t* ranks, int64_t n, int64_t buckets, int64_t* order) {
   std::vector<int64_t> start(buckets + 1, 0);
   for (int64_t i = 0; i < n; ++i) ++start[ranks[i] + 1];
   for (int64_t b = 0; b < buckets; ++b) start[b + 1] += start[b];
   for (int64_t i = 0; i < n; ++i) order[start[ranks[i]]++] = i;
-}
-
-void sort_rows(const Problem& pb, int64_t begin, int64_t end) {
-  for (int64_t g = begin; g < end; ++g) {
-    for (int64_t p = 0; p < pb.nq; ++p) {
-      const float* src = pb.q + (g * pb.nq + pb.q_order[g * pb.nq + p]) * pb.dim;
-      float* dst = pb.q_sorted + (g * pb.nq + p) * pb.dim;
-      for (int64_t d = 0; d < pb.dim; ++d) dst[d] = src[d] * pb.scale;
-    }
-    for (int64_t p = 0; p < pb.nk; ++p) {
-      const int64_t key = g * pb.nk + pb.k_order[g * pb.nk + p];
-      std::copy(pb.k + key * pb.dim, pb.k + (key + 1) * pb.dim, pb.k_sorted + (g * pb.nk + p) * pb.dim);
-      std::copy(pb.v + key * pb.dv, pb.v + (key + 1) * pb.dv, pb.v_sorted + (g * pb.nk + p) * pb.dv);
-    }
-  }
 }
 
 std::vector<Isa> supported_isas() {

@@ -33,11 +33,6 @@ struct Problem {
   /// Hash-sorted order: item at each sorted position. [G, Nq] / [G, Nk]
   const int64_t* q_order = nullptr;
   const int64_t* k_order = nullptr;
-  /// The rows in that order (sort_rows fills them), queries times scale: a block's rows are
-  /// then contiguous instead of scattered over the inputs. [G, Nq, D], [G, Nk, D], [G, Nk, Dv]
-  float* q_sorted = nullptr;
-  float* k_sorted = nullptr;
-  float* v_sorted = nullptr;
   /// Block j holds sorted positions [start[j], start[j + 1]). [nb + 1] each
   const int64_t* q_start = nullptr;
   const int64_t* k_start = nullptr;
@@ -50,11 +45,11 @@ struct Problem {
   /// [G, m, dv_pad] weighted values w_s v_s (panel_width() gives the padded sizes).
   float* sample_keys = nullptr;
   float* sample_values = nullptr;
-  /// Control variate (all null otherwise): s̄_i, s̄_i + σ²_i / 2 and Σ_j (1 + s_ij − s̄_i) v_j of
-  /// every query, in original order (kdeformer.h). [G, Nq], [G, Nq], [G, Nq, Dv]
-  const float* ff_mean_logit = nullptr;
-  const float* ff_exponent = nullptr;
-  const float* ff_num_all = nullptr;
+  /// Control variate (both null otherwise): the far field's moment matrix [Cov(K) | Σ_j (k_j −
+  /// k̄) v_jᵀ | k̄] per group, padded to ldm = panel_width(D + Dv + 1) columns, and Σ_j v_j
+  /// (far_field.h; kdeformer.h has the estimator). [G, D, ldm], [G, Dv]
+  const float* ff_moments = nullptr;
+  const float* ff_value_sum = nullptr;
   /// clamp_output (both null otherwise): the values' range per group. [G, Dv] each
   const float* value_min = nullptr;
   const float* value_max = nullptr;
@@ -67,12 +62,17 @@ constexpr int64_t kPanelAlign = 16;
 /// n rounded up to a multiple of kPanelAlign.
 constexpr int64_t panel_width(int64_t n) { return (n + kPanelAlign - 1) / kPanelAlign * kPanelAlign; }
 
+/// Alg. 3 step 1's bucket rank of n rows x [n, D]: bit i = [x·proj_i > 0] for the hyperplanes
+/// proj [D, r] (row-major), code Σ bit_i 2^i, rank table[code]. Summed in index order, so the
+/// ATen path (lsh.h bucket_ranks on the CPU) and the fused kernel hash every row alike. T is
+/// float or double.
+template <typename T>
+void hash_ranks(const T* x, int64_t n, int64_t dim, const T* proj, int64_t r,
+                const int64_t* table, int64_t* ranks);
+
 /// Stable counting sort of ranks in [0, buckets): order[p] = the item at sorted position p,
 /// ties in item order (what a stable argsort gives). ranks [n] → order [n].
 void counting_sort(const int64_t* ranks, int64_t n, int64_t buckets, int64_t* order);
-
-/// Fills q_sorted, k_sorted and v_sorted of groups [begin, end) from the orders.
-void sort_rows(const Problem& problem, int64_t begin, int64_t end);
 
 /// The instruction set the kernel was compiled for and runs with.
 enum class Isa { kBaseline, kAvx2, kAvx512 };

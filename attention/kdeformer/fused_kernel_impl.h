@@ -186,7 +186,7 @@ float row_max(const float* x, int64_t n) {
 }
 
 struct Workspace {
-  std::vector<float> keys_t, values, scores, acc, weights;
+  std::vector<float> keys_t, values, a, scores, acc, weights, moments;
   std::vector<int64_t> dropped;
 };
 
@@ -195,16 +195,24 @@ void run_task(const Problem& pb, int64_t g, int64_t j, Workspace& ws) {
   const int64_t kb = pb.k_start[j], kw = pb.k_start[j + 1] - kb;
   const int64_t kwp = panel_width(kw), mp = m > 0 ? panel_width(m) : 0, dvp = panel_width(dv);
   const int64_t width = kwp + mp;
-  const bool cv = pb.ff_mean_logit != nullptr;
+  const bool cv = pb.ff_moments != nullptr;
+  const int64_t ldm = cv ? panel_width(dim + dv + 1) : 0;
 
   // The block's keys transposed [D, kwp] and its values [kw, dvp], zero-padded.
-  ws.keys_t.assign(dim * kwp, 0.0f);
-  ws.values.assign(kw * dvp, 0.0f);
-  const float* k_rows = pb.k_sorted + (g * nk + kb) * dim;
-  const float* v_rows = pb.v_sorted + (g * nk + kb) * dv;
+  ws.keys_t.resize(dim * kwp);
+  ws.values.resize(kw * dvp);
+  for (int64_t d = 0; d < dim; ++d) {
+    std::fill(ws.keys_t.begin() + d * kwp + kw, ws.keys_t.begin() + (d + 1) * kwp, 0.0f);
+  }
   for (int64_t t = 0; t < kw; ++t) {
-    for (int64_t d = 0; d < dim; ++d) ws.keys_t[d * kwp + t] = k_rows[t * dim + d];
-    std::copy(v_rows + t * dv, v_rows + (t + 1) * dv, ws.values.begin() + t * dvp);
+    std::fill(ws.values.begin() + t * dvp + dv, ws.values.begin() + (t + 1) * dvp, 0.0f);
+  }
+  const int64_t* k_order = pb.k_order + g * nk + kb;
+  for (int64_t t = 0; t < kw; ++t) {
+    const float* krow = pb.k + (g * nk + k_order[t]) * dim;
+    for (int64_t d = 0; d < dim; ++d) ws.keys_t[d * kwp + t] = krow[d];
+    const float* vrow = pb.v + (g * nk + k_order[t]) * dv;
+    for (int64_t e = 0; e < dv; ++e) ws.values[t * dvp + e] = vrow[e];
   }
   // The samples that fall in this block are exact in A_spar: dropped by index (Alg. 3 step 2).
   ws.dropped.clear();
@@ -220,19 +228,28 @@ void run_task(const Problem& pb, int64_t g, int64_t j, Workspace& ws) {
     sample_keys = pb.sample_keys + g * dim * mp;
     sample_values = pb.sample_values + g * m * dvp;
   }
+  ws.a.resize(kTileRows * dim);
   ws.scores.resize(kTileRows * width);
   ws.acc.resize(kTileRows * dvp);
+  if (cv) ws.moments.resize(kTileRows * ldm);
 
   const int64_t qb = pb.q_start[j], qe = pb.q_start[j + 1];
   const int64_t* q_order = pb.q_order + g * nq;
+  float* a = ws.a.data();
   float* scores = ws.scores.data();
   float* acc = ws.acc.data();
   for (int64_t t0 = qb; t0 < qe; t0 += kTileRows) {
     const int64_t rows = std::min(kTileRows, qe - t0);
-    // The tile's scaled queries, contiguous in the sorted copy.
-    const float* a = pb.q_sorted + (g * nq + t0) * dim;
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* qrow = pb.q + (g * nq + q_order[t0 + r]) * dim;
+      for (int64_t d = 0; d < dim; ++d) a[r * dim + d] = qrow[d] * pb.scale;
+    }
     gemm(rows, a, dim, ws.keys_t.data(), kwp, dim, kwp, scores, width, false);
     if (m > 0) gemm(rows, a, dim, sample_keys, mp, dim, mp, scores + kwp, width, false);
+
+    // The far field's per-query moments: q_iᵀ [Cov(K) | Σ_j (k_j − k̄) v_jᵀ | k̄] (far_field.h).
+    float* moments = cv ? ws.moments.data() : nullptr;
+    if (cv) gemm(rows, a, dim, pb.ff_moments + g * dim * ldm, ldm, dim, ldm, moments, ldm, false);
 
     float den[kTileRows], floor_den[kTileRows], alpha[kTileRows];
     for (int64_t r = 0; r < rows; ++r) {
@@ -247,8 +264,12 @@ void run_task(const Problem& pb, int64_t g, int64_t j, Workspace& ws) {
       alpha[r] = 0;
       if (cv) {
         // α_i = e^{s̄_i + σ²_i/2 − c_i} capped at 1, as the ATen path (kdeformer.cpp).
-        mean = pb.ff_mean_logit[g * nq + query];
-        alpha[r] = std::exp(std::min(pb.ff_exponent[g * nq + query] - c, 0.0f));
+        const float* mr = moments + r * ldm;
+        float variance = 0;
+        for (int64_t d = 0; d < dim; ++d) variance += mr[d] * a[r * dim + d];
+        mean = mr[dim + dv];
+        const float exponent = mean + std::max(variance, 0.0f) * 0.5f;
+        alpha[r] = std::exp(std::min(exponent - c, 0.0f));
       }
       const RowSums blk = weigh_row(s_blk, kw, c, cv, alpha[r], mean, nullptr);
       den[r] = blk.sum;
@@ -272,8 +293,10 @@ void run_task(const Problem& pb, int64_t g, int64_t j, Workspace& ws) {
         // Far field over every key (the block's own f terms were folded into the block part);
         // the denominator raised to its lower bound Σ_blk e + max_s e.
         d = std::max(d + alpha[r] * static_cast<float>(nk), floor_den[r]);
-        const float* ff = pb.ff_num_all + (g * nq + query) * dv;
-        for (int64_t e = 0; e < dv; ++e) out[e] = (num[e] + alpha[r] * ff[e]) / d;
+        // Σ_j (1 + s_ij − s̄_i) v_j = Σ_j v_j + q_iᵀ Σ_j (k_j − k̄) v_jᵀ.
+        const float* cross = moments + r * ldm + dim;
+        const float* vsum = pb.ff_value_sum + g * dv;
+        for (int64_t e = 0; e < dv; ++e) out[e] = (num[e] + alpha[r] * (cross[e] + vsum[e])) / d;
       } else {
         for (int64_t e = 0; e < dv; ++e) out[e] = num[e] / d;
       }

@@ -1,9 +1,12 @@
 #include "attention/kdeformer/lsh.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
 
 #include <vector>
 
+#include "attention/kdeformer/fused_kernel.h"
 #include "attention/random.h"
 
 namespace kdeserve::attention::kdeformer {
@@ -56,6 +59,25 @@ at::Tensor bucket_order_table(int64_t num_projections, BucketOrder order) {
 
 at::Tensor bucket_ranks(const at::Tensor& x, const at::Tensor& projections, BucketOrder order) {
   const int64_t r = projections.size(2);
+  if (x.is_cpu() && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble)) {
+    // The loop the fused kernel hashes with (fused_kernel.h), so both sort alike.
+    const at::Tensor xc = x.contiguous(), pc = projections.to(x.scalar_type()).contiguous();
+    const at::Tensor table = bucket_order_table(r, order);
+    const int64_t groups = xc.size(0), n = xc.size(1), dim = xc.size(2);
+    at::Tensor ranks = at::empty({groups, n}, x.options().dtype(at::kLong));
+    AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "bucket_ranks", [&] {
+      const scalar_t* xp = xc.data_ptr<scalar_t>();
+      const scalar_t* pp = pc.data_ptr<scalar_t>();
+      int64_t* out = ranks.data_ptr<int64_t>();
+      const int64_t* tp = table.data_ptr<int64_t>();
+      at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t g = begin; g < end; ++g) {
+          kernel::hash_ranks(xp + g * n * dim, n, dim, pp + g * dim * r, r, tp, out + g * n);
+        }
+      });
+    });
+    return ranks;
+  }
   at::Tensor bits = at::bmm(x, projections).gt(0).to(at::kLong);  // [G, N, r]
   at::Tensor powers = at::pow(2, at::arange(r, bits.options()));  // [r]
   at::Tensor codes = bits.mul_(powers).sum(-1);                   // [G, N]

@@ -24,6 +24,7 @@ at::Tensor lsh_projections(int64_t batch, int64_t heads, int64_t dim, int64_t nu
 at::Tensor bucket_order_table(int64_t num_projections, BucketOrder order);
 
 /// Bucket rank of every row of x: bits [x·proj_i > 0], code Σ bit_i 2^i, then the order table.
+/// On the CPU the products are summed by kernel::hash_ranks (the fused kernel's own loop).
 /// x [G, N, D], projections [G, D, r] → [G, N] int64.
 at::Tensor bucket_ranks(const at::Tensor& x, const at::Tensor& projections, BucketOrder order);
 
