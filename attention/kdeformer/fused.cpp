@@ -84,27 +84,61 @@ at::Tensor kdeformer_fused_attention(const at::Tensor& q, const at::Tensor& k,
   at::Tensor q_order = at::empty({groups, nq}, index_options);
   at::Tensor k_order = at::empty({groups, nk}, index_options);
   at::Tensor sample_block = at::empty({groups, m}, index_options);
+  at::Tensor value_min, value_max;
+  if (opt.clamp_output()) {
+    value_min = at::empty({groups, dv}, q3.options());
+    value_max = at::empty({groups, dv}, q3.options());
+  }
   {
     const int64_t r = opt.num_projections(), buckets = int64_t{1} << r;
-    const float* qp = q3.data_ptr<float>();
-    const float* kp = k3.data_ptr<float>();
     const float* pp = proj_c.data_ptr<float>();
     const int64_t* tp = table.data_ptr<int64_t>();
+    // Hashing, in chunks of rows so that one (entry, head) spreads over every thread.
+    constexpr int64_t kChunk = 512;
+    const int64_t q_chunks = (nq + kChunk - 1) / kChunk, k_chunks = (nk + kChunk - 1) / kChunk;
+    const int64_t chunks = q_chunks + k_chunks;
+    at::Tensor ranks = at::empty({groups, nq + nk}, index_options);
+    int64_t* rk = ranks.data_ptr<int64_t>();
+    at::parallel_for(0, groups * chunks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t g = task / chunks, c = task % chunks;
+        const bool is_q = c < q_chunks;
+        const int64_t n = is_q ? nq : nk, first = (is_q ? c : c - q_chunks) * kChunk;
+        const float* x = (is_q ? q3 : k3).data_ptr<float>() + (g * n + first) * dim;
+        int64_t* out = rk + g * (nq + nk) + (is_q ? 0 : nq) + first;
+        kernel::hash_ranks(x, std::min(kChunk, n - first), dim, pp + g * dim * r, r, tp, out);
+      }
+    });
     const int64_t* si = m > 0 ? samples.data_ptr<int64_t>() : nullptr;
+    const float* vp = v3.data_ptr<float>();
     int64_t* qo = q_order.data_ptr<int64_t>();
     int64_t* ko = k_order.data_ptr<int64_t>();
     int64_t* sb = sample_block.data_ptr<int64_t>();
+    float* vmin = opt.clamp_output() ? value_min.data_ptr<float>() : nullptr;
+    float* vmax = opt.clamp_output() ? value_max.data_ptr<float>() : nullptr;
     at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
-      std::vector<int64_t> block_of_key(nk), q_ranks(nq), k_ranks(nk);
+      std::vector<int64_t> block_of_key(nk);
       for (int64_t g = begin; g < end; ++g) {
-        kernel::hash_ranks(qp + g * nq * dim, nq, dim, pp + g * dim * r, r, tp, q_ranks.data());
-        kernel::hash_ranks(kp + g * nk * dim, nk, dim, pp + g * dim * r, r, tp, k_ranks.data());
-        kernel::counting_sort(q_ranks.data(), nq, buckets, qo + g * nq);
-        kernel::counting_sort(k_ranks.data(), nk, buckets, ko + g * nk);
+        kernel::counting_sort(rk + g * (nq + nk), nq, buckets, qo + g * nq);
+        kernel::counting_sort(rk + g * (nq + nk) + nq, nk, buckets, ko + g * nk);
         for (int64_t j = 0; j < blocks; ++j) {
           for (int64_t p = k_start[j]; p < k_start[j + 1]; ++p) block_of_key[ko[g * nk + p]] = j;
         }
         for (int64_t s = 0; s < m; ++s) sb[g * m + s] = block_of_key[si[g * m + s]];
+        if (vmin != nullptr) {
+          // The values' range per coordinate, for clamp_output.
+          float* lo = vmin + g * dv;
+          float* hi = vmax + g * dv;
+          std::copy(vp + g * nk * dv, vp + g * nk * dv + dv, lo);
+          std::copy(vp + g * nk * dv, vp + g * nk * dv + dv, hi);
+          for (int64_t j = 1; j < nk; ++j) {
+            const float* row = vp + (g * nk + j) * dv;
+            for (int64_t e = 0; e < dv; ++e) {
+              lo[e] = std::min(lo[e], row[e]);
+              hi[e] = std::max(hi[e], row[e]);
+            }
+          }
+        }
       }
     });
   }
@@ -147,11 +181,7 @@ at::Tensor kdeformer_fused_attention(const at::Tensor& q, const at::Tensor& k,
     pb.ff_moments = ff_moments.data_ptr<float>();
     pb.ff_value_sum = ff_value_sum.data_ptr<float>();
   }
-  at::Tensor value_min, value_max;
   if (opt.clamp_output()) {
-    std::tie(value_min, value_max) = at::aminmax(v3, 1);  // [G, Dv]
-    value_min = value_min.contiguous();
-    value_max = value_max.contiguous();
     pb.value_min = value_min.data_ptr<float>();
     pb.value_max = value_max.data_ptr<float>();
   }
