@@ -185,6 +185,11 @@ float row_max(const float* x, int64_t n) {
   return best;
 }
 
+// Asks for the cache lines of a row of n floats.
+inline void prefetch_row(const float* row, int64_t n) {
+  for (int64_t i = 0; i < n; i += 16) __builtin_prefetch(row + i);
+}
+
 struct Workspace {
   std::vector<float> keys_t, values, a, scores, acc, weights, moments;
   std::vector<int64_t> dropped;
@@ -208,7 +213,18 @@ void run_task(const Problem& pb, int64_t g, int64_t j, Workspace& ws) {
     std::fill(ws.values.begin() + t * dvp + dv, ws.values.begin() + (t + 1) * dvp, 0.0f);
   }
   const int64_t* k_order = pb.k_order + g * nk + kb;
+  // The hash sort scatters a block's rows over the inputs: each row is asked for kAhead rows
+  // before it is read, so the gathers overlap instead of waiting on memory one at a time.
+  constexpr int64_t kAhead = 8;
+  for (int64_t t = 0; t < std::min(kAhead, kw); ++t) {
+    prefetch_row(pb.k + (g * nk + k_order[t]) * dim, dim);
+    prefetch_row(pb.v + (g * nk + k_order[t]) * dv, dv);
+  }
   for (int64_t t = 0; t < kw; ++t) {
+    if (t + kAhead < kw) {
+      prefetch_row(pb.k + (g * nk + k_order[t + kAhead]) * dim, dim);
+      prefetch_row(pb.v + (g * nk + k_order[t + kAhead]) * dv, dv);
+    }
     const float* krow = pb.k + (g * nk + k_order[t]) * dim;
     for (int64_t d = 0; d < dim; ++d) ws.keys_t[d * kwp + t] = krow[d];
     const float* vrow = pb.v + (g * nk + k_order[t]) * dv;
@@ -238,8 +254,15 @@ void run_task(const Problem& pb, int64_t g, int64_t j, Workspace& ws) {
   float* a = ws.a.data();
   float* scores = ws.scores.data();
   float* acc = ws.acc.data();
+  for (int64_t t = qb; t < std::min(qe, qb + kTileRows); ++t) {
+    prefetch_row(pb.q + (g * nq + q_order[t]) * dim, dim);
+  }
   for (int64_t t0 = qb; t0 < qe; t0 += kTileRows) {
     const int64_t rows = std::min(kTileRows, qe - t0);
+    // The next tile's queries, while this one computes.
+    for (int64_t t = t0 + kTileRows; t < std::min(qe, t0 + 2 * kTileRows); ++t) {
+      prefetch_row(pb.q + (g * nq + q_order[t]) * dim, dim);
+    }
     for (int64_t r = 0; r < rows; ++r) {
       const float* qrow = pb.q + (g * nq + q_order[t0 + r]) * dim;
       for (int64_t d = 0; d < dim; ++d) a[r * dim + d] = qrow[d] * pb.scale;
