@@ -88,8 +88,15 @@ int main(int argc, char** argv) {
       threads = std::stoi(argv[++i]);
     } else if (a == "--quick") {
       configs = {{"t2t_vit_t_24", 1, 2}, {"biggan-deep-128", 1, 1}};
+    } else if (a == "--models" && i + 1 < argc) {
+      const std::string wanted = "," + std::string(argv[++i]) + ",";
+      std::vector<Config> kept;
+      for (const Config& c : configs) {
+        if (wanted.find("," + c.model + ",") != std::string::npos) kept.push_back(c);
+      }
+      configs = kept;
     } else {
-      std::fprintf(stderr, "usage: model_bench [--threads N] [--quick]\n");
+      std::fprintf(stderr, "usage: model_bench [--threads N] [--quick] [--models a,b]\n");
       return 2;
     }
   }

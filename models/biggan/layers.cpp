@@ -159,14 +159,13 @@ at::Tensor SelfAttnImpl::forward(const at::Tensor& x, const AttentionPlan& plan,
               "SelfAttn: expected [B, ", channels, ", H, W] with even H and W, got ", x.sizes());
   const int64_t b = x.size(0), h = x.size(2), w = x.size(3);
   // q [B, 1, h·w, C/8] (row-major positions), k [B, 1, h·w/4, C/8], v [B, 1, h·w/4, C/2].
-  const at::Tensor theta = snconv1x1_theta(x).view({b, channels / 8, h * w});
-  const at::Tensor phi =
-      at::max_pool2d(snconv1x1_phi(x), {2, 2}, {2, 2}).view({b, channels / 8, h * w / 4});
-  const at::Tensor g =
-      at::max_pool2d(snconv1x1_g(x), {2, 2}, {2, 2}).view({b, channels / 2, h * w / 4});
-  at::Tensor q = theta.transpose(1, 2).unsqueeze(1);
-  at::Tensor k = phi.transpose(1, 2).unsqueeze(1);
-  at::Tensor v = g.transpose(1, 2).unsqueeze(1);
+  // Positions row-major, channels last: a free view when x is channels-last (BigGANGenerator).
+  const auto positions = [b](const at::Tensor& t) {
+    return t.permute({0, 2, 3, 1}).reshape({b, 1, t.size(2) * t.size(3), t.size(1)});
+  };
+  at::Tensor q = positions(snconv1x1_theta(x));
+  at::Tensor k = positions(at::max_pool2d(snconv1x1_phi(x), {2, 2}, {2, 2}));
+  at::Tensor v = positions(at::max_pool2d(snconv1x1_g(x), {2, 2}, {2, 2}));
 
   // SAGAN softmax(θᵀφ) has no temperature: scale 1.0 whatever the plan says (models.md D.11).
   AttentionPlan local;
@@ -176,8 +175,8 @@ at::Tensor SelfAttnImpl::forward(const at::Tensor& x, const AttentionPlan& plan,
   // The reference casts KDEformer to float64 because its exp has no max-shift; the library's
   // shares one shift per query between both parts, so the module dtype is safe (and faster).
   at::Tensor o = run_attention(q, k, v, local, kBigGANAttentionGroup, /*layer=*/0, ctx);
-  // [B, 1, h·w, C/2] → [B, C/2, h, w]
-  o = o.squeeze(1).transpose(1, 2).reshape({b, channels / 2, h, w});
+  // [B, 1, h·w, C/2] → [B, C/2, h, w] (channels-last memory)
+  o = o.reshape({b, h, w, channels / 2}).permute({0, 3, 1, 2});
   return x + gamma * snconv1x1_o_conv(o);
 }
 

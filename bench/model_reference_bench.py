@@ -1,0 +1,165 @@
+"""The upstream Python models in PyTorch 2.x, eager and under torch.compile, beside
+build/bench/model_bench (bench/run_model_bench.sh runs both with the same threads): T2T-ViT_t-24
+(yitu-opensource/T2T-ViT @ 0f63dc9, models/) at batch 1 and 8, and BigGAN-deep-128 / -512
+(huggingface/pytorch-pretrained-BigGAN @ 1e18aed) at batch 1, float32, exact softmax attention
+(upstream has no other), seeded random weights (time depends on shapes, not on the values).
+
+The upstream files are read from bare mirrors at run time into a temporary directory, never
+copied into this repository. Stand-ins replace what they import and never use here: timm's
+DropPath (the identity in eval), trunc_normal_, register_model and load_pretrained, and
+pytorch-pretrained-BigGAN's file_utils (checkpoint download). Run with the project venv:
+    .venv/bin/python bench/model_reference_bench.py --threads N [--modes eager,compile]
+Prints ms per call (median of --reps after warm-up; compile time apart) per model and mode.
+"""
+import argparse
+import csv
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import types
+
+import torch
+
+T2T_COMMIT = "0f63dc9558f4d192de926504dbddfa1b3f5db6ca"
+BIGGAN_COMMIT = "1e18aed2dff75db51428f13b940c38b923eb4a3d"
+T2T_FILES = ["t2t_vit.py", "token_transformer.py", "token_performer.py", "transformer_block.py"]
+BIGGAN_FILES = ["model.py", "config.py", "utils.py"]
+LAYERS_128 = [(False, 16, 16), (True, 16, 16), (False, 16, 16), (True, 16, 8), (False, 8, 8),
+              (True, 8, 4), (False, 4, 4), (True, 4, 2), (False, 2, 2), (True, 2, 1)]
+LAYERS_512 = [(False, 16, 16), (True, 16, 16), (False, 16, 16), (True, 16, 8), (False, 8, 8),
+              (True, 8, 8), (False, 8, 8), (True, 8, 4), (False, 4, 4), (True, 4, 2),
+              (False, 2, 2), (True, 2, 1), (False, 1, 1), (True, 1, 1)]
+
+
+def git_show(mirror, commit, path):
+    return subprocess.check_output(["git", "-C", mirror, "show", f"{commit}:{path}"])
+
+
+def write_package(root, name, files):
+    os.makedirs(os.path.join(root, *name.split(".")), exist_ok=True)
+    for fname, content in files.items():
+        mode = "wb" if isinstance(content, bytes) else "w"
+        with open(os.path.join(root, *name.split("."), fname), mode) as f:
+            f.write(content)
+
+
+def timm_standin(root):
+    """The four timm names T2T-ViT imports, as eval-time stand-ins."""
+    write_package(root, "timm", {"__init__.py": ""})
+    write_package(root, "timm.models", {
+        "__init__.py": "",
+        "helpers.py": "def load_pretrained(*a, **k):\n    raise RuntimeError('not used')\n",
+        "registry.py": "def register_model(fn):\n    return fn\n",
+        "layers.py": (
+            "import torch\n"
+            "class DropPath(torch.nn.Module):\n"
+            "    def __init__(self, p=0.):\n        super().__init__()\n"
+            "    def forward(self, x):\n        return x\n"
+            "def trunc_normal_(t, std=1.0):\n"
+            "    return torch.nn.init.trunc_normal_(t, std=std, a=-2 * std, b=2 * std)\n"),
+    })
+
+
+def load_t2t(mirror, root):
+    timm_standin(root)
+    files = {"__init__.py": ""}
+    for f in T2T_FILES:
+        files[f] = git_show(mirror, T2T_COMMIT, f"models/{f}")
+    write_package(root, "upstream_t2t", files)
+    import upstream_t2t.t2t_vit as t2t  # noqa: E402
+    return t2t
+
+
+def load_biggan(mirror, root):
+    files = {"__init__.py": "", "file_utils.py": "def cached_path(*a, **k):\n    raise RuntimeError('not used')\n"}
+    for f in BIGGAN_FILES:
+        files[f] = git_show(mirror, BIGGAN_COMMIT, f"pytorch_pretrained_biggan/{f}")
+    write_package(root, "upstream_biggan", files)
+    import upstream_biggan.model as model  # noqa: E402
+    import upstream_biggan.config as config  # noqa: E402
+    return model, config
+
+
+def median_ms(fn, reps):
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--modes", default="eager,compile")
+    parser.add_argument("--models", default="t2t_vit_t_24,biggan-deep-128,biggan-deep-512")
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--t2t-mirror", default=os.environ.get(
+        "KDESERVE_T2T_MIRROR", "/work/.mirror/yitu-opensource+T2T-ViT/repo"))
+    parser.add_argument("--biggan-mirror", default=os.environ.get(
+        "KDESERVE_BIGGAN_MIRROR", "/work/.mirror/huggingface+pytorch-pretrained-BigGAN/repo"))
+    parser.add_argument("--csv", default="")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(7)
+    modes = args.modes.split(",")
+    wanted = args.models.split(",")
+    rows = []
+    with tempfile.TemporaryDirectory() as root:
+        sys.path.insert(0, root)
+        cases = []
+        if "t2t_vit_t_24" in wanted:
+            if os.path.isdir(args.t2t_mirror):
+                t2t = load_t2t(args.t2t_mirror, root)
+                net = t2t.t2t_vit_t_24().eval()
+                for batch in (1, 8):
+                    x = torch.randn(batch, 3, 224, 224)
+                    cases.append(("t2t_vit_t_24", batch, net, (x,)))
+            else:
+                print(f"model_reference_bench: no mirror at {args.t2t_mirror}; T2T-ViT skipped")
+        for name, layers, size in (("biggan-deep-128", LAYERS_128, 128),
+                                   ("biggan-deep-512", LAYERS_512, 512)):
+            if name not in wanted:
+                continue
+            if not os.path.isdir(args.biggan_mirror):
+                print(f"model_reference_bench: no mirror at {args.biggan_mirror}; {name} skipped")
+                continue
+            model, config = load_biggan(args.biggan_mirror, root)
+            cfg = config.BigGANConfig(output_dim=size, layers=layers)
+            net = model.BigGAN(cfg).eval()
+            z = (torch.randn(1, 128).clamp(-2, 2) * 0.4)
+            cls = torch.zeros(1, 1000)
+            cls[0, 207] = 1
+            cases.append((name, 1, net, (z, cls, 0.4)))
+        with torch.no_grad():
+            for name, batch, net, inputs in cases:
+                reps = args.reps if batch * (16 if "512" in name else 1) <= 8 else 3
+                for mode in modes:
+                    fn = net
+                    compile_s = 0.0
+                    if mode == "compile":
+                        fn = torch.compile(net)
+                        start = time.perf_counter()
+                        fn(*inputs)
+                        compile_s = time.perf_counter() - start
+                    fn(*inputs)
+                    ms = median_ms(lambda: fn(*inputs), reps)
+                    rows.append((name, batch, mode, args.threads, ms, ms / batch, compile_s))
+                    print(f"  {name:<16} batch {batch}  {mode:<8} {ms:9.1f} ms/call "
+                          f"{ms / batch:8.1f} ms/image"
+                          + (f"  (first call, compiling: {compile_s:.0f} s)" if compile_s else ""),
+                          flush=True)
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["model", "batch", "mode", "threads", "ms", "ms_per_image", "compile_s"])
+            w.writerows(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
