@@ -4,8 +4,7 @@ threads, dtype (float32), b and m (attention_bench's paper settings), and PyTorc
 exact reference of this process.
 
 KDEformer.py is read from a bare mirror at run time into a temporary directory, never copied
-into this repository; its one einops call (rearrange 'b t h e -> b h t e') gets a stand-in that
-does the same permutation. The reference exponentiates unshifted logits, so q arrives scaled
+into this repository (einops, which it imports, is in requirements/checks.txt). The reference exponentiates unshifted logits, so q arrives scaled
 (its forward applies no scale). Run with the project venv:
     .venv/bin/python bench/kdeformer_reference_bench.py --threads N [--mirror DIR] [--csv FILE]
 Prints one line per shape: ms per call (median of --reps after a warm-up) for the reference and
@@ -20,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import types
 
 import torch
 
@@ -39,14 +37,6 @@ def load_reference(mirror, tmp):
     src = subprocess.check_output(["git", "-C", mirror, "show", f"{COMMIT}:KDEformer.py"])
     with open(os.path.join(tmp, "KDEformer.py"), "wb") as f:
         f.write(src)
-    einops = types.ModuleType("einops")
-
-    def rearrange(x, pattern):
-        assert pattern.replace(" ", "") in ("bthe->bhte", "bshe->bhse", "bshd->bhsd"), pattern
-        return x.permute(0, 2, 1, 3)
-
-    einops.rearrange = rearrange
-    sys.modules["einops"] = einops
     sys.path.insert(0, tmp)
     import KDEformer  # noqa: E402
     return KDEformer

@@ -2,12 +2,18 @@
 build/bench/model_bench (bench/run_model_bench.sh runs both with the same threads): T2T-ViT_t-24
 (yitu-opensource/T2T-ViT @ 0f63dc9, models/) at batch 1 and 8, and BigGAN-deep-128 / -512
 (huggingface/pytorch-pretrained-BigGAN @ 1e18aed) at batch 1, float32, exact softmax attention
-(upstream has no other), seeded random weights (time depends on shapes, not on the values).
+(upstream has no other), seeded random weights (time depends on shapes, not on the values); and
+the KDEformer authors' own models with their KDEformer attention (majid-daliri/kdeformer @
+427df2d: vit_models/ with the T2T layers at m = 98 / 24 and b = 32 / 56 (demo_imagenet.py's b = 32 fails
+on layer 2's 784 tokens: the reference needs b to divide n; 56 as the Thinformer reproduction),
+biggan_models/model_kdeformer.py at b = 64, m = 128, which runs the attention in float64 as the
+authors do), eager and compiled (mode "kdeformer", "kdeformer-compile").
 
 The upstream files are read from bare mirrors at run time into a temporary directory, never
 copied into this repository. Stand-ins replace what they import and never use here: timm's
 DropPath (the identity in eval), trunc_normal_, register_model and load_pretrained, and
-pytorch-pretrained-BigGAN's file_utils (checkpoint download). Run with the project venv:
+pytorch-pretrained-BigGAN's file_utils (checkpoint download), torchvision's StochasticDepth (the
+identity in eval). Run with the project venv:
     .venv/bin/python bench/model_reference_bench.py --threads N [--modes eager,compile]
 Prints ms per call (median of --reps after warm-up; compile time apart) per model and mode.
 """
@@ -27,6 +33,10 @@ T2T_COMMIT = "0f63dc9558f4d192de926504dbddfa1b3f5db6ca"
 BIGGAN_COMMIT = "1e18aed2dff75db51428f13b940c38b923eb4a3d"
 T2T_FILES = ["t2t_vit.py", "token_transformer.py", "token_performer.py", "transformer_block.py"]
 BIGGAN_FILES = ["model.py", "config.py", "utils.py"]
+KDE_COMMIT = "427df2d56b7b97d1547464396755d3a453ea7e82"
+KDE_VIT_FILES = ["__init__.py", "t2t_vit.py", "t2t.py", "token_transformer.py", "kdeformer.py",
+                 "full_attention.py"]
+KDE_BIGGAN_FILES = ["model_kdeformer.py", "config.py", "utils.py"]
 LAYERS_128 = [(False, 16, 16), (True, 16, 16), (False, 16, 16), (True, 16, 8), (False, 8, 8),
               (True, 8, 4), (False, 4, 4), (True, 4, 2), (False, 2, 2), (True, 2, 1)]
 LAYERS_512 = [(False, 16, 16), (True, 16, 16), (False, 16, 16), (True, 16, 8), (False, 8, 8),
@@ -83,6 +93,48 @@ def load_biggan(mirror, root):
     return model, config
 
 
+def torchvision_standin(root):
+    """torchvision.ops.StochasticDepth, the one torchvision name the authors' T2T imports."""
+    write_package(root, "torchvision", {"__init__.py": ""})
+    write_package(root, "torchvision.ops", {"__init__.py": (
+        "import torch\n"
+        "class StochasticDepth(torch.nn.Module):\n"
+        "    def __init__(self, p=0., mode='row'):\n        super().__init__()\n"
+        "    def forward(self, x):\n        return x\n")})
+
+
+def load_kdeformer_models(mirror, root):
+    """The authors' T2T-ViT and BigGAN with KDEformer attention (and their root KDEformer.py)."""
+    timm_standin(root)
+    torchvision_standin(root)
+    with open(os.path.join(root, "KDEformer.py"), "wb") as f:
+        f.write(git_show(mirror, KDE_COMMIT, "KDEformer.py"))
+    vit = {f: git_show(mirror, KDE_COMMIT, f"vit_models/{f}") for f in KDE_VIT_FILES}
+    write_package(root, "kde_vit", vit)
+    big = {f: git_show(mirror, KDE_COMMIT, f"biggan_models/{f}") for f in KDE_BIGGAN_FILES}
+    big["__init__.py"] = ""
+    big["file_utils.py"] = "def cached_path(*a, **k):\n    raise RuntimeError('not used')\n"
+    write_package(root, "kde_biggan", big)
+    import kde_vit.t2t_vit as vit_model  # noqa: E402
+    import kde_biggan.model_kdeformer as biggan_model  # noqa: E402
+    import kde_biggan.config as biggan_config  # noqa: E402
+    return vit_model, biggan_model, biggan_config
+
+
+def converge_spectral_norms(net):
+    """Sets every spectral norm's stored vectors to the weight's top singular pair: in eval mode
+    torch divides by uᵀ W v with the stored u, v, which a fresh model holds at random (σ near 0,
+    activations overflowing, the authors' multinomial refusing NaN probabilities); a trained
+    checkpoint holds converged ones, as this makes them."""
+    with torch.no_grad():
+        for mod in net.modules():
+            if hasattr(mod, "weight_orig") and hasattr(mod, "weight_u"):
+                u, _, vh = torch.linalg.svd(mod.weight_orig.flatten(1), full_matrices=False)
+                mod.weight_u.copy_(u[:, 0])
+                mod.weight_v.copy_(vh[0])
+    return net
+
+
 def median_ms(fn, reps):
     times = []
     for _ in range(reps):
@@ -95,13 +147,15 @@ def median_ms(fn, reps):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--modes", default="eager,compile")
+    parser.add_argument("--modes", default="eager,compile,kdeformer,kdeformer-compile")
     parser.add_argument("--models", default="t2t_vit_t_24,biggan-deep-128,biggan-deep-512")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--t2t-mirror", default=os.environ.get(
         "KDESERVE_T2T_MIRROR", "/work/.mirror/yitu-opensource+T2T-ViT/repo"))
     parser.add_argument("--biggan-mirror", default=os.environ.get(
         "KDESERVE_BIGGAN_MIRROR", "/work/.mirror/huggingface+pytorch-pretrained-BigGAN/repo"))
+    parser.add_argument("--kdeformer-mirror", default=os.environ.get(
+        "KDESERVE_KDEFORMER_MIRROR", "/work/.mirror/majid-daliri+kdeformer/repo"))
     parser.add_argument("--csv", default="")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -112,13 +166,27 @@ def main():
     with tempfile.TemporaryDirectory() as root:
         sys.path.insert(0, root)
         cases = []
+        kde = None
+        if any(m.startswith("kdeformer") for m in modes):
+            if os.path.isdir(args.kdeformer_mirror):
+                kde = load_kdeformer_models(args.kdeformer_mirror, root)
+            else:
+                print(f"model_reference_bench: no mirror at {args.kdeformer_mirror}; the authors' "
+                      "KDEformer models skipped")
         if "t2t_vit_t_24" in wanted:
             if os.path.isdir(args.t2t_mirror):
                 t2t = load_t2t(args.t2t_mirror, root)
-                net = t2t.t2t_vit_t_24().eval()
+                nets = {"exact": t2t.t2t_vit_t_24().eval()}
+                if kde is not None:
+                    nets["kdeformer"] = kde[0].t2t_vit_t_24(
+                        t2tattn1_cfg={"name": "kdeformer", "sample_size": 98, "bucket_size": 32},
+                        # 784 tokens: the reference needs b | n (b = 32 fails there), so layer 2
+                        # takes b = 56 as the Thinformer reproduction of the authors' runs.
+                        t2tattn2_cfg={"name": "kdeformer", "sample_size": 24, "bucket_size": 56},
+                    ).eval()
                 for batch in (1, 8):
                     x = torch.randn(batch, 3, 224, 224)
-                    cases.append(("t2t_vit_t_24", batch, net, (x,)))
+                    cases.append(("t2t_vit_t_24", batch, nets, (x,)))
             else:
                 print(f"model_reference_bench: no mirror at {args.t2t_mirror}; T2T-ViT skipped")
         for name, layers, size in (("biggan-deep-128", LAYERS_128, 128),
@@ -130,18 +198,24 @@ def main():
                 continue
             model, config = load_biggan(args.biggan_mirror, root)
             cfg = config.BigGANConfig(output_dim=size, layers=layers)
-            net = model.BigGAN(cfg).eval()
+            nets = {"exact": converge_spectral_norms(model.BigGAN(cfg).eval())}
+            if kde is not None:
+                kcfg = kde[2].BigGANConfig(output_dim=size, layers=layers)
+                nets["kdeformer"] = converge_spectral_norms(kde[1].KDEformerBigGAN(kcfg).eval())
             z = (torch.randn(1, 128).clamp(-2, 2) * 0.4)
             cls = torch.zeros(1, 1000)
             cls[0, 207] = 1
-            cases.append((name, 1, net, (z, cls, 0.4)))
+            cases.append((name, 1, nets, (z, cls, 0.4)))
         with torch.no_grad():
-            for name, batch, net, inputs in cases:
+            for name, batch, nets, inputs in cases:
                 reps = args.reps if batch * (16 if "512" in name else 1) <= 8 else 3
                 for mode in modes:
+                    net = nets.get("kdeformer" if mode.startswith("kdeformer") else "exact")
+                    if net is None:
+                        continue
                     fn = net
                     compile_s = 0.0
-                    if mode == "compile":
+                    if mode.endswith("compile"):
                         fn = torch.compile(net)
                         start = time.perf_counter()
                         fn(*inputs)
