@@ -390,7 +390,21 @@ def check_bad_inputs(client, stub, photo):
 def check_batching(client, metrics_url):
     def scrape():
         return urllib.request.urlopen(metrics_url, timeout=30).read().decode()
-    before = scrape()
+    ok_series = dict(model=T2T, rpc="ModelInfer", code="OK")
+
+    # A call is counted once gRPC is done with it, after its response went out: let the earlier
+    # cases' last calls land before taking the baseline.
+    def settled():
+        last = scrape()
+        for _ in range(50):
+            time.sleep(0.1)
+            now = scrape()
+            if metric(now, "kdeserve_requests_total", **ok_series) == \
+                    metric(last, "kdeserve_requests_total", **ok_series):
+                return now
+            last = now
+        return last
+    before = settled()
     n, results, lock, done = 16, {}, threading.Lock(), threading.Event()
     xs = [X0, X1] + [RNG.standard_normal((1, 3, 224, 224)).astype(np.float32) for _ in range(n - 2)]
 
@@ -411,7 +425,6 @@ def check_batching(client, metrics_url):
     assert max(sizes) > 1, f"no two concurrent requests ran together: batch sizes {sizes}"
 
     # A call is counted once its response went out: give the counters a moment to catch up.
-    ok_series = dict(model=T2T, rpc="ModelInfer", code="OK")
     deadline = time.time() + 10
     while True:
         after = scrape()

@@ -152,7 +152,14 @@ def main():
             pb.GenerateItem(class_id=207, seed=3), pb.GenerateItem(class_id=207, seed=3, truncation=0.7),
             pb.GenerateItem(class_id=1, seed=4)]))
         assert [round(i.truncation, 6) for i in mixed.images] == [0.4, 0.7, 0.4], mixed.images
-        assert mixed.images[0].data == g1.images[0].data, "mixed-truncation request changed an image"
+        # Batch shapes change BLAS blocking (the conditional batch norm's linears, the attention's
+        # moments), so an item batched with another agrees with it alone to float rounding: at
+        # most one 8-bit level, on a few pixels.
+        def same_image(a, b):
+            diffs = [abs(x - y) for x, y in zip(a, b) if x != y]
+            return len(a) == len(b) and max(diffs, default=0) <= 1 and len(diffs) <= len(a) // 100
+        assert same_image(mixed.images[0].data, g1.images[0].data), \
+            "mixed-truncation request changed an image"
         assert mixed.images[1].data != g1.images[0].data
 
         def code(fn, request):
