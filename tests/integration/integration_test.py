@@ -276,10 +276,19 @@ class ServiceTest(unittest.TestCase):
         self.assertEqual((reply.images[0].height, reply.images[0].width), (128, 128))
         self.assertEqual(reply.images[0].seed, 11)
         self.assertEqual(len(reply.images[0].z), 128)
-        # Deterministic per (class, seed), alone or in another batch; raw output works too.
-        alone = self.stub.Generate(pb.GenerateRequest(model=GENERATOR, items=[
-            pb.GenerateItem(class_id=207, seed=11, truncation=0.4)]), timeout=120)
-        self.assertEqual(alone.images[0].data, reply.images[0].data)
+        # Deterministic per (class, seed); alone or in another batch the same to float rounding
+        # (BLAS blocking follows the batch shape): at most one 8-bit level on a few pixels.
+        raw_items = [pb.GenerateItem(class_id=207, seed=11, truncation=0.4)]
+        alone = self.stub.Generate(pb.GenerateRequest(
+            model=GENERATOR, format=pb.IMAGE_FORMAT_RAW_RGB8, items=raw_items), timeout=120)
+        batched = self.stub.Generate(pb.GenerateRequest(
+            model=GENERATOR, format=pb.IMAGE_FORMAT_RAW_RGB8,
+            items=raw_items + list(request.items[1:])), timeout=120)
+        a, b = alone.images[0].data, batched.images[0].data
+        diffs = [abs(x - y) for x, y in zip(a, b) if x != y]
+        self.assertEqual(len(a), len(b))
+        self.assertLessEqual(max(diffs, default=0), 1)
+        self.assertLessEqual(len(diffs), len(a) // 100)
         raw = self.stub.Generate(pb.GenerateRequest(
             model=GENERATOR, format=pb.IMAGE_FORMAT_RAW_RGB8,
             attention=pb.ATTENTION_MODE_EXACT, items=[pb.GenerateItem(class_id=3, seed=1)]),
