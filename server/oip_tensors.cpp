@@ -8,6 +8,7 @@
 
 #include "server/engine/images.h"
 #include "server/errors.h"
+#include "server/fnv1a.h"
 #include "server/request_validation.h"
 
 namespace kdeserve::server::oip {
@@ -295,15 +296,6 @@ std::optional<std::string> attention_parameter(const ModelInferRequest& request)
   return it->second.string_param();
 }
 
-uint64_t fnv1a(const char* data, size_t size) {
-  uint64_t h = 1469598103934665603ULL;
-  for (size_t i = 0; i < size; ++i) {
-    h ^= static_cast<unsigned char>(data[i]);
-    h *= 1099511628211ULL;
-  }
-  return h;
-}
-
 }  // namespace
 
 std::optional<int64_t> datatype_size(const std::string& d) {
@@ -394,9 +386,9 @@ ClassifyInfer check_classify_infer(const ModelInferRequest& request, const Model
     }
     const size_t per_row = out.tensors.size() / static_cast<size_t>(out.batch);
     for (int64_t i = 0; i < out.batch; ++i) {
-      out.tensor_seeds.push_back(fnv1a(
+      out.tensor_seeds.push_back(fnv1a(std::string_view(
           reinterpret_cast<const char*>(out.tensors.data() + static_cast<size_t>(i) * per_row),
-          per_row * sizeof(float)));
+          per_row * sizeof(float))));
     }
   }
   return out;

@@ -13,6 +13,7 @@
 
 #include "server/engine/images.h"
 #include "server/engine/model_engine.h"
+#include "server/fnv1a.h"
 #include "server/request_validation.h"
 #include "server/service_internal.h"
 
@@ -285,8 +286,8 @@ void InferenceService::submit_generate(Hosted& h, const std::shared_ptr<Job>& jo
     // image's), so its output depends only on the request; neither: a fresh one.
     const uint64_t seed =
         check.seeds[i] ? *check.seeds[i]
-        : check.z[i]   ? fnv1a(std::string(reinterpret_cast<const char*>(check.z[i]->data()),
-                                           check.z[i]->size() * sizeof(float)))
+        : check.z[i]   ? fnv1a(std::string_view(reinterpret_cast<const char*>(check.z[i]->data()),
+                                                check.z[i]->size() * sizeof(float)))
                        : draw_seed();
     job->seeds.push_back(seed);
     const std::vector<float> z =

@@ -38,9 +38,6 @@ v1::AttentionMode to_proto(AttentionMode mode);
 /// (a newer client's).
 std::optional<AttentionMode> from_proto(v1::AttentionMode mode);
 
-/// FNV-1a of bytes: the per-image attention seed of Classify, so a result depends only on the
-/// image.
-uint64_t fnv1a(const std::string& bytes, uint64_t h = 1469598103934665603ULL);
 /// A fresh random seed (for Generate items without seed or z).
 uint64_t draw_seed();
 /// The client's x-request-id metadata when printable (≤ 128 chars), else a new id.

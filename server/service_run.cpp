@@ -42,14 +42,6 @@ std::optional<AttentionMode> from_proto(v1::AttentionMode mode) {
 }
 
 // FNV-1a: the per-image attention seed of Classify, so a result depends only on the image bytes.
-uint64_t fnv1a(const std::string& bytes, uint64_t h) {
-  for (unsigned char c : bytes) {
-    h ^= c;
-    h *= 1099511628211ULL;
-  }
-  return h;
-}
-
 uint64_t draw_seed() {
   static std::mutex mutex;
   static std::mt19937_64 rng(std::random_device{}());
