@@ -317,41 +317,58 @@ bool check_layers(const std::vector<km::RecordedAttention>& recorded,
   return true;
 }
 
+// The shadow check shared by both kinds of model: the approximate forward (same seeds, so the
+// same outputs) recording each approximated layer's inputs, exact attention on those, the exact
+// forward, then `compare(approx output, exact output, result)`.
+template <typename Forward, typename Compare>
+ShadowResult shadow_check(const std::map<AttentionMode, km::AttentionPlan>& plans,
+                          std::vector<uint64_t> seeds, AttentionMode mode,
+                          const std::function<bool()>& stop, const Forward& forward,
+                          const Compare& compare) {
+  ShadowResult result;
+  std::vector<km::RecordedAttention> recorded;
+  km::ForwardContext ctx;
+  ctx.entry_seeds = std::move(seeds);
+  ctx.recorded = &recorded;
+  const km::AttentionPlan& plan = plans.at(mode);
+  const km::AttentionPlan& exact = plans.at(AttentionMode::kExact);
+  const at::Tensor approx = forward(plan, ctx);
+  ctx.recorded = nullptr;
+  if (!check_layers(recorded, plan, exact, ctx, stop, &result)) {
+    result.stopped = true;
+    return result;
+  }
+  recorded.clear();
+  if (stop()) {
+    result.stopped = true;
+    return result;
+  }
+  compare(approx, forward(exact, ctx), &result);
+  return result;
+}
+
 }  // namespace
 
 ShadowResult ModelEngine::shadow_classify(const std::vector<ClassifyInput>& inputs,
                                           AttentionMode mode,
                                           const std::function<bool()>& stop) const {
   return translating([&] {
-    ShadowResult result;
     ClassifyBatch batch = assemble(inputs, state_->spec);
-    std::vector<km::RecordedAttention> recorded;
-    km::ForwardContext ctx;
-    ctx.entry_seeds = std::move(batch.seeds);
-    ctx.recorded = &recorded;
-    const km::AttentionPlan& plan = state_->plans.at(mode);
-    const km::AttentionPlan& exact = state_->plans.at(AttentionMode::kExact);
-    const at::Tensor approx = state_->model->classify(batch.x, plan, ctx);
-    ctx.recorded = nullptr;
-    if (!check_layers(recorded, plan, exact, ctx, stop, &result)) {
-      result.stopped = true;
-      return result;
-    }
-    recorded.clear();
-    if (stop()) {
-      result.stopped = true;
-      return result;
-    }
-    const at::Tensor truth = state_->model->classify(batch.x, exact, ctx);
-    const at::Tensor pa = approx.to(at::kDouble).softmax(-1).cpu();
-    const at::Tensor pe = truth.to(at::kDouble).softmax(-1).cpu();
-    const at::Tensor agree = pa.argmax(-1).eq(pe.argmax(-1));
-    const at::Tensor diff = std::get<0>((pa - pe).abs().max(-1));
-    for (int64_t i = 0; i < pa.size(0); ++i) {
-      result.top1_agree.push_back(agree[i].item<bool>());
-      result.max_probability_difference.push_back(diff[i].item<double>());
-    }
-    return result;
+    return shadow_check(
+        state_->plans, std::move(batch.seeds), mode, stop,
+        [&](const km::AttentionPlan& plan, km::ForwardContext& ctx) {
+          return state_->model->classify(batch.x, plan, ctx);
+        },
+        [](const at::Tensor& approx, const at::Tensor& truth, ShadowResult* result) {
+          const at::Tensor pa = approx.to(at::kDouble).softmax(-1).cpu();
+          const at::Tensor pe = truth.to(at::kDouble).softmax(-1).cpu();
+          const at::Tensor agree = pa.argmax(-1).eq(pe.argmax(-1));
+          const at::Tensor diff = std::get<0>((pa - pe).abs().max(-1));
+          for (int64_t i = 0; i < pa.size(0); ++i) {
+            result->top1_agree.push_back(agree[i].item<bool>());
+            result->max_probability_difference.push_back(diff[i].item<double>());
+          }
+        });
   });
 }
 
@@ -359,36 +376,22 @@ ShadowResult ModelEngine::shadow_generate(const std::vector<GenerateInput>& inpu
                                           double truncation, AttentionMode mode,
                                           const std::function<bool()>& stop) const {
   return translating([&] {
-    ShadowResult result;
     GenerateBatch batch = assemble(inputs, state_->spec);
-    std::vector<km::RecordedAttention> recorded;
-    km::ForwardContext ctx;
-    ctx.entry_seeds = std::move(batch.seeds);
-    ctx.recorded = &recorded;
-    const km::AttentionPlan& plan = state_->plans.at(mode);
-    const km::AttentionPlan& exact = state_->plans.at(AttentionMode::kExact);
-    const at::Tensor approx =
-        km::to_uint8_rgb(state_->model->generate(batch.z, batch.classes, truncation, plan, ctx));
-    ctx.recorded = nullptr;
-    if (!check_layers(recorded, plan, exact, ctx, stop, &result)) {
-      result.stopped = true;
-      return result;
-    }
-    recorded.clear();
-    if (stop()) {
-      result.stopped = true;
-      return result;
-    }
-    const at::Tensor truth =
-        km::to_uint8_rgb(state_->model->generate(batch.z, batch.classes, truncation, exact, ctx));
-    const at::Tensor mse =
-        (approx.to(at::kDouble) - truth.to(at::kDouble)).pow(2).flatten(1).mean(1).cpu();
-    for (int64_t i = 0; i < mse.size(0); ++i) {
-      const double m = mse[i].item<double>();
-      result.psnr_db.push_back(
-          m > 0 ? std::min(kMaxPsnrDb, 10.0 * std::log10(255.0 * 255.0 / m)) : kMaxPsnrDb);
-    }
-    return result;
+    return shadow_check(
+        state_->plans, std::move(batch.seeds), mode, stop,
+        [&](const km::AttentionPlan& plan, km::ForwardContext& ctx) {
+          return km::to_uint8_rgb(
+              state_->model->generate(batch.z, batch.classes, truncation, plan, ctx));
+        },
+        [](const at::Tensor& approx, const at::Tensor& truth, ShadowResult* result) {
+          const at::Tensor mse =
+              (approx.to(at::kDouble) - truth.to(at::kDouble)).pow(2).flatten(1).mean(1).cpu();
+          for (int64_t i = 0; i < mse.size(0); ++i) {
+            const double m = mse[i].item<double>();
+            result->psnr_db.push_back(
+                m > 0 ? std::min(kMaxPsnrDb, 10.0 * std::log10(255.0 * 255.0 / m)) : kMaxPsnrDb);
+          }
+        });
   });
 }
 
