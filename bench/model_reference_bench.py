@@ -16,6 +16,13 @@ pytorch-pretrained-BigGAN's file_utils (checkpoint download), torchvision's Stoc
 identity in eval). Run with the project venv:
     .venv/bin/python bench/model_reference_bench.py --threads N [--modes eager,compile]
 Prints ms per call (median of --reps after warm-up; compile time apart) per model and mode.
+
+With --ours build/bench/model_bench it also starts our model_bench --serve beside them (same
+threads) and interleaves call by call: each of --rounds rounds times one call of every mode, ours
+(exact and KDEformer plans) included, in an order that rotates from round to round, so the shared
+machine's drift hits every mode alike. It then prints, per model and batch, the median of each
+mode, the best PyTorch mode per attention mode, the ratio best ÷ ours and in how many rounds ours
+was the faster one.
 """
 import argparse
 import csv
@@ -135,6 +142,71 @@ def converge_spectral_norms(net):
     return net
 
 
+class Ours:
+    """Our model_bench --serve: one timed call per request, timed inside the process."""
+
+    def __init__(self, binary, threads):
+        self.proc = subprocess.Popen([binary, "--serve", "--threads", str(threads)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline().strip()
+        if line != "ready":
+            raise RuntimeError(f"{binary} --serve did not start: {line!r}")
+
+    def call_ms(self, model, batch, mode):
+        self.proc.stdin.write(f"{model} {batch} {mode}\n")
+        self.proc.stdin.flush()
+        answer = self.proc.stdout.readline().split(maxsplit=1)
+        if len(answer) != 2 or answer[0] != "ms":
+            raise RuntimeError(f"model_bench --serve: {model} {batch} {mode}: {answer}")
+        return float(answer[1])
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+# Best PyTorch mode for each of our attention modes: exact against upstream eager/compiled, and
+# our KDEformer against every PyTorch mode (upstream exact and the authors' KDEformer models).
+PEERS = {"ours-exact": ("eager", "compile"),
+         "ours-kdeformer": ("eager", "compile", "kdeformer", "kdeformer-compile")}
+
+
+def interleave(name, batch, fns, ours, rounds):
+    """ms per call of every mode over `rounds` rotating rounds: {mode: [ms, ...]}."""
+    modes = list(fns) + ["ours-exact", "ours-kdeformer"]
+    times = {m: [] for m in modes}
+    for r in range(rounds):
+        order = modes[r % len(modes):] + modes[:r % len(modes)]
+        for mode in order:
+            # Lets the other process's OpenMP workers stop spinning before the timed call.
+            time.sleep(0.05)
+            if mode.startswith("ours-"):
+                times[mode].append(ours.call_ms(name, batch, mode[len("ours-"):]))
+            else:
+                start = time.perf_counter()
+                fns[mode]()
+                times[mode].append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def report_interleaved(name, batch, times, threads, rows):
+    med = {m: statistics.median(t) for m, t in times.items()}
+    for mode, ms in med.items():
+        rows.append((name, batch, mode, threads, ms, ms / batch, 0.0))
+    print(f"  {name:<16} batch {batch}  interleaved, {len(times['ours-exact'])} rounds, "
+          "median ms/call: " + ", ".join(f"{m} {ms:.1f}" for m, ms in med.items()), flush=True)
+    for ours, peers in PEERS.items():
+        present = [p for p in peers if p in med]
+        if not present:
+            continue
+        best = min(present, key=lambda p: med[p])
+        won = sum(min(times[p][i] for p in present) > times[ours][i]
+                  for i in range(len(times[ours])))
+        print(f"    {ours:<15} {med[ours]:9.1f} ms vs best PyTorch ({best}) {med[best]:9.1f} ms: "
+              f"{med[best] / med[ours]:.2f}x, faster in {won}/{len(times[ours])} rounds",
+              flush=True)
+
+
 def median_ms(fn, reps):
     times = []
     for _ in range(reps):
@@ -157,6 +229,9 @@ def main():
     parser.add_argument("--kdeformer-mirror", default=os.environ.get(
         "KDESERVE_KDEFORMER_MIRROR", "/work/.mirror/majid-daliri+kdeformer/repo"))
     parser.add_argument("--csv", default="")
+    parser.add_argument("--ours", default="",
+                        help="build/bench/model_bench: interleave its calls with PyTorch's")
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(7)
@@ -206,9 +281,11 @@ def main():
             cls = torch.zeros(1, 1000)
             cls[0, 207] = 1
             cases.append((name, 1, nets, (z, cls, 0.4)))
+        ours = Ours(args.ours, args.threads) if args.ours else None
         with torch.no_grad():
             for name, batch, nets, inputs in cases:
                 reps = args.reps if batch * (16 if "512" in name else 1) <= 8 else 3
+                fns = {}
                 for mode in modes:
                     net = nets.get("kdeformer" if mode.startswith("kdeformer") else "exact")
                     if net is None:
@@ -221,12 +298,25 @@ def main():
                         fn(*inputs)
                         compile_s = time.perf_counter() - start
                     fn(*inputs)
-                    ms = median_ms(lambda: fn(*inputs), reps)
+                    fns[mode] = (lambda f: lambda: f(*inputs))(fn)
+                    if ours is not None:
+                        print(f"  {name:<16} batch {batch}  {mode:<8} ready"
+                              + (f" (compiling: {compile_s:.0f} s)" if compile_s else ""),
+                              flush=True)
+                        continue
+                    ms = median_ms(fns[mode], reps)
                     rows.append((name, batch, mode, args.threads, ms, ms / batch, compile_s))
                     print(f"  {name:<16} batch {batch}  {mode:<8} {ms:9.1f} ms/call "
                           f"{ms / batch:8.1f} ms/image"
                           + (f"  (first call, compiling: {compile_s:.0f} s)" if compile_s else ""),
                           flush=True)
+                if ours is not None:
+                    rounds = args.rounds if batch * (16 if "512" in name else 1) <= 8 else \
+                        max(3, args.rounds - 2)
+                    times = interleave(name, batch, fns, ours, rounds)
+                    report_interleaved(name, batch, times, args.threads, rows)
+        if ours is not None:
+            ours.close()
     if args.csv:
         with open(args.csv, "w", newline="") as f:
             w = csv.writer(f)
