@@ -101,7 +101,7 @@ Figures measure(const km::Model& model, const km::AttentionPlan& plan, int64_t b
 int serve() {
   std::map<std::string, std::unique_ptr<km::Model>> models;
   std::map<std::pair<std::string, int64_t>, Inputs> inputs;
-  std::map<std::string, bool> warm;
+  std::map<std::string, bool> warm;  // "<model> <batch> <mode>" already run once
   std::printf("ready\n");
   std::fflush(stdout);
   std::string line;
@@ -123,7 +123,7 @@ int serve() {
       if (inputs.count(key) == 0) inputs[key] = make_inputs(model->spec(), batch);
       const km::AttentionPlan plan =
           model->plan_for(mode == "exact" ? att::Method::kExact : att::Method::kKdeformer);
-      const std::string warm_key = line;
+      const std::string warm_key = name + " " + std::to_string(batch) + " " + mode;
       if (!warm[warm_key]) {
         km::ForwardContext ctx;
         run_once(*model, inputs[key], plan, ctx);

@@ -189,10 +189,10 @@ def interleave(name, batch, fns, ours, rounds):
     return times
 
 
-def report_interleaved(name, batch, times, threads, rows):
+def report_interleaved(name, batch, times, compile_s, threads, rows):
     med = {m: statistics.median(t) for m, t in times.items()}
     for mode, ms in med.items():
-        rows.append((name, batch, mode, threads, ms, ms / batch, 0.0))
+        rows.append((name, batch, mode, threads, ms, ms / batch, compile_s.get(mode, 0.0)))
     print(f"  {name:<16} batch {batch}  interleaved, {len(times['ours-exact'])} rounds, "
           "median ms/call: " + ", ".join(f"{m} {ms:.1f}" for m, ms in med.items()), flush=True)
     for ours, peers in PEERS.items():
@@ -285,7 +285,7 @@ def main():
         with torch.no_grad():
             for name, batch, nets, inputs in cases:
                 reps = args.reps if batch * (16 if "512" in name else 1) <= 8 else 3
-                fns = {}
+                fns, compiled_s = {}, {}
                 for mode in modes:
                     net = nets.get("kdeformer" if mode.startswith("kdeformer") else "exact")
                     if net is None:
@@ -299,6 +299,7 @@ def main():
                         compile_s = time.perf_counter() - start
                     fn(*inputs)
                     fns[mode] = (lambda f: lambda: f(*inputs))(fn)
+                    compiled_s[mode] = compile_s
                     if ours is not None:
                         print(f"  {name:<16} batch {batch}  {mode:<8} ready"
                               + (f" (compiling: {compile_s:.0f} s)" if compile_s else ""),
@@ -314,7 +315,7 @@ def main():
                     rounds = args.rounds if batch * (16 if "512" in name else 1) <= 8 else \
                         max(3, args.rounds - 2)
                     times = interleave(name, batch, fns, ours, rounds)
-                    report_interleaved(name, batch, times, args.threads, rows)
+                    report_interleaved(name, batch, times, compiled_s, args.threads, rows)
         if ours is not None:
             ours.close()
     if args.csv:

@@ -41,7 +41,6 @@ std::optional<AttentionMode> from_proto(v1::AttentionMode mode) {
   return std::nullopt;
 }
 
-// FNV-1a: the per-image attention seed of Classify, so a result depends only on the image bytes.
 uint64_t draw_seed() {
   static std::mutex mutex;
   static std::mt19937_64 rng(std::random_device{}());
