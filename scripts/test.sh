@@ -2,15 +2,19 @@
 # The test command (README, .ci/run): installs what the builds and the checks need, then builds
 # and tests both supported builds, in Release, against LibTorch 2.11 (the venv's PyPI wheel):
 #   build/       KDESERVE_WITH_CUDA=OFF: every ctest suite (unit, integration, slow: the CPU image);
-#   build-cuda/  KDESERVE_WITH_CUDA=ON (TORCH_CUDA_ARCH_LIST 8.0;9.0): the whole project links
-#                against CUDA; its tests run their CPU parts here (the CUDA tests skip, saying
-#                why, without a GPU), the server refuses device: cuda:N without one, and the CUDA
-#                image is executed.
+#   build-cuda/  KDESERVE_WITH_CUDA=ON (TORCH_CUDA_ARCH_LIST 8.0;9.0): the libraries, the
+#                server and the CLI link against CUDA, and what a CUDA build changes is tested
+#                (target kdeserve_cuda_checks, tests/CMakeLists.txt; ctest selection cuda_checks
+#                below): the device dispatch, the CUDA tests (which skip, saying why, without a
+#                GPU), the server refusing device: cuda:N without one, its libraries, a smoke
+#                call, the integration service suite and the CUDA image. Every other suite runs
+#                the same CPU code as the CPU build (scripts/gpu_check.sh runs them on a GPU).
 # and the sanitizer builds (clang; DEVELOPERS.md "Sanitizer and fuzz builds"), which build only
 # what their tests run (target kdeserve_sanitizer_checks):
 #   build-asan/  ASan+UBSan with the libFuzzer targets: the server tests, the integration tests
 #                and every fuzz target for KDESERVE_FUZZ_SECONDS (default here 60) seconds each;
-#   build-tsan/  TSan: the server tests and the integration tests.
+#   build-tsan/  TSan: the server tests and the integration tests, but for three wire and
+#                linking checks that ASan runs (they spend minutes under TSan on one thread).
 # Extra arguments go to every ctest run (e.g. -L unit). Environment: KDESERVE_TEST_BUILDS
 # ("cpu cuda asan tsan" by default; any of them), KDESERVE_BUILD_DIR /
 # KDESERVE_CUDA_BUILD_DIR / KDESERVE_ASAN_BUILD_DIR / KDESERVE_TSAN_BUILD_DIR (default build /
@@ -26,6 +30,11 @@ asan_dir=${KDESERVE_ASAN_BUILD_DIR:-build-asan}
 tsan_dir=${KDESERVE_TSAN_BUILD_DIR:-build-tsan}
 sanitizer_cmake_args="-DCMAKE_CXX_COMPILER=clang++ -DKDESERVE_BUILD_BENCHMARKS=OFF"
 failed=()
+# The CUDA build's tests (built by its target kdeserve_cuda_checks): the GoogleTest suites of the
+# device dispatch, the CUDA tests and the server's configuration, status and metrics; the server
+# scripts that depend on the build; the integration service suite; the CUDA image.
+cuda_checks='^(AttentionApi|AttentionOnCuda|KdeformerFused|ModelsOnCuda|ServerConfig|ServerStatus|ServerLogging|ServerMetrics|ThreadStacks)\.'
+cuda_checks+='|^(server_(smoke|runtime_libs|cuda_device)_test|integration_ServiceTest|deploy_image_rootfs_cuda)$'
 builds=${KDESERVE_TEST_BUILDS:-cpu cuda asan tsan}
 for variant in $builds; do
   case "$variant" in
@@ -60,15 +69,16 @@ for variant in $builds; do
   start=$SECONDS
   targets=() tests=()
   case "$variant" in
-    # The soak (label slow, ~3.5 min) drives the same server code in both builds: the CPU
-    # build runs it.
-    cuda) tests=(-E '^soak$') ;;
+    cuda) targets=(kdeserve_cuda_checks) tests=(-R "$cuda_checks") ;;
     asan) targets=(kdeserve_sanitizer_checks) tests=(-L 'server|integration|fuzz') ;;
     # Under TSan (5-15x slower) one batch's time varies too much for this timing test to set up
     # its expired-while-queued call; the other builds run it, and the hardening and integration
     # tests cover expiry while queued under TSan.
+    # The echoed-strings limits, the Triton client and the runtime-libraries checks (~4 min of
+    # the TSan run) test wire formats and linking, not threads: the ASan build runs them.
     tsan) targets=(kdeserve_sanitizer_checks)
-          tests=(-L 'server|integration' -E 'ServiceTest.DeadlinePassedWhileQueuedIsNotComputed') ;;
+          tests=(-L 'server|integration'
+                 -E 'ServiceTest.DeadlinePassedWhileQueuedIsNotComputed|^server_(echo_limits|oip_tritonclient|runtime_libs)_test$') ;;
   esac
   if ((${#targets[@]})); then
     bash scripts/build.sh "${targets[@]}"
