@@ -5,7 +5,9 @@ another, and every request is accounted for. Each test failed on the server befo
 Run by ctest (label `integration`) like integration_test.py (same environment)."""
 
 import concurrent.futures
+import datetime
 import io
+import json
 import os
 import signal
 import struct
@@ -29,6 +31,28 @@ def rss_bytes(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError("no VmRSS")
+
+
+def sanitized_server():
+    """The server binary is an ASan or TSan build: its allocator says nothing about RSS, and
+    TSan's exit (shadow memory, race report pass) takes a second or more after main returns."""
+    with open(SERVER, "rb") as f:
+        binary = f.read()
+    return b"AddressSanitizer" in binary or b"ThreadSanitizer" in binary
+
+
+def log_seconds(log_path, message_prefix):
+    """Wall-clock time (s since the epoch) of the first JSON log line whose msg starts with
+    message_prefix."""
+    with open(log_path) as f:
+        for line in f:
+            if not line.startswith("{"):
+                continue
+            entry = json.loads(line)
+            if entry.get("msg", "").startswith(message_prefix):
+                stamp = datetime.datetime.strptime(entry["time"], "%Y-%m-%dT%H:%M:%S.%fZ")
+                return stamp.timestamp()
+    raise AssertionError(f"no log line starting with {message_prefix!r} in {log_path}")
 
 
 def big_png(side):
@@ -241,9 +265,7 @@ class AdmissionTest(unittest.TestCase):
             self.assertEqual(capacity, 256 << 20)
             # The sanitizers' allocators keep freed memory (ASan's 256 MiB quarantine) or
             # shadow it (TSan), and ignore malloc_trim: RSS says nothing there.
-            with open(SERVER, "rb") as f:
-                binary = f.read()
-            if b"AddressSanitizer" not in binary and b"ThreadSanitizer" not in binary:
+            if not sanitized_server():
                 self.assertLess(queued_rss, 100 << 20, f"RSS grew by {queued_rss >> 20} MiB")
         finally:
             server.stop()
@@ -320,7 +342,15 @@ class GraceTest(unittest.TestCase):
             print(f"figures: idle server exited {took:.2f} s after SIGTERM (grace 5 s)",
                   file=sys.stderr)
             self.assertEqual(rc, 0, server.logs())
-            self.assertLess(took, 1.5, server.logs())
+            # What the server controls: from the signal to its last log line (0.2 s measured
+            # under TSan in CI). The process exit adds the runtime's teardown: under TSan in CI
+            # it took over 1.5 s, so there the bound only says the grace period was not waited.
+            server.log.flush()
+            drained = (log_seconds(server.log_path, "stopped") -
+                       log_seconds(server.log_path, "signal 15"))
+            print(f"figures: shutdown logged {drained:.2f} s after the signal", file=sys.stderr)
+            self.assertLess(drained, 1.0, server.logs())
+            self.assertLess(took, 4.0 if sanitized_server() else 1.5, server.logs())
         finally:
             server.stop()
 

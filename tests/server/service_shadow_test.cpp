@@ -166,9 +166,16 @@ TEST_F(ShadowServiceTest, B_ACheckGivesWayToARequest) {
   // The picked batch runs while two Generates arrive (one item per batch): the first runs when
   // the classifier's batch ends, the check waits behind it, and when its turn comes the second
   // Generate is waiting: the check is skipped ("queue"; "preempted" had it already started).
+  // Its queue time is observed when its batch starts on the compute thread: only then are the
+  // Generates sent (a fixed sleep let them overtake its decoding under TSan).
+  const std::string started = "kdeserve_queue_duration_seconds_count{model=\"" + m + "\"}";
+  const double started_before = value(started);
   auto classifier = std::async(std::launch::async,
                                [] { return classify(v1::ATTENTION_MODE_KDEFORMER, 91); });
-  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  for (int i = 0; i < 2000 && value(started) < started_before + 1; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_EQ(value(started), started_before + 1) << metrics_text();
   auto generate_exact = [] {
     v1::GenerateRequest g;
     g.set_model("biggan-deep-128");
