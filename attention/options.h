@@ -35,6 +35,16 @@ enum class Residual {
                     ///< Nyström weights) restricted to the off-block keys; no samples.
 };
 
+/// How the coreset residual (Residual::kCoreset) draws its RPCholesky pivots.
+enum class CoresetPivots {
+  kAccelerated,  ///< Blocks of proposals from the residual diagonal, accepted by rejection
+                 ///< (Epperly, Tropp & Webber 2024, accelerated RPCholesky): the same pivot
+                 ///< distribution as kSequential, the kernel columns computed as one GEMM per
+                 ///< block. Draws from stream_generator(call, entry, head, kUniforms).
+  kSequential,   ///< WildCat's pivot-by-pivot Gumbel-max RPCholesky (call.injected.uniforms
+                 ///< [rank, Nk] apply): one matrix-vector pass over the keys per pivot.
+};
+
 /// Which implementation computes KDEformer.
 enum class KdeformerKernel {
   kAuto,   ///< The fused CPU kernel wherever it supports the inputs (measured faster at every
@@ -101,6 +111,8 @@ struct KdeformerOptions {
   /// kControlVariate allows sample_size 0: the deterministic blocks + far-field estimate (as
   /// does kMassCalibrated, which then equals it).
   TORCH_ARG(Residual, residual) = Residual::kSampled;
+  /// The coreset residual's pivot draws (identical in distribution; kAccelerated is faster).
+  TORCH_ARG(CoresetPivots, coreset_pivots) = CoresetPivots::kAccelerated;
   /// Clamp each output coordinate to [min_j v_j, max_j v_j], where exact attention (a convex
   /// combination of the values) always lies; never moves a coordinate away from the exact one.
   TORCH_ARG(bool, clamp_output) = false;

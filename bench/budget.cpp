@@ -42,6 +42,8 @@ const std::vector<VariantInfo>& infos() {
       {"exact_chunked", false, "exact attention, chunked backend"},
       {"exact_sdpa", false, "exact attention, SDPA backend"},
       {"kdeformer_ref", false, "KDEformer, the reference bucket order, b = s = m/2"},
+      {"kdeformer_wc_seq", false,
+       "kdeformer_wc with WildCat's sequential RPCholesky pivots (kdeformer_wc: accelerated)"},
       {"kdeformer_aten", false, "kdeformer on the ATen composition (the fused kernel's oracle)"},
       {"kdeformer_ff_aten", false, "kdeformer_ff on the ATen composition"},
       {"performer_ref", false, "Performer as the KDEformer authors ran it: iid, no stabiliser"},
@@ -257,11 +259,12 @@ Budgeted at_budget(const std::string& v, int64_t m, int64_t nq, int64_t nk,
     o.method(att::Method::kKdeformer);
     o.kdeformer().bucket_size(half).sample_size(m - half).residual(att::Residual::kMassCalibrated);
     o.kdeformer().clamp_output(true);
-  } else if (v == "kdeformer_wc") {
+  } else if (v == "kdeformer_wc" || v == "kdeformer_wc_seq") {
     o.method(att::Method::kKdeformer);
     const int64_t quarter = std::max<int64_t>(m / 4, 1);
     o.kdeformer().bucket_size(quarter).sample_size(std::max<int64_t>(m - quarter, 1));
     o.kdeformer().residual(att::Residual::kCoreset).clamp_output(true);
+    if (v == "kdeformer_wc_seq") o.kdeformer().coreset_pivots(att::CoresetPivots::kSequential);
   } else if (v == "block_only") {
     o.method(att::Method::kKdeformer);
     o.kdeformer().bucket_size(m).sample_size(0);

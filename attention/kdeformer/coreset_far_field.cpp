@@ -1,17 +1,48 @@
 #include "attention/kdeformer/coreset_far_field.h"
 
 #include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+#include <vector>
 
 #include "attention/common/blocks.h"
+#include "attention/random.h"
 #include "attention/wildcat/wildcat.h"
 
 namespace kdeserve::attention::kdeformer {
+
+wildcat::Coreset far_field_coreset(const at::Tensor& k3, const at::Tensor& values,
+                                   const at::Tensor& q_scale, double scale, int64_t rank,
+                                   int64_t batch, int64_t heads, CoresetPivots pivots,
+                                   const AttentionCall& call, at::Tensor* key_weights) {
+  const int64_t nk = k3.size(1);
+  const double floor = wildcat::default_residual_floor(k3.scalar_type());
+  if (pivots == CoresetPivots::kAccelerated) {
+    TORCH_CHECK(!call.injected.uniforms,
+                "kdeformer: injected uniforms are the sequential coreset pivots' Gumbel draws; "
+                "set coreset_pivots to kSequential to use them");
+    std::vector<at::Generator> generators;
+    if (nk > rank) {
+      for (int64_t b = 0; b < batch; ++b) {
+        for (int64_t h = 0; h < heads; ++h) {
+          generators.push_back(stream_generator(call, b, h, Stream::kUniforms));
+        }
+      }
+    }
+    return wildcat::compress_bins_accelerated(k3, values, q_scale, scale, rank, generators,
+                                              floor, key_weights);
+  }
+  const at::Tensor gumbel =
+      nk > rank ? wildcat::gumbel_noise(call, batch, heads, rank, nk, k3.options()) : at::Tensor();
+  return wildcat::compress_bins(k3, values, q_scale, scale, rank, gumbel, floor, key_weights);
+}
 
 CoresetFarField coreset_far_field(const at::Tensor& qs, const at::Tensor& q_scale,
                                   const at::Tensor& k3, const at::Tensor& v3,
                                   const at::Tensor& k_rows, const at::Tensor& key_valid,
                                   int64_t blocks, double scale, int64_t rank, int64_t batch,
-                                  int64_t heads, const AttentionCall& call) {
+                                  int64_t heads, CoresetPivots pivots,
+                                  const AttentionCall& call) {
   const int64_t groups = k3.size(0), nk = k3.size(1), dv = v3.size(2);
   const int64_t kwidth = k_rows.size(1) / blocks;
   // Softmax is invariant to a shift of all keys, and recentring shrinks the key norms the
@@ -19,15 +50,11 @@ CoresetFarField coreset_far_field(const at::Tensor& qs, const at::Tensor& q_scal
   // e^{β q·(k_l − k̄)} ≈ Σ_s W'_sl e^{β q·(k_s − k̄) + o_s} times e^{β q·k̄} on both sides.
   const at::Tensor centred = k3 - k3.mean(1, /*keepdim=*/true);
   at::Tensor v1 = at::cat({v3, at::ones({groups, nk, 1}, v3.options())}, 2);  // [G, Nk, Dv + 1]
-  const bool sampled = nk > rank;
-  const at::Tensor gumbel =
-      sampled ? wildcat::gumbel_noise(call, batch, heads, rank, nk, k3.options()) : at::Tensor();
   at::Tensor w;  // [G, S, Nk]
   // The coreset's own W'·values are not needed: the per-block sums below add up to them. A
   // zero-width value tensor makes that product free.
-  wildcat::Coreset c =
-      wildcat::compress_bins(centred, v1.narrow(2, 0, 0), q_scale, scale, rank, gumbel,
-                             wildcat::default_residual_floor(k3.scalar_type()), &w);
+  const wildcat::Coreset c = far_field_coreset(centred, v1.narrow(2, 0, 0), q_scale, scale, rank,
+                                               batch, heads, pivots, call, &w);
   const int64_t size = c.pivots.size(1);
   CoresetFarField out;
   out.pivots = c.pivots;

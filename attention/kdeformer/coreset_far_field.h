@@ -7,6 +7,8 @@
 #include <ATen/core/Tensor.h>
 
 #include "attention/call.h"
+#include "attention/options.h"
+#include "attention/wildcat/wildcat.h"
 
 namespace kdeserve::attention::kdeformer {
 
@@ -23,12 +25,20 @@ struct CoresetFarField {
 /// qs [G, R, D]: the scaled queries in padded sorted rows (R = blocks·qwidth); q_scale [G]: the
 /// largest unscaled query norm per group; k3 [G, Nk, D], v3 [G, Nk, Dv]; k_rows [G, blocks·kwidth]
 /// the key of each padded sorted key row, key_valid [blocks·kwidth] whether the row holds one.
-/// rank: S (every key, with W' = I, when Nk ≤ rank: the estimate is then exact). Randomness:
-/// wildcat::gumbel_noise of `call` (batch, heads give its per-(entry, head) streams).
+/// rank: S (every key, with W' = I, when Nk ≤ rank: the estimate is then exact). Randomness
+/// (batch, heads give the per-(entry, head) streams of `call`): kSequential pivots use
+/// wildcat::gumbel_noise, kAccelerated ones stream_generator(call, entry, head, kUniforms).
 CoresetFarField coreset_far_field(const at::Tensor& qs, const at::Tensor& q_scale,
                                   const at::Tensor& k3, const at::Tensor& v3,
                                   const at::Tensor& k_rows, const at::Tensor& key_valid,
                                   int64_t blocks, double scale, int64_t rank, int64_t batch,
-                                  int64_t heads, const AttentionCall& call);
+                                  int64_t heads, CoresetPivots pivots, const AttentionCall& call);
+
+/// The coreset of coreset_far_field (centred keys k3 [G, Nk, D], values [G, Nk, Dv]) and its
+/// weights W' [G, S, Nk] in *key_weights: the draws a call with these arguments makes.
+wildcat::Coreset far_field_coreset(const at::Tensor& k3, const at::Tensor& values,
+                                   const at::Tensor& q_scale, double scale, int64_t rank,
+                                   int64_t batch, int64_t heads, CoresetPivots pivots,
+                                   const AttentionCall& call, at::Tensor* key_weights);
 
 }  // namespace kdeserve::attention::kdeformer

@@ -114,7 +114,7 @@ Estimate estimate(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     const at::Tensor q_scale = q3.square().sum(2).sqrt_().amax(1);  // [G]
     cf = coreset_far_field(qs, q_scale, k3, v3, k_rows,
                            e.klayout.padded() ? e.klayout.row_valid : at::Tensor(), blocks,
-                           scale, m, batch, heads, call);
+                           scale, m, batch, heads, opt.coreset_pivots(), call);
     row_max = at::maximum(row_max, cf.logits.amax(2));
   }
 

@@ -6,9 +6,11 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "attention/random.h"
+#include "attention/wildcat/rp_cholesky.h"
 
 namespace kdeserve::attention::wildcat {
 namespace {
@@ -17,6 +19,8 @@ namespace {
 constexpr double kRho2 = 3.94582;
 // weighted attention: a denominator at or below this (relative to the query's shift) gives 0.
 constexpr double kMinDenominator = 1e-20;
+// Accelerated RPCholesky's proposals per round (at most the rank).
+constexpr int64_t kProposalBlock = 128;
 
 void check_options(const WildCatOptions& opt) {
   TORCH_CHECK(opt.num_bins() >= 1, "wildcat: num_bins must be >= 1, got ", opt.num_bins());
@@ -68,67 +72,6 @@ at::Tensor gumbel_noise(const AttentionCall& call, int64_t batch, int64_t heads,
   return u.log().neg_().log_().neg_().to(out);
 }
 
-namespace {
-
-// Randomly pivoted Cholesky on the Gaussian kernel exp(−‖k̃_i − k̃_j‖²/2) of scaled keys
-// ks [P, n, D] (rp_nystrom.py, eager mode). Pivots are drawn ∝ res_j·e^{‖k̃_j‖²}, the residual
-// diagonal of the exponential kernel.
-struct Cholesky {
-  at::Tensor pivots;  // [P, r] int64
-  at::Tensor inv;     // [P, r, r] K_SS⁻¹ (Gaussian); zero rows/columns for dropped pivots
-  at::Tensor rows;    // [P, r, n] Gaussian kernel rows of the pivots, ≤ 1
-};
-
-Cholesky rp_cholesky(const at::Tensor& ks, const at::Tensor& sqd, const at::Tensor& gumbel,
-                     int64_t r, double floor) {
-  const int64_t p = ks.size(0), n = ks.size(1), dim = ks.size(2);
-  const at::Tensor half = sqd * 0.5;
-  const at::Tensor ks_t = ks.transpose(1, 2).contiguous();  // [P, D, n]
-  Cholesky c;
-  c.pivots = at::empty({p, r}, ks.options().dtype(at::kLong));
-  c.inv = at::zeros({p, r, r}, ks.options());
-  c.rows = at::zeros({p, r, n}, ks.options());
-  at::Tensor res = at::ones({p, n}, ks.options());
-  for (int64_t t = 0; t < r; ++t) {
-    // Gumbel-max: argmax of log res + ‖k̃‖² + G samples j ∝ res_j e^{‖k̃_j‖²}.
-    at::Tensor idx = (res.log() + sqd + gumbel.select(1, t)).argmax(1, /*keepdim=*/true);  // [P, 1]
-    c.pivots.select(1, t).copy_(idx.squeeze(1));
-    const at::Tensor schur = res.gather(1, idx);  // [P, 1]
-    // Fix (peers.md §2.6.3): a pivot whose Schur complement is at or below the floor is
-    // dropped (g = 0, row 0, weight 0) instead of taking rsqrt of round-off.
-    const at::Tensor keep = schur.gt(floor);
-    const at::Tensor inv_sqrt =
-        at::where(keep, schur.clamp_min(floor).rsqrt(), at::zeros_like(schur));
-    // g = [K⁻¹a; −1]/√s with a = the stored rows at the pivot; K⁻¹ ← [[K⁻¹, 0], [0, 0]] + g gᵀ.
-    at::Tensor g = at::empty({p, t + 1}, ks.options());
-    if (t > 0) {
-      const at::Tensor a = c.rows.narrow(1, 0, t).gather(2, idx.view({p, 1, 1}).expand({p, t, 1}));
-      g.narrow(1, 0, t).copy_(at::bmm(c.inv.narrow(1, 0, t).narrow(2, 0, t), a).squeeze(2));
-    }
-    g.select(1, t).fill_(-1);
-    g.mul_(inv_sqrt);
-    c.inv.narrow(1, 0, t + 1).narrow(2, 0, t + 1).add_(g.unsqueeze(2) * g.unsqueeze(1));
-    // Gaussian row of the pivot; clamped to 1 (round-off can exceed it for near-duplicates).
-    const at::Tensor kp = ks.gather(1, idx.view({p, 1, 1}).expand({p, 1, dim}));  // [P, 1, D]
-    at::Tensor row = at::bmm(kp, ks_t)
-                         .squeeze(1)
-                         .sub_(half.gather(1, idx))
-                         .sub_(half)
-                         .exp_()
-                         .clamp_max_(1.0)
-                         .mul_(keep);
-    c.rows.select(1, t).copy_(row);
-    if (t + 1 < r) {
-      // y = Σ g_i G_i is the new Cholesky column up to sign: res ← max(res − y², 0), res_p = 0.
-      const at::Tensor y = at::bmm(g.unsqueeze(1), c.rows.narrow(1, 0, t + 1)).squeeze(1);
-      res.sub_(y.square()).scatter_(1, idx, 0.0).clamp_min_(0.0);
-    }
-  }
-  return c;
-}
-
-}  // namespace
-
 double default_residual_floor(at::ScalarType dtype) {
   const double eps = dtype == at::kDouble ? std::numeric_limits<double>::epsilon()
                                           : std::numeric_limits<float>::epsilon();
@@ -137,54 +80,60 @@ double default_residual_floor(at::ScalarType dtype) {
 
 double temperature_rho2() { return kRho2; }
 
-Coreset compress_bins(const at::Tensor& keys, const at::Tensor& values, const at::Tensor& q_scale,
-                      double scale, int64_t pivots, const at::Tensor& gumbel, double floor,
-                      at::Tensor* key_weights) {
-  const int64_t p = keys.size(0), n = keys.size(1), dim = keys.size(2);
-  Coreset out;
-  if (n <= pivots) {
-    out.keys = keys;
-    out.values = values;
-    out.weights = at::ones({p, n}, keys.options());
-    out.log_offsets = at::zeros({p, n}, keys.options());
-    out.pivots = at::arange(n, keys.options().dtype(at::kLong)).unsqueeze(0).expand({p, n});
-    if (key_weights != nullptr) {
-      *key_weights = at::eye(n, keys.options()).unsqueeze(0).expand({p, n, n});
-    }
-    return out;
-  }
-  TORCH_CHECK(
-      gumbel.defined() && gumbel.size(0) == p && gumbel.size(1) == pivots && gumbel.size(2) == n,
-      "wildcat: compress_bins needs gumbel [P, pivots, n]");
+namespace {
+
+// The keys scaled by √β/τ (τ² = ρ₂ k_scale/q_scale, as compress_kv.py) and ‖k̃‖²: ks [P, n, D],
+// sqd [P, n]. A zero k_scale (all keys equal) or q_scale (all queries 0) makes the kernel
+// constant: the multiplier is then 0.
+std::pair<at::Tensor, at::Tensor> scaled_keys(const at::Tensor& keys, const at::Tensor& q_scale,
+                                              double scale) {
   const at::Tensor sqd_raw = keys.square().sum(2);     // [P, n]
   const at::Tensor k_scale = sqd_raw.amax(1).sqrt_();  // [P]
-  // τ = √(ρ₂ k_scale / q_scale), keys scaled by √β/τ. A zero k_scale (all keys equal) or
-  // q_scale (all queries 0) makes the kernel constant: the multiplier is then 0.
   const at::Tensor tau = (k_scale / q_scale).mul_(kRho2).sqrt_();
   const at::Tensor usable = k_scale.gt(0).logical_and(q_scale.gt(0));
   const at::Tensor mult =
       at::where(usable, std::sqrt(scale) / tau, at::zeros_like(tau)).unsqueeze(1);  // [P, 1]
-  const at::Tensor ks = keys * mult.unsqueeze(2);
-  const at::Tensor sqd = sqd_raw * mult.square();  // ‖k̃‖², as the reference rescales them
-  Cholesky c = rp_cholesky(ks, sqd, gumbel, pivots, floor);
-  // Nyström weights of the Gaussian kernel, W = K_SS⁻¹ G, turned into exponential-kernel
-  // weights W_sl e^{(‖k̃_l‖² − ‖k̃_s‖²)/2}. That factor can overflow (and multiply round-off by
-  // e^{Δ/2}) where key norms differ widely. Fix (§2.6.4), exact in exact arithmetic:
+  return {keys * mult.unsqueeze(2), sqd_raw * mult.square()};  // ‖k̃‖², as the reference
+}
+
+// Every key with weight 1 (n <= pivots).
+Coreset every_key(const at::Tensor& keys, const at::Tensor& values, at::Tensor* key_weights) {
+  const int64_t p = keys.size(0), n = keys.size(1);
+  Coreset out;
+  out.keys = keys;
+  out.values = values;
+  out.weights = at::ones({p, n}, keys.options());
+  out.log_offsets = at::zeros({p, n}, keys.options());
+  out.pivots = at::arange(n, keys.options().dtype(at::kLong)).unsqueeze(0).expand({p, n});
+  if (key_weights != nullptr) {
+    *key_weights = at::eye(n, keys.options()).unsqueeze(0).expand({p, n, n});
+  }
+  return out;
+}
+
+// The coreset from the pivots and the Gaussian kernel's Nyström weights W = K_SS⁻¹ G.
+Coreset coreset_of(const at::Tensor& keys, const at::Tensor& values, const at::Tensor& sqd,
+                   const Pivoted& c, at::Tensor* key_weights) {
+  const int64_t p = keys.size(0), n = keys.size(1), dim = keys.size(2);
+  const int64_t pivots = c.pivots.size(1);
+  // Turned into exponential-kernel weights W_sl e^{(‖k̃_l‖² − ‖k̃_s‖²)/2}. That factor can
+  // overflow (and multiply round-off by e^{Δ/2}) where key norms differ widely. Fix (§2.6.4),
+  // exact in exact arithmetic:
   // 1. the column of each kept pivot is set to the unit vector it equals (K_SS⁻¹ K_SS = I),
   //    so the round-off of K_SS⁻¹ G there is never amplified;
   // 2. each row is max-shifted in log space, W'_sl = sign(W_sl) e^{log|W_sl| + ‖k̃_l‖²/2 − M_s}
   //    with M_s its largest exponent, and e^{M_s − ‖k̃_s‖²/2} becomes a logit offset.
-  const at::Tensor kept = c.rows.abs().amax(2).gt(0);  // [P, r] pivots not dropped
-  at::Tensor w = at::bmm(c.inv, c.rows);               // [P, r, n]
+  at::Tensor w = c.weights;  // [P, r, n]
   const at::Tensor unit = c.pivots.unsqueeze(2)
                               .eq(at::arange(n, c.pivots.options()))
-                              .logical_and_(kept.unsqueeze(2));  // [P, r, n]
+                              .logical_and_(c.kept.unsqueeze(2));  // [P, r, n]
   w = at::where(unit.any(1, /*keepdim=*/true), unit.to(w.scalar_type()), w);
   const at::Tensor half = (sqd * 0.5).unsqueeze(1);  // [P, 1, n]
   const at::Tensor exponent = w.abs().log_().add_(half);
   at::Tensor top = exponent.amax(2, /*keepdim=*/true);        // [P, r, 1]
   top = at::where(top.isfinite(), top, at::zeros_like(top));  // a dropped pivot's row is 0
   w = w.sign().mul_(exponent.sub_(top).exp_());
+  Coreset out;
   out.log_offsets = top.squeeze(2).sub_(sqd.gather(1, c.pivots).mul_(0.5));
   out.values = at::bmm(w, values);  // [P, r, Dv]
   out.weights = w.sum(2);           // [P, r]
@@ -192,6 +141,34 @@ Coreset compress_bins(const at::Tensor& keys, const at::Tensor& values, const at
   out.pivots = c.pivots;
   if (key_weights != nullptr) *key_weights = w;
   return out;
+}
+
+}  // namespace
+
+Coreset compress_bins(const at::Tensor& keys, const at::Tensor& values, const at::Tensor& q_scale,
+                      double scale, int64_t pivots, const at::Tensor& gumbel, double floor,
+                      at::Tensor* key_weights) {
+  const int64_t p = keys.size(0), n = keys.size(1);
+  if (n <= pivots) return every_key(keys, values, key_weights);
+  TORCH_CHECK(
+      gumbel.defined() && gumbel.size(0) == p && gumbel.size(1) == pivots && gumbel.size(2) == n,
+      "wildcat: compress_bins needs gumbel [P, pivots, n]");
+  const auto [ks, sqd] = scaled_keys(keys, q_scale, scale);
+  return coreset_of(keys, values, sqd, rp_cholesky_sequential(ks, sqd, gumbel, pivots, floor),
+                    key_weights);
+}
+
+Coreset compress_bins_accelerated(const at::Tensor& keys, const at::Tensor& values,
+                                  const at::Tensor& q_scale, double scale, int64_t pivots,
+                                  const std::vector<at::Generator>& generators, double floor,
+                                  at::Tensor* key_weights) {
+  const int64_t n = keys.size(1);
+  if (n <= pivots) return every_key(keys, values, key_weights);
+  const auto [ks, sqd] = scaled_keys(keys, q_scale, scale);
+  const int64_t block = std::min(pivots, kProposalBlock);
+  return coreset_of(keys, values, sqd,
+                    rp_cholesky_accelerated(ks, sqd, pivots, floor, generators, block),
+                    key_weights);
 }
 
 at::Tensor weighted_attention(const at::Tensor& q, const Coreset& coreset, double scale,

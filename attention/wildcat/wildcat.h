@@ -15,9 +15,11 @@
 /// the bin that holds j (r/C is the padded rank over num_bins). Otherwise each (entry, head)
 /// draws them from stream_generator(call, entry, head, Stream::kUniforms).
 
+#include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 
 #include <string>
+#include <vector>
 
 #include "attention/call.h"
 #include "attention/options.h"
@@ -52,6 +54,16 @@ struct Coreset {
 Coreset compress_bins(const at::Tensor& keys, const at::Tensor& values, const at::Tensor& q_scale,
                       double scale, int64_t pivots, const at::Tensor& gumbel, double floor,
                       at::Tensor* key_weights = nullptr);
+
+/// compress_bins with accelerated RPCholesky pivots (rp_cholesky.h; Epperly, Tropp & Webber
+/// 2024): blocks of proposals from the residual diagonal, accepted by rejection, which gives
+/// the pivot distribution of compress_bins' sequential draws with one GEMM per block instead of
+/// one matrix-vector pass per pivot. generators: one per bin (P), the only randomness. Slots
+/// left when every residual is at or below `floor` are dropped (weight 0).
+Coreset compress_bins_accelerated(const at::Tensor& keys, const at::Tensor& values,
+                                  const at::Tensor& q_scale, double scale, int64_t pivots,
+                                  const std::vector<at::Generator>& generators, double floor,
+                                  at::Tensor* key_weights = nullptr);
 
 /// Gumbel noise −log(−log u) [B·H, pivots, Nk] for compress_bins, drawn in float64 (u rounded
 /// to float32 could reach 1) and cast to `out`: u from call.injected.uniforms ([pivots, Nk] or

@@ -9,6 +9,7 @@
 #include <iostream>
 
 #include "attention/attention.h"
+#include "attention/kdeformer/coreset_far_field.h"
 #include "attention/kdeformer/kdeformer.h"
 #include "attention/spectral_norm.h"
 #include "attention/wildcat/wildcat.h"
@@ -28,23 +29,20 @@ KdeformerOptions coreset(int64_t b, int64_t r) {
 
 // The estimate of every (entry, head) from its definition: exact e_il inside query i's block,
 // the coreset's Ê_il = Σ_s e^{β q_i·k_s + o_s} W'_sl outside it, D̂ raised to
-// max(Σ_blk e, max_s e^{β q_i·k_s}), optionally clamped. W' comes from wildcat::compress_bins
-// with the same Gumbel draws as the call.
+// max(Σ_blk e, max_s e^{β q_i·k_s}), optionally clamped. W' comes from far_field_coreset
+// (wildcat::compress_bins or compress_bins_accelerated) with the same draws as the call.
 at::Tensor dense_estimate(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                          double scale, int64_t rank, const AttentionCall& call,
-                          const KdeformerParts& parts, bool clamp) {
+                          double scale, int64_t rank, CoresetPivots pivots,
+                          const AttentionCall& call, const KdeformerParts& parts, bool clamp) {
   const int64_t batch = q.size(0), heads = q.size(1), nk = k.size(2), dim = k.size(3);
   const at::Tensor k3 = k.reshape({batch * heads, nk, dim});
   const at::Tensor centred = k3 - k3.mean(1, true);
   const at::Tensor q_scale = q.reshape({batch * heads, -1, dim}).norm(2, 2).amax(1);
   const at::Tensor v3 = v.reshape({batch * heads, nk, -1});
   const at::Tensor v1 = at::cat({v3, at::ones({batch * heads, nk, 1}, v.options())}, 2);
-  const at::Tensor gumbel =
-      nk > rank ? wildcat::gumbel_noise(call, batch, heads, rank, nk, k.options()) : at::Tensor();
   at::Tensor w;
-  const wildcat::Coreset c = wildcat::compress_bins(
-      centred, v1, q_scale, scale, rank, gumbel, wildcat::default_residual_floor(k.scalar_type()),
-      &w);
+  const wildcat::Coreset c =
+      far_field_coreset(centred, v1, q_scale, scale, rank, batch, heads, pivots, call, &w);
   at::Tensor out = at::empty({batch, heads, q.size(2), v.size(3)}, v.options());
   for (int64_t b = 0; b < batch; ++b) {
     for (int64_t h = 0; h < heads; ++h) {
@@ -74,15 +72,19 @@ TEST(KdeformerCoreset, EqualsTheDenseEstimateFromTheCoresetWeights) {
   const at::Tensor k = seeded_randn({2, 2, 83, 8}, 502).mul_(0.8);
   const at::Tensor v = seeded_randn({2, 2, 83, 5}, 503);
   const double scale = 0.6;
-  for (bool clamp : {false, true}) {
-    AttentionCall call;
-    call.seed = 11;
-    const KdeformerOptions o = coreset(16, 24).clamp_output(clamp);
-    const KdeformerParts parts = kdeformer_parts(q, k, v, scale, o, call);
-    const at::Tensor dense = dense_estimate(q, k, v, scale, 24, call, parts, clamp);
-    EXPECT_LT(max_rel_diff(parts.output, dense), 1e-10) << "clamp " << clamp;
-    EXPECT_LT(max_rel_diff(kdeformer_attention(q, k, v, scale, o, call), dense), 1e-10);
-    EXPECT_TRUE(parts.residual_numerator.eq(0).all().item<bool>()) << "no samples are drawn";
+  for (CoresetPivots pivots : {CoresetPivots::kAccelerated, CoresetPivots::kSequential}) {
+    for (bool clamp : {false, true}) {
+      AttentionCall call;
+      call.seed = 11;
+      const KdeformerOptions o = coreset(16, 24).clamp_output(clamp).coreset_pivots(pivots);
+      const KdeformerParts parts = kdeformer_parts(q, k, v, scale, o, call);
+      const at::Tensor dense = dense_estimate(q, k, v, scale, 24, pivots, call, parts, clamp);
+      const bool sequential = pivots == CoresetPivots::kSequential;
+      EXPECT_LT(max_rel_diff(parts.output, dense), 1e-10)
+          << "clamp " << clamp << ", sequential " << sequential;
+      EXPECT_LT(max_rel_diff(kdeformer_attention(q, k, v, scale, o, call), dense), 1e-10);
+      EXPECT_TRUE(parts.residual_numerator.eq(0).all().item<bool>()) << "no samples are drawn";
+    }
   }
 }
 
@@ -149,6 +151,12 @@ TEST(KdeformerCoreset, RejectsNoCoresetKeysAndNoBlocks) {
   const at::Tensor x = seeded_randn({1, 1, 32, 4}, 551);
   EXPECT_THROW(kdeformer_attention(x, x, x, 1.0, coreset(8, 0)), c10::Error);
   EXPECT_THROW(kdeformer_attention(x, x, x, 1.0, coreset(8, 8).heavy(false)), c10::Error);
+  // Injected uniforms are the sequential pivots' Gumbel draws: the accelerated ones refuse them.
+  AttentionCall injected;
+  injected.injected.uniforms = at::full({8, 32}, 0.5, at::kDouble);
+  EXPECT_THROW(kdeformer_attention(x, x, x, 1.0, coreset(8, 8), injected), c10::Error);
+  EXPECT_NO_THROW(kdeformer_attention(
+      x, x, x, 1.0, coreset(8, 8).coreset_pivots(CoresetPivots::kSequential), injected));
   EXPECT_EQ(residual_from_string("coreset"), Residual::kCoreset);
   EXPECT_EQ(to_string(Residual::kCoreset), "coreset");
 }
@@ -169,20 +177,25 @@ TEST(KdeformerCoreset, BeatsWildCatAndTheBlocksAloneOnClusteredAttention) {
     return (spectral_norm(est[0][0] - exact) / spectral_norm(exact)).item<double>();
   };
   const int64_t m = 256;
-  double ours = 0, wc = 0, blocks = 0;
+  double ours = 0, sequential = 0, wc = 0, blocks = 0;
   for (uint64_t seed : {1, 2, 3}) {
     const AttentionCall call = kdeserve::testing::seeded_call(seed);
-    ours += rel(kdeformer_attention(x, x, v, 1.0, coreset(m / 4, 3 * m / 4).clamp_output(true),
-                                    call)) / 3;
+    const KdeformerOptions far = coreset(m / 4, 3 * m / 4).clamp_output(true);
+    ours += rel(kdeformer_attention(x, x, v, 1.0, far, call)) / 3;
+    sequential +=
+        rel(kdeformer_attention(
+            x, x, v, 1.0, KdeformerOptions(far).coreset_pivots(CoresetPivots::kSequential), call)) /
+        3;
     blocks += rel(kdeformer_attention(x, x, v, 1.0, KdeformerOptions().bucket_size(m)
                                                         .sample_size(0), call)) / 3;
     AttentionOptions o(Method::kWildCat);
     o.wildcat().rank(m).num_bins(1);
     wc += rel(attention(x, x, v, o.scale(1.0), call)) / 3;
   }
-  std::cout << "m = " << m << ": coreset far field " << ours << ", WildCat " << wc
-            << ", blocks alone " << blocks << "\n";
+  std::cout << "m = " << m << ": coreset far field " << ours << " (sequential pivots "
+            << sequential << "), WildCat " << wc << ", blocks alone " << blocks << "\n";
   EXPECT_LT(ours, 0.9 * wc);
+  EXPECT_LT(sequential, 0.9 * wc);
   EXPECT_LT(ours, 0.7 * blocks);
 }
 
