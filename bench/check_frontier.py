@@ -20,8 +20,7 @@ import sys
 from collections import defaultdict
 
 OWN = {"kdeformer", "kdeformer_ref", "kdeformer_ff", "kdeformer_cv", "kdeformer_mc", "kdeformer_wc",
-       "block_only",
-       "uniform"}
+       "kdeformer_wc_seq", "kdeformer_aten", "kdeformer_ff_aten", "block_only", "uniform"}
 
 
 def main():
