@@ -2,11 +2,13 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 
 #include "attention/exact.h"
 #include "attention/hyperattention/hyperattention.h"
+#include "attention/kdeformer/calibration.h"
 #include "attention/kdeformer/fused.h"
 #include "attention/kdeformer/kdeformer.h"
 #include "attention/performer/performer.h"
@@ -66,9 +68,10 @@ at::Tensor run_exact(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
 
 // KDEformer on the implementation `options` asks for; sets report.backend and appends the reason
 // to `why` when the fused kernel was asked for and cannot run.
-at::Tensor run_kdeformer(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                         double scale, const KdeformerOptions& options, const AttentionCall& call,
-                         AttentionReport& report, std::string& why) {
+at::Tensor run_kdeformer_estimate(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                  double scale, const KdeformerOptions& options,
+                                  const AttentionCall& call, AttentionReport& report,
+                                  std::string& why) {
   if (options.kernel() != KdeformerKernel::kAten) {
     const std::string unsupported = kdeformer::fused_unsupported_reason(q, options);
     if (unsupported.empty()) {
@@ -81,6 +84,17 @@ at::Tensor run_kdeformer(const at::Tensor& q, const at::Tensor& k, const at::Ten
   }
   report.backend = backend_name(q);
   return kdeformer::kdeformer_attention(q, k, v, scale, options, call);
+}
+
+// The estimate of either implementation, then its calibration (the same ATen step for both).
+at::Tensor run_kdeformer(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                         double scale, const KdeformerOptions& options, const AttentionCall& call,
+                         AttentionReport& report, std::string& why) {
+  at::Tensor out = run_kdeformer_estimate(q, k, v, scale, options, call, report, why);
+  if (options.calibration_rows() == 0 || q.size(2) == 0) return out;
+  report.calibration_rows = std::min(options.calibration_rows(), q.size(2));
+  return kdeformer::calibrate_to_mean(out, q, k, v, scale, options.calibration_rows(),
+                                      options.clamp_output(), call);
 }
 
 }  // namespace

@@ -49,6 +49,8 @@ struct AttentionReport {
   /// Random features (Performer, ScatterBrain), hash rounds (Reformer), coreset keys per
   /// (entry, head) (WildCat, Thinformer).
   int64_t num_features = 0, num_hashes = 0, coreset_size = 0;
+  /// KDEformer's exact calibration rows per (entry, head) (KdeformerOptions::calibration_rows).
+  int64_t calibration_rows = 0;
   /// Wall-clock seconds of the call (host time; on CUDA it includes no device synchronisation).
   double seconds = 0;
 };

@@ -116,6 +116,11 @@ struct KdeformerOptions {
   /// Clamp each output coordinate to [min_j v_j, max_j v_j], where exact attention (a convex
   /// combination of the values) always lies; never moves a coordinate away from the exact one.
   TORCH_ARG(bool, clamp_output) = false;
+  /// s > 0: calibrate the estimate against s exact rows per (entry, head), drawn uniformly:
+  /// out ← μ + λ (out − μ), μ = mean(V) the trivial estimate, λ ∈ [0, 2] the least-squares
+  /// coefficient on those rows, which are then replaced by their exact values
+  /// (attention/kdeformer/calibration.h). Costs O(s·Nk·(D + Dv)) per (entry, head).
+  TORCH_ARG(int64_t, calibration_rows) = 0;
   /// The implementation; every one computes the same estimate (to float32 rounding).
   TORCH_ARG(KdeformerKernel, kernel) = KdeformerKernel::kAuto;
 };

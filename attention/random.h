@@ -18,6 +18,7 @@ enum class Stream : uint64_t {
   kRotations = 5,    ///< Reformer's rotations.
   kUniforms = 6,     ///< Sequential samplers' uniforms.
   kCoins = 7,        ///< Fair coins.
+  kCalibration = 8,  ///< KDEformer's calibration rows.
 };
 
 /// splitmix64 finaliser of a ^ f(b): a well-mixed 64-bit combination of two seeds.

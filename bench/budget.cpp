@@ -13,6 +13,9 @@ namespace att = kdeserve::attention;
 
 namespace {
 
+// Exact rows per (entry, head) of the calibrated variants (*_cal).
+constexpr int64_t kCalibrationRows = 32;
+
 struct VariantInfo {
   std::string name;
   bool in_default;
@@ -31,6 +34,10 @@ const std::vector<VariantInfo>& infos() {
        "KDEformer, far field rescaled to the sampled off-block mass, b = s = m/2, clamped"},
       {"kdeformer_wc", true,
        "KDEformer, blocks b = m/4 + WildCat's coreset of the off-block keys, r = m - b, clamped"},
+      {"kdeformer_ff_cal", true,
+       "kdeformer_ff calibrated to mean(V) on 32 exact rows per head (calibration_rows)"},
+      {"kdeformer_mc_cal", true, "kdeformer_mc calibrated to mean(V) on 32 exact rows per head"},
+      {"kdeformer_wc_cal", true, "kdeformer_wc calibrated to mean(V) on 32 exact rows per head"},
       {"block_only", true, "KDEformer's block-diagonal part alone, b = m"},
       {"uniform", true, "m keys sampled uniformly (no LSH)"},
       {"performer", true, "Performer, m orthogonal features, stabilised"},
@@ -145,6 +152,9 @@ std::string knobs_of(const att::AttentionOptions& o, int64_t nk) {
         k << " residual=" << att::to_string(o.kdeformer().residual());
       }
       if (o.kdeformer().clamp_output()) k << " clamped";
+      if (o.kdeformer().calibration_rows() > 0) {
+        k << " calibrated=" << o.kdeformer().calibration_rows();
+      }
       if (o.kdeformer().kernel() != att::KdeformerKernel::kAuto) {
         k << " kernel=" << att::to_string(o.kdeformer().kernel());
       }
@@ -240,6 +250,15 @@ Budgeted at_budget(const std::string& v, int64_t m, int64_t nq, int64_t nk,
     Budgeted b = at_budget(v.substr(0, v.size() - 5), m, nq, nk, choices);
     b.variant = v;
     b.options.kdeformer().kernel(att::KdeformerKernel::kAten);
+    b.knobs = knobs_of(b.options, nk);
+    return b;
+  }
+  if (v.size() > 4 && v.compare(v.size() - 4, 4, "_cal") == 0) {
+    Budgeted b = at_budget(v.substr(0, v.size() - 4), m, nq, nk, choices);
+    b.variant = v;
+    if (b.options.method() == att::Method::kKdeformer) {
+      b.options.kdeformer().calibration_rows(kCalibrationRows);
+    }
     b.knobs = knobs_of(b.options, nk);
     return b;
   }

@@ -48,6 +48,9 @@ std::string describe(const attention::AttentionOptions& o) {
       if (o.kdeformer().residual() == attention::Residual::kMassCalibrated) out << ",cv-mass";
       if (o.kdeformer().residual() == attention::Residual::kCoreset) out << ",coreset";
       if (o.kdeformer().clamp_output()) out << ",clamped";
+      if (o.kdeformer().calibration_rows() > 0) {
+        out << ",calibrated=" << o.kdeformer().calibration_rows();
+      }
       out << ")";
       break;
     case Method::kPerformer:

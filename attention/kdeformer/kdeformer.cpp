@@ -268,6 +268,8 @@ void check_options(const KdeformerOptions& opt) {
   TORCH_CHECK(opt.residual() == Residual::kSampled || opt.heavy(),
               "kdeformer: the ", to_string(opt.residual()),
               " residual needs the heavy block part");
+  TORCH_CHECK(opt.calibration_rows() >= 0, "kdeformer: calibration_rows must be >= 0, got ",
+              opt.calibration_rows());
   TORCH_CHECK(opt.residual() != Residual::kCoreset || opt.sample_size() >= 1,
               "kdeformer: the coreset residual needs sample_size (its coreset keys) >= 1");
 }

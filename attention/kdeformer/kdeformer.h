@@ -52,6 +52,9 @@ namespace kdeserve::attention::kdeformer {
 /// D̂_i is raised to max(Σ_blk e, max_s e^{s_i,j_s}), each a lower bound of D_i (Nyström weights
 /// can be negative), and with clamp_output the output lies in the values' range. Exact when
 /// S ≥ Nk (W' = I). Extra memory O(S · (Nk + (Nk / b) · Dv)).
+///
+/// calibration_rows is applied by attention() after either implementation, not here
+/// (calibration.h: the estimate scaled about mean(V) by a coefficient fitted on exact rows).
 /// q [B, H, Nq, D], k [B, H, Nk, D], v [B, H, Nk, Dv] → [B, H, Nq, Dv]; float32 or float64;
 /// inputs are assumed validated (attention() does it). Fills the KDEformer fields of
 /// call.report when set.
