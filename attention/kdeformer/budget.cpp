@@ -7,11 +7,15 @@
 #include <sstream>
 
 #include "attention/exact.h"
+#include "attention/kdeformer/calibration.h"
 #include "attention/kdeformer/kdeformer.h"
 #include "attention/spectral_norm.h"
 
 namespace kdeserve::attention::kdeformer {
 namespace {
+
+// Exact rows of the grid's calibrated candidates (the far field's, m = 0).
+constexpr int64_t kGridCalibrationRows = 32;
 
 double median(std::vector<double> xs) {
   std::sort(xs.begin(), xs.end());
@@ -24,6 +28,7 @@ std::string describe(const KdeformerOptions& o) {
   std::ostringstream out;
   out << "b=" << o.bucket_size() << " m=" << o.sample_size() << ' ' << to_string(o.residual());
   if (o.clamp_output()) out << " clamped";
+  if (o.calibration_rows() > 0) out << " calibrated=" << o.calibration_rows();
   return out.str();
 }
 
@@ -36,6 +41,7 @@ std::vector<KdeformerOptions> candidate_grid(int64_t nk, const KdeformerOptions&
                                    .residual(Residual::kSampled).clamp_output(false));
       out.push_back(KdeformerOptions(base).bucket_size(b).sample_size(m)
                         .residual(Residual::kControlVariate).clamp_output(true));
+      if (m == 0) out.push_back(KdeformerOptions(out.back()).calibration_rows(kGridCalibrationRows));
       if (m > 0) out.push_back(KdeformerOptions(base).bucket_size(b).sample_size(m)
                                    .residual(Residual::kMassCalibrated).clamp_output(true));
       if (m > 0) out.push_back(KdeformerOptions(base).bucket_size(b).sample_size(m)
@@ -66,7 +72,11 @@ std::vector<BudgetPoint> measure_budgets(const at::Tensor& q, const at::Tensor& 
       AttentionCall call;
       call.seed = seed + static_cast<uint64_t>(r);
       const auto t0 = std::chrono::steady_clock::now();
-      const at::Tensor est = kdeformer_attention(q, k, v, scale, candidates[c], call);
+      at::Tensor est = kdeformer_attention(q, k, v, scale, candidates[c], call);
+      if (candidates[c].calibration_rows() > 0) {
+        est = calibrate_to_mean(est, q, k, v, scale, candidates[c].calibration_rows(),
+                                candidates[c].clamp_output(), call);
+      }
       times[c].push_back(
           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
       const at::Tensor diff =

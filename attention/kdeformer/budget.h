@@ -30,12 +30,14 @@ std::string describe(const KdeformerOptions& options);
 
 /// Candidate settings for a layer with nk keys: b ∈ {16, 32, 64, 128, 256} below nk, m ∈ {0,
 /// b/2, b, 2b} for the paper's sampled residual (m > 0), the control variate (m ≥ 0, clamped)
-/// the mass-calibrated far field and the coreset far field (m > 0, clamped), all with `base`'s
-/// projections, order and power iterations.
+/// the mass-calibrated far field and the coreset far field (m > 0, clamped), and the control
+/// variate at m = 0 calibrated on 32 exact rows, all with `base`'s projections, order and power
+/// iterations.
 std::vector<KdeformerOptions> candidate_grid(int64_t nk, const KdeformerOptions& base = {});
 
 /// Measures every candidate on q [B, H, Nq, D], k [B, H, Nk, D], v [B, H, Nk, Dv] at `scale`:
-/// `reps` calls each (seeds seed, seed + 1, …; errors averaged over them, time the median).
+/// `reps` calls each (seeds seed, seed + 1, …; errors averaged over them, time the median),
+/// calibrated (calibrate_to_mean) where a candidate asks for calibration rows.
 /// The candidates run interleaved, so a noisy machine slows them alike.
 std::vector<BudgetPoint> measure_budgets(const at::Tensor& q, const at::Tensor& k,
                                          const at::Tensor& v, double scale,

@@ -1,6 +1,9 @@
 // The budget chooser: its candidate grid, its measurements against exact attention and its picks.
 #include <gtest/gtest.h>
 
+#include <utility>
+
+#include "attention/attention.h"
 #include "attention/kdeformer/budget.h"
 #include "attention/kdeformer/kdeformer.h"
 #include "attention/spectral_norm.h"
@@ -14,7 +17,7 @@ using kdeserve::testing::seeded_randn;
 TEST(KdeformerBudget, GridStaysBelowNkAndCoversBothResiduals) {
   const auto grid = candidate_grid(100);
   ASSERT_FALSE(grid.empty());
-  bool sampled = false, cv_without_samples = false, coreset = false;
+  bool sampled = false, cv_without_samples = false, coreset = false, calibrated = false;
   for (const auto& o : grid) {
     EXPECT_LT(o.bucket_size(), 100);
     if (o.residual() == Residual::kSampled) {
@@ -25,10 +28,12 @@ TEST(KdeformerBudget, GridStaysBelowNkAndCoversBothResiduals) {
       cv_without_samples |= o.sample_size() == 0;
       coreset |= o.residual() == Residual::kCoreset && o.sample_size() > 0;
     }
+    calibrated |= o.calibration_rows() > 0;
   }
   EXPECT_TRUE(sampled);
   EXPECT_TRUE(cv_without_samples);
   EXPECT_TRUE(coreset);
+  EXPECT_TRUE(calibrated);
   EXPECT_TRUE(candidate_grid(16).empty());
 }
 
@@ -39,26 +44,37 @@ TEST(KdeformerBudget, MeasuresErrorsAgainstExactAttention) {
   const std::vector<KdeformerOptions> candidates = {
       KdeformerOptions().bucket_size(64).sample_size(0),  // one block: exact
       KdeformerOptions().bucket_size(8).sample_size(8),
+      KdeformerOptions().bucket_size(8).sample_size(0).residual(Residual::kControlVariate)
+          .clamp_output(true).calibration_rows(16),
   };
   const auto points = measure_budgets(q, k, v, 0.5, candidates, 1, /*seed=*/9);
-  ASSERT_EQ(points.size(), 2U);
+  ASSERT_EQ(points.size(), 3U);
   EXPECT_LT(points[0].rel_error, 1e-12);
   EXPECT_GT(points[0].seconds, 0);
   // The second candidate's errors, computed here from their definitions.
   AttentionCall call;
   call.seed = 9;
-  const at::Tensor est = kdeformer_attention(q, k, v, 0.5, candidates[1], call)[0];
   const at::Tensor exact = kdeserve::testing::naive_attention(q, k, v, 0.5)[0];
-  double rel = 0, centered = 0;
-  for (int64_t h = 0; h < 2; ++h) {
-    const at::Tensor d = est[h] - exact[h];
-    rel += (spectral_norm(d) / spectral_norm(exact[h])).item<double>() / 2;
-    centered += (spectral_norm(d - d.mean(0, true)) /
-                 spectral_norm(exact[h] - exact[h].mean(0, true))).item<double>() / 2;
-  }
+  auto errors = [&](const at::Tensor& est) {
+    double rel = 0, centered = 0;
+    for (int64_t h = 0; h < 2; ++h) {
+      const at::Tensor d = est[h] - exact[h];
+      rel += (spectral_norm(d) / spectral_norm(exact[h])).item<double>() / 2;
+      centered += (spectral_norm(d - d.mean(0, true)) /
+                   spectral_norm(exact[h] - exact[h].mean(0, true))).item<double>() / 2;
+    }
+    return std::make_pair(rel, centered);
+  };
+  const auto [rel, centered] = errors(kdeformer_attention(q, k, v, 0.5, candidates[1], call)[0]);
   EXPECT_GT(rel, 1e-3);
   EXPECT_NEAR(points[1].rel_error, rel, 1e-9);
   EXPECT_NEAR(points[1].centered_error, centered, 1e-9);
+  // The calibrated candidate is measured as attention() runs it.
+  AttentionOptions o(Method::kKdeformer);
+  o.kdeformer(candidates[2]).scale(0.5);
+  const auto [rel_c, centered_c] = errors(attention(q, k, v, o, call)[0]);
+  EXPECT_NEAR(points[2].rel_error, rel_c, 1e-9);
+  EXPECT_NEAR(points[2].centered_error, centered_c, 1e-9);
 }
 
 TEST(KdeformerBudget, PicksTheCheapestUnderATargetAndTheBestWithinATime) {
