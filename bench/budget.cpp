@@ -7,14 +7,13 @@
 #include <sstream>
 #include <utility>
 
+#include "attention/kdeformer/calibration.h"
+
 namespace kdeserve::bench {
 
 namespace att = kdeserve::attention;
 
 namespace {
-
-// Exact rows per (entry, head) of the calibrated variants (*_cal).
-constexpr int64_t kCalibrationRows = 32;
 
 struct VariantInfo {
   std::string name;
@@ -257,7 +256,7 @@ Budgeted at_budget(const std::string& v, int64_t m, int64_t nq, int64_t nk,
     Budgeted b = at_budget(v.substr(0, v.size() - 4), m, nq, nk, choices);
     b.variant = v;
     if (b.options.method() == att::Method::kKdeformer) {
-      b.options.kdeformer().calibration_rows(kCalibrationRows);
+      b.options.kdeformer().calibration_rows(att::kdeformer::kDefaultCalibrationRows);
     }
     b.knobs = knobs_of(b.options, nk);
     return b;

@@ -14,9 +14,6 @@
 namespace kdeserve::attention::kdeformer {
 namespace {
 
-// Exact rows of the grid's calibrated candidates (the far field's, m = 0).
-constexpr int64_t kGridCalibrationRows = 32;
-
 double median(std::vector<double> xs) {
   std::sort(xs.begin(), xs.end());
   return xs.empty() ? 0 : xs[xs.size() / 2];
@@ -41,7 +38,9 @@ std::vector<KdeformerOptions> candidate_grid(int64_t nk, const KdeformerOptions&
                                    .residual(Residual::kSampled).clamp_output(false));
       out.push_back(KdeformerOptions(base).bucket_size(b).sample_size(m)
                         .residual(Residual::kControlVariate).clamp_output(true));
-      if (m == 0) out.push_back(KdeformerOptions(out.back()).calibration_rows(kGridCalibrationRows));
+      if (m == 0) {
+        out.push_back(KdeformerOptions(out.back()).calibration_rows(kDefaultCalibrationRows));
+      }
       if (m > 0) out.push_back(KdeformerOptions(base).bucket_size(b).sample_size(m)
                                    .residual(Residual::kMassCalibrated).clamp_output(true));
       if (m > 0) out.push_back(KdeformerOptions(base).bucket_size(b).sample_size(m)

@@ -18,9 +18,15 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
+
 #include "attention/call.h"
 
 namespace kdeserve::attention::kdeformer {
+
+/// The calibration rows of the budget chooser's calibrated candidates and of the bench's *_cal
+/// variants (the cost of s = 32 rows is 32/Nq of exact attention).
+constexpr int64_t kDefaultCalibrationRows = 32;
 
 /// The calibrated estimate. estimate [B, H, Nq, Dv] (consumed in place), q [B, H, Nq, D],
 /// k [B, H, Nk, D], v [B, H, Nk, Dv]; rows = s ≥ 1; clamp: clamp to the values' range after

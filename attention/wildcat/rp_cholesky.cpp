@@ -7,8 +7,12 @@
 #include <cmath>
 #include <vector>
 
+#include "attention/common/blocks.h"
+
 namespace kdeserve::attention::wildcat {
 namespace {
+
+using common::gather_rows;
 
 // Rounds in a row without an accepted proposal after which a bin stops drawing (its residual
 // is then round-off: the first proposal of a round is accepted with probability ≈ 1 otherwise).
@@ -23,10 +27,6 @@ at::Tensor gaussian(const at::Tensor& a, const at::Tensor& half_a, const at::Ten
       .sub_(half_b.unsqueeze(1))
       .exp_()
       .clamp_max_(1.0);
-}
-
-at::Tensor gather_rows(const at::Tensor& x, const at::Tensor& index) {  // [P, n, C], [P, m]
-  return x.gather(1, index.unsqueeze(2).expand({x.size(0), index.size(1), x.size(2)}));
 }
 
 }  // namespace
@@ -132,8 +132,10 @@ Pivoted rp_cholesky_accelerated(const at::Tensor& ks, const at::Tensor& sqd, int
     const at::Tensor h_prop = half.gather(1, idx);
     const at::Tensor k_prop = gather_rows(ks, idx);
     at::Tensor hblock = gaussian(k_prop, h_prop, k_prop, h_prop);  // [P, block, block]
+    // F's filled columns, contiguous for the row gathers of this round.
+    const at::Tensor f_used = used > 0 ? f.narrow(2, 0, used).contiguous() : at::Tensor();
     if (used > 0) {
-      const at::Tensor f_prop = gather_rows(f.narrow(2, 0, used), idx);
+      const at::Tensor f_prop = gather_rows(f_used, idx);
       hblock.sub_(at::bmm(f_prop, f_prop.transpose(1, 2)));
     }
     const at::Tensor h_cpu = hblock.to(at::kCPU, at::kDouble).contiguous();
@@ -204,7 +206,6 @@ Pivoted rp_cholesky_accelerated(const at::Tensor& ks, const at::Tensor& sqd, int
     // The accepted pivots' kernel columns less what F explains: G = K_:,T − F F_Tᵀ [P, n, a].
     at::Tensor g_cols = gaussian(ks, half, gather_rows(ks, sel), half.gather(1, sel));
     if (used > 0) {
-      const at::Tensor f_used = f.narrow(2, 0, used);
       g_cols.sub_(at::bmm(f_used, gather_rows(f_used, sel).transpose(1, 2)));
     }
     g_cols.mul_(valid.to(opts).unsqueeze(1));
@@ -233,7 +234,7 @@ Pivoted rp_cholesky_accelerated(const at::Tensor& ks, const at::Tensor& sqd, int
   // L = F_S,: (lower triangular in acceptance order; identity rows for dropped slots), and the
   // Nyström weights W = K_SS⁻¹ K_S,: = L⁻ᵀ L⁻¹ K_S,: = L⁻ᵀ Fᵀ (F = K_:,S L⁻ᵀ).
   const at::Tensor kept_f = out.kept.to(opts.dtype());
-  const at::Tensor f_r = f.narrow(2, 0, r);
+  const at::Tensor f_r = f.narrow(2, 0, r).contiguous();
   const at::Tensor l = gather_rows(f_r, out.pivots)
                            .mul_(kept_f.unsqueeze(2))
                            .add_(at::diag_embed(1.0 - kept_f));
