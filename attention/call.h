@@ -51,6 +51,8 @@ struct AttentionReport {
   int64_t num_features = 0, num_hashes = 0, coreset_size = 0;
   /// KDEformer's exact calibration rows per (entry, head) (KdeformerOptions::calibration_rows).
   int64_t calibration_rows = 0;
+  /// Query rows the coreset's values were fitted on (KdeformerOptions::coreset_fit_rows).
+  int64_t coreset_fit_rows = 0;
   /// Wall-clock seconds of the call (host time; on CUDA it includes no device synchronisation).
   double seconds = 0;
 };

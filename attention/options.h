@@ -121,6 +121,10 @@ struct KdeformerOptions {
   /// coefficient on those rows, which are then replaced by their exact values
   /// (attention/kdeformer/calibration.h). Costs O(s·Nk·(D + Dv)) per (entry, head).
   TORCH_ARG(int64_t, calibration_rows) = 0;
+  /// t > 0 (Residual::kCoreset only): fit a ridge correction of the coreset's values to the
+  /// exact off-block sums of t query rows per (entry, head), drawn uniformly; those rows are
+  /// returned exact (attention/kdeformer/coreset_fit.h). Costs O(t·Nk·(D + Dv) + t·S² + S³).
+  TORCH_ARG(int64_t, coreset_fit_rows) = 0;
   /// The implementation; every one computes the same estimate (to float32 rounding).
   TORCH_ARG(KdeformerKernel, kernel) = KdeformerKernel::kAuto;
 };

@@ -19,6 +19,7 @@ enum class Stream : uint64_t {
   kUniforms = 6,     ///< Sequential samplers' uniforms.
   kCoins = 7,        ///< Fair coins.
   kCalibration = 8,  ///< KDEformer's calibration rows.
+  kCoresetFit = 9,   ///< KDEformer's coreset fit rows.
 };
 
 /// splitmix64 finaliser of a ^ f(b): a well-mixed 64-bit combination of two seeds.

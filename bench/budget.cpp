@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "attention/kdeformer/calibration.h"
+#include "attention/kdeformer/coreset_fit.h"
 
 namespace kdeserve::bench {
 
@@ -21,6 +22,9 @@ struct VariantInfo {
   std::string what;
 };
 
+// kdeformer_wcf's cap on its fit rows: 2048 rows are 2048/Nq of exact attention.
+constexpr int64_t kMaxBenchFitRows = 2048;
+
 const std::vector<VariantInfo>& infos() {
   static const std::vector<VariantInfo> v = {
       {"exact", true, "exact attention (auto backend): the time reference"},
@@ -33,10 +37,14 @@ const std::vector<VariantInfo>& infos() {
        "KDEformer, far field rescaled to the sampled off-block mass, b = s = m/2, clamped"},
       {"kdeformer_wc", true,
        "KDEformer, blocks b = m/4 + WildCat's coreset of the off-block keys, r = m - b, clamped"},
+      {"kdeformer_wcf", true,
+       "KDEformer, blocks b = m/8 + the coreset, r = m - b, its values fitted on min(4r, 2048) "
+       "exact rows, clamped"},
       {"kdeformer_ff_cal", true,
        "kdeformer_ff calibrated to mean(V) on 32 exact rows per head (calibration_rows)"},
       {"kdeformer_mc_cal", true, "kdeformer_mc calibrated to mean(V) on 32 exact rows per head"},
       {"kdeformer_wc_cal", true, "kdeformer_wc calibrated to mean(V) on 32 exact rows per head"},
+      {"kdeformer_wcf_cal", true, "kdeformer_wcf calibrated to mean(V) on 32 exact rows per head"},
       {"block_only", true, "KDEformer's block-diagonal part alone, b = m"},
       {"uniform", true, "m keys sampled uniformly (no LSH)"},
       {"performer", true, "Performer, m orthogonal features, stabilised"},
@@ -48,6 +56,10 @@ const std::vector<VariantInfo>& infos() {
       {"exact_chunked", false, "exact attention, chunked backend"},
       {"exact_sdpa", false, "exact attention, SDPA backend"},
       {"kdeformer_ref", false, "KDEformer, the reference bucket order, b = s = m/2"},
+      {"kdeformer_wc8", false, "kdeformer_wc with blocks b = m/8, r = m - b"},
+      {"kdeformer_wc16", false, "kdeformer_wc with blocks b = m/16, r = m - b"},
+      {"kdeformer_wc_fit4", false, "kdeformer_wc with its coreset values fitted on 4r exact rows"},
+      {"kdeformer_wc16_fit8", false, "kdeformer_wc16 with its values fitted on 8r exact rows"},
       {"kdeformer_wc_seq", false,
        "kdeformer_wc with WildCat's sequential RPCholesky pivots (kdeformer_wc: accelerated)"},
       {"kdeformer_aten", false, "kdeformer on the ATen composition (the fused kernel's oracle)"},
@@ -151,6 +163,7 @@ std::string knobs_of(const att::AttentionOptions& o, int64_t nk) {
         k << " residual=" << att::to_string(o.kdeformer().residual());
       }
       if (o.kdeformer().clamp_output()) k << " clamped";
+      if (o.kdeformer().coreset_fit_rows() > 0) k << " fit=" << o.kdeformer().coreset_fit_rows();
       if (o.kdeformer().calibration_rows() > 0) {
         k << " calibrated=" << o.kdeformer().calibration_rows();
       }
@@ -261,6 +274,24 @@ Budgeted at_budget(const std::string& v, int64_t m, int64_t nq, int64_t nk,
     b.knobs = knobs_of(b.options, nk);
     return b;
   }
+  if (const auto at = v.rfind("_fit"); at != std::string::npos) {
+    // kdeformer_<coreset variant>_fit<K>: its values fitted on K·r exact rows.
+    Budgeted b = at_budget(v.substr(0, at), m, nq, nk, choices);
+    b.variant = v;
+    b.options.kdeformer().coreset_fit_rows(std::stoll(v.substr(at + 4)) *
+                                           b.options.kdeformer().sample_size());
+    b.knobs = knobs_of(b.options, nk);
+    return b;
+  }
+  if (v == "kdeformer_wcf") {
+    Budgeted b = at_budget("kdeformer_wc8", m, nq, nk, choices);
+    b.variant = v;
+    b.options.kdeformer().coreset_fit_rows(
+        std::min<int64_t>(att::kdeformer::kFitRowsPerCoresetKey * b.options.kdeformer().sample_size(),
+                         kMaxBenchFitRows));
+    b.knobs = knobs_of(b.options, nk);
+    return b;
+  }
   if (v == "kdeformer" || v == "kdeformer_ref") {
     o.method(att::Method::kKdeformer);
     o.kdeformer().bucket_size(half).sample_size(m - half);
@@ -277,10 +308,12 @@ Budgeted at_budget(const std::string& v, int64_t m, int64_t nq, int64_t nk,
     o.method(att::Method::kKdeformer);
     o.kdeformer().bucket_size(half).sample_size(m - half).residual(att::Residual::kMassCalibrated);
     o.kdeformer().clamp_output(true);
-  } else if (v == "kdeformer_wc" || v == "kdeformer_wc_seq") {
+  } else if (v == "kdeformer_wc" || v == "kdeformer_wc_seq" || v == "kdeformer_wc8" ||
+             v == "kdeformer_wc16") {
     o.method(att::Method::kKdeformer);
-    const int64_t quarter = std::max<int64_t>(m / 4, 1);
-    o.kdeformer().bucket_size(quarter).sample_size(std::max<int64_t>(m - quarter, 1));
+    const int64_t share = v == "kdeformer_wc8" ? 8 : v == "kdeformer_wc16" ? 16 : 4;
+    const int64_t blocks = std::max<int64_t>(m / share, 1);
+    o.kdeformer().bucket_size(blocks).sample_size(std::max<int64_t>(m - blocks, 1));
     o.kdeformer().residual(att::Residual::kCoreset).clamp_output(true);
     if (v == "kdeformer_wc_seq") o.kdeformer().coreset_pivots(att::CoresetPivots::kSequential);
   } else if (v == "block_only") {

@@ -8,6 +8,7 @@
 
 #include "attention/exact.h"
 #include "attention/kdeformer/calibration.h"
+#include "attention/kdeformer/coreset_fit.h"
 #include "attention/kdeformer/kdeformer.h"
 #include "attention/spectral_norm.h"
 
@@ -25,6 +26,7 @@ std::string describe(const KdeformerOptions& o) {
   std::ostringstream out;
   out << "b=" << o.bucket_size() << " m=" << o.sample_size() << ' ' << to_string(o.residual());
   if (o.clamp_output()) out << " clamped";
+  if (o.coreset_fit_rows() > 0) out << " fit=" << o.coreset_fit_rows();
   if (o.calibration_rows() > 0) out << " calibrated=" << o.calibration_rows();
   return out.str();
 }
@@ -43,8 +45,11 @@ std::vector<KdeformerOptions> candidate_grid(int64_t nk, const KdeformerOptions&
       }
       if (m > 0) out.push_back(KdeformerOptions(base).bucket_size(b).sample_size(m)
                                    .residual(Residual::kMassCalibrated).clamp_output(true));
-      if (m > 0) out.push_back(KdeformerOptions(base).bucket_size(b).sample_size(m)
-                                   .residual(Residual::kCoreset).clamp_output(true));
+      if (m > 0) {
+        out.push_back(KdeformerOptions(base).bucket_size(b).sample_size(m)
+                          .residual(Residual::kCoreset).clamp_output(true));
+        out.push_back(KdeformerOptions(out.back()).coreset_fit_rows(kFitRowsPerCoresetKey * m));
+      }
     }
   }
   return out;

@@ -9,6 +9,7 @@
 
 #include "attention/common/blocks.h"
 #include "attention/kdeformer/coreset_far_field.h"
+#include "attention/kdeformer/coreset_fit.h"
 #include "attention/kdeformer/far_field.h"
 #include "attention/kdeformer/lsh.h"
 #include "attention/kdeformer/sampling.h"
@@ -38,6 +39,7 @@ struct Estimate {
   // the off-block keys only. den_floor [G, R] is a lower bound of the true denominator.
   at::Tensor ff_num, ff_den, den_floor;
   at::Tensor value_min, value_max;  // [G, 1, Dv] when clamp_output
+  at::Tensor exact_rows, exact_out;  // [G, t], [G, t, Dv]: rows computed exactly (coreset fit)
 };
 
 // α_i (1 + s − s̄_i) for logits s [G, R, C]; entries where s = −inf (masked) get 0.
@@ -186,8 +188,17 @@ Estimate estimate(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     e.block_num = at::bmm(p_blk.view({groups * blocks, qwidth, -1}), v_blk).view({groups, rows, dv});
   }
   if (coreset) {
-    at::Tensor p_cs = cf.logits.sub_(c).exp_().view({groups * blocks, qwidth, -1});  // [·, ·, S]
-    at::Tensor off = at::bmm(p_cs, cf.off_values).view({groups, rows, dv + 1});
+    at::Tensor p_cs = cf.logits.sub_(c).exp_();  // [G, R, S]
+    at::Tensor off = at::bmm(p_cs.view({groups * blocks, qwidth, -1}), cf.off_values)
+                         .view({groups, rows, dv + 1});
+    if (opt.coreset_fit_rows() > 0) {
+      CoresetFit fit = fit_coreset_values(p_cs, off, e.block_num, e.block_den, row_max, qs, k3,
+                                          v3, e.q_row_of_query, opt.coreset_fit_rows(), batch,
+                                          heads, call);
+      off = apply_coreset_fit(off, p_cs, e.block_den, fit.delta);
+      e.exact_rows = std::move(fit.rows);
+      e.exact_out = std::move(fit.exact);
+    }
     e.ff_num = off.narrow(2, 0, dv);
     e.ff_den = off.select(2, dv);
     // D ≥ Σ_blk e and D ≥ e^{β q·k_s − c} for every key s: Nyström weights can be negative, so
@@ -239,6 +250,9 @@ at::Tensor combine(Estimate& e) {
   if (e.den_floor.defined()) den = at::maximum_out(den, den, e.den_floor);
   at::Tensor out = num.div_(den.unsqueeze(2));
   if (e.value_min.defined()) out.clamp_(e.value_min, e.value_max);
+  if (e.exact_rows.defined()) {
+    out.scatter_(1, e.exact_rows.unsqueeze(2).expand_as(e.exact_out), e.exact_out);
+  }
   return out;
 }
 
@@ -249,6 +263,7 @@ void fill_report(const Estimate& e, const KdeformerOptions& opt, const Attention
   const bool coreset = opt.residual() == Residual::kCoreset;
   call.report->sample_size = coreset ? 0 : opt.sample_size();
   if (coreset) call.report->coreset_size = std::min(opt.sample_size(), e.key_block.size(1));
+  if (e.exact_rows.defined()) call.report->coreset_fit_rows = e.exact_rows.size(1);
 }
 
 }  // namespace
@@ -270,6 +285,11 @@ void check_options(const KdeformerOptions& opt) {
               " residual needs the heavy block part");
   TORCH_CHECK(opt.calibration_rows() >= 0, "kdeformer: calibration_rows must be >= 0, got ",
               opt.calibration_rows());
+  TORCH_CHECK(opt.coreset_fit_rows() >= 0, "kdeformer: coreset_fit_rows must be >= 0, got ",
+              opt.coreset_fit_rows());
+  TORCH_CHECK(opt.coreset_fit_rows() == 0 || opt.residual() == Residual::kCoreset,
+              "kdeformer: coreset_fit_rows needs the coreset residual, got ",
+              to_string(opt.residual()));
   TORCH_CHECK(opt.residual() != Residual::kCoreset || opt.sample_size() >= 1,
               "kdeformer: the coreset residual needs sample_size (its coreset keys) >= 1");
 }

@@ -5,6 +5,7 @@
 
 #include "attention/attention.h"
 #include "attention/kdeformer/budget.h"
+#include "attention/kdeformer/coreset_fit.h"
 #include "attention/kdeformer/kdeformer.h"
 #include "attention/spectral_norm.h"
 #include "tests/attention/test_util.h"
@@ -18,6 +19,7 @@ TEST(KdeformerBudget, GridStaysBelowNkAndCoversBothResiduals) {
   const auto grid = candidate_grid(100);
   ASSERT_FALSE(grid.empty());
   bool sampled = false, cv_without_samples = false, coreset = false, calibrated = false;
+  bool fitted = false;
   for (const auto& o : grid) {
     EXPECT_LT(o.bucket_size(), 100);
     if (o.residual() == Residual::kSampled) {
@@ -29,11 +31,17 @@ TEST(KdeformerBudget, GridStaysBelowNkAndCoversBothResiduals) {
       coreset |= o.residual() == Residual::kCoreset && o.sample_size() > 0;
     }
     calibrated |= o.calibration_rows() > 0;
+    if (o.coreset_fit_rows() > 0) {
+      fitted = true;
+      EXPECT_EQ(o.residual(), Residual::kCoreset);
+      EXPECT_EQ(o.coreset_fit_rows(), kFitRowsPerCoresetKey * o.sample_size());
+    }
   }
   EXPECT_TRUE(sampled);
   EXPECT_TRUE(cv_without_samples);
   EXPECT_TRUE(coreset);
   EXPECT_TRUE(calibrated);
+  EXPECT_TRUE(fitted);
   EXPECT_TRUE(candidate_grid(16).empty());
 }
 
