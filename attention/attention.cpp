@@ -72,10 +72,15 @@ at::Tensor run_kdeformer_estimate(const at::Tensor& q, const at::Tensor& k, cons
                                   double scale, const KdeformerOptions& options,
                                   const AttentionCall& call, AttentionReport& report,
                                   std::string& why) {
-  if (options.kernel() != KdeformerKernel::kAten) {
-    const std::string unsupported = kdeformer::fused_unsupported_reason(q, options);
+  // kAuto takes the fused kernel on the CPU, where it is measured faster at every benchmark
+  // shape (bench/RESULTS.md); the CUDA kernel runs when asked for (kFused) until it has been
+  // measured on a GPU (scripts/gpu_check.sh; bench/RESULTS.md "CUDA").
+  const bool wanted = options.kernel() == KdeformerKernel::kFused ||
+                      (options.kernel() == KdeformerKernel::kAuto && q.is_cpu());
+  if (wanted) {
+    const std::string unsupported = kdeformer::fused_unsupported_reason(q, v, options);
     if (unsupported.empty()) {
-      report.backend = kdeformer::fused_backend_name();
+      report.backend = kdeformer::fused_backend_name(q);
       return kdeformer::kdeformer_fused_attention(q, k, v, scale, options, call);
     }
     if (options.kernel() == KdeformerKernel::kFused) {

@@ -48,11 +48,13 @@ enum class CoresetPivots {
 /// Which implementation computes KDEformer.
 enum class KdeformerKernel {
   kAuto,   ///< The fused CPU kernel wherever it supports the inputs (measured faster at every
-           ///< benchmark shape: bench/RESULTS.md), the ATen composition otherwise.
+           ///< benchmark shape: bench/RESULTS.md), the ATen composition otherwise (CUDA
+           ///< included, until the CUDA kernel has been measured on a GPU).
   kAten,   ///< The ATen composition (kdeformer.h): any device, dtype and residual; the oracle.
-  kFused,  ///< The fused CPU kernel (kdeformer/fused.h). Falls back to kAten, with the reason,
-           ///< where it does not apply (CUDA, float64, heavy = false, the mass-calibrated or
-           ///< coreset residual).
+  kFused,  ///< The fused kernel (kdeformer/fused.h): the CPU one, or on CUDA tensors the CUDA
+           ///< one (kdeformer/fused_cuda.h, KDESERVE_WITH_CUDA builds). Falls back to kAten,
+           ///< with the reason, where it does not apply (float64, heavy = false, the
+           ///< mass-calibrated or coreset residual; on CUDA Dv > 256 or a CPU-only build).
 };
 
 /// Which implementation computes exact attention.

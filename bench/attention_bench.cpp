@@ -11,19 +11,21 @@
 // --require: methods whose failure on any shape is an error (exit 4), for the smoke ctest.
 //
 // Shapes: t2t_layer1 (batch 8, 3136², D 64, scale 1/√147), t2t_layer2 (batch 8, 784², 1/24),
-// biggan (4096 × 1024, D 64, Dv 256, scale 1) and n = 8192 … max-n (D 64, 1/8, each options
-// struct's defaults). Peak memory: the untimed warm-up call's peak of tensor storage above what
+// biggan (4096 × 1024, D 64, Dv 256, scale 1) and n = 8192 (CUDA: 4096) … max-n (D 64, 1/8,
+// each options struct's defaults). Peak memory: the untimed warm-up call's peak of tensor storage above what
 // was allocated before it, counted by a wrapper around LibTorch's CPU allocator
 // (tests/support/peak_memory.h); on CUDA the caching allocator's peak statistic.
 //
 // One thread count per process (BLIS fixes its threads at its first call);
 // bench/run_attention_bench.sh runs 1 thread and every core. On CUDA (scripts/gpu_check.sh)
-// every timed call ends with a device synchronisation and the shapes go up to n = 65536.
+// every timed call ends with a device synchronisation, the shapes go up to n = 131072, and a
+// reference row times SDPA on bfloat16 inputs (sdpa_bf16: flash where it applies).
 #include <ATen/ATen.h>
 #include <benchmark/benchmark.h>
 #include <torch/cuda.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -32,6 +34,7 @@
 #include <vector>
 
 #include "attention/attention.h"
+#include "attention/sdpa.h"
 #include "attention/threads.h"
 #include "bench/budget.h"
 #include "tests/support/device_memory.h"
@@ -49,11 +52,16 @@ struct Shape {
   kb::Protocol protocol;
 };
 
+at::Device g_device = at::kCPU;
+// The bfloat16 SDPA reference row (CUDA runs only).
+const char* const kSdpaBf16 = "sdpa_bf16";
+
 std::vector<Shape> shapes(int64_t max_n) {
   std::vector<Shape> s = {{"t2t_layer1", 8, 3136, 3136, 64, 64, kb::Protocol::kT2tLayer1},
                           {"t2t_layer2", 8, 784, 784, 64, 64, kb::Protocol::kT2tLayer2},
                           {"biggan", 1, 4096, 1024, 64, 256, kb::Protocol::kBigGan}};
-  for (int64_t n = 8192; n <= max_n; n *= 2) {
+  // On CUDA from n = 4096, where exact attention is still cheap for the GPU.
+  for (int64_t n = g_device.is_cuda() ? 4096 : 8192; n <= max_n; n *= 2) {
     s.push_back({"n=" + std::to_string(n), 1, n, n, 64, 64, kb::Protocol::kGeneric});
   }
   return s;
@@ -67,7 +75,6 @@ struct Figures {
   bool ran = false;
 };
 std::map<std::string, Figures> g_figures;  // benchmark name
-at::Device g_device = at::kCPU;
 
 void sync() {
   if (g_device.is_cuda()) torch::cuda::synchronize();
@@ -122,6 +129,40 @@ void bm_attention(benchmark::State& state, Shape s, kb::Budgeted variant, std::s
         benchmark::Counter(fig.flops, benchmark::Counter::kIsIterationInvariantRate);
   }
   state.SetLabel(report.backend + (fig.status == "ok" ? "" : " " + fig.status));
+}
+
+// SDPA on bfloat16 inputs, the precision GPU users run exact attention in (flash where it
+// applies): a reference row beside the float32 ones, not one of the exact backends the
+// speedups are taken against. CUDA only.
+void bm_sdpa_bf16(benchmark::State& state, Shape s, double scale, std::string key) {
+  at::Generator gen = at::detail::createCPUGenerator(42);
+  const at::TensorOptions f32(at::kFloat);
+  const auto make = [&](int64_t n, int64_t d, double gain) {
+    return at::randn({s.batch, 1, n, d}, gen, f32).mul_(gain).to(g_device, at::kBFloat16);
+  };
+  const at::Tensor q = make(s.nq, s.d, 0.5), k = make(s.nk, s.d, 0.5), v = make(s.nk, s.dv, 1.0);
+  Figures& fig = g_figures[key];
+  fig.flops = 2.0 * s.batch * s.nq * s.nk * (s.d + s.dv);
+  const att::SdpaChoice choice = att::sdpa_choice(q, k, v, scale);
+  if (!choice.fused) {
+    fig.status = "no fused SDPA kernel: " + first_line(choice.reason);
+    state.SkipWithError(fig.status.c_str());
+    return;
+  }
+  fig.backend = "sdpa-" + choice.kernel + "-cuda-bf16";
+  {
+    kdeserve::testing::DevicePeakScope device_scope(g_device);
+    benchmark::DoNotOptimize(att::sdpa_attention(q, k, v, scale));
+    sync();
+    fig.peak_mib = static_cast<double>(device_scope.peak_bytes()) / (1 << 20);
+  }
+  fig.ran = true;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(att::sdpa_attention(q, k, v, scale));
+    sync();
+  }
+  state.counters["peak_MiB"] = fig.peak_mib;
+  state.SetLabel(fig.backend);
 }
 
 void bm_sgemm(benchmark::State& state) {
@@ -257,8 +298,22 @@ int main(int argc, char** argv) {
     }
   }
   std::map<std::string, kb::Budgeted> configured;  // shape/variant
+  std::vector<std::string> methods = args.methods;
+  if (g_device.is_cuda()) methods.insert(methods.begin() + 2, kSdpaBf16);
   for (const Shape& s : all) {
-    for (const std::string& v : args.methods) {
+    for (const std::string& v : methods) {
+      if (v == kSdpaBf16) {
+        const kb::Budgeted exact = kb::paper_settings("exact_sdpa", s.protocol, s.nq, s.nk);
+        kb::Budgeted ref{kSdpaBf16, exact.options, 0, "torch SDPA on bfloat16 inputs (reference)"};
+        configured[s.name + "/" + v] = ref;
+        const double scale = exact.options.scale().value_or(1.0 / std::sqrt(double(s.d)));
+        const std::string name = s.name + "/" + v + dev + tt;
+        benchmark::RegisterBenchmark(name.c_str(), bm_sdpa_bf16, s, scale, name)
+            ->Unit(benchmark::kMillisecond)
+            ->MinTime(args.min_time)
+            ->UseRealTime();
+        continue;
+      }
       const kb::Budgeted b = kb::paper_settings(v, s.protocol, s.nq, s.nk);
       configured[s.name + "/" + v] = b;
       const std::string name = s.name + "/" + v + dev + tt;
@@ -303,12 +358,12 @@ int main(int argc, char** argv) {
                 static_cast<long long>(s.dv), fastest_name.c_str(), fastest * 1e3);
     std::printf("  %-19s %10s %9s %8s %10s %6s  %s\n", "method", "ms", "speedup", "%sgemm",
                 "peak MiB", "m", "knobs / status");
-    for (const std::string& v : args.methods) {
+    for (const std::string& v : methods) {
       if (!g_figures.count(key(v))) continue;  // filtered out by --benchmark_filter
       const Figures& f = g_figures[key(v)];
       const kb::Budgeted& b = configured[s.name + "/" + v];
       const double t = f.ran ? reporter.seconds(key(v)) : 0;
-      const bool exact = b.options.method() == att::Method::kExact;
+      const bool exact = b.options.method() == att::Method::kExact && v != kSdpaBf16;
       const double pct = exact && t > 0 && sgemm_gf > 0 ? 100 * f.flops / t * 1e-9 / sgemm_gf : 0;
       const double speedup = t > 0 && fastest > 0 ? fastest / t : 0;
       if (t > 0) {

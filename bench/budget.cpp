@@ -64,6 +64,9 @@ const std::vector<VariantInfo>& infos() {
        "kdeformer_wc with WildCat's sequential RPCholesky pivots (kdeformer_wc: accelerated)"},
       {"kdeformer_aten", false, "kdeformer on the ATen composition (the fused kernel's oracle)"},
       {"kdeformer_ff_aten", false, "kdeformer_ff on the ATen composition"},
+      {"kdeformer_fused", false,
+       "kdeformer on the fused kernel where it applies (kFused: the CUDA kernel on a GPU)"},
+      {"kdeformer_ff_fused", false, "kdeformer_ff on the fused kernel where it applies"},
       {"performer_ref", false, "Performer as the KDEformer authors ran it: iid, no stabiliser"},
       {"reformer_ref", false, "Reformer as the root Reformer.py: shared QK, unmasked padding"},
       {"scatterbrain_lsh", false, "ScatterBrain with an LSH-block support"},
@@ -262,6 +265,13 @@ Budgeted at_budget(const std::string& v, int64_t m, int64_t nq, int64_t nk,
     Budgeted b = at_budget(v.substr(0, v.size() - 5), m, nq, nk, choices);
     b.variant = v;
     b.options.kdeformer().kernel(att::KdeformerKernel::kAten);
+    b.knobs = knobs_of(b.options, nk);
+    return b;
+  }
+  if (v == "kdeformer_fused" || v == "kdeformer_ff_fused") {
+    Budgeted b = at_budget(v.substr(0, v.size() - 6), m, nq, nk, choices);
+    b.variant = v;
+    b.options.kdeformer().kernel(att::KdeformerKernel::kFused);
     b.knobs = knobs_of(b.options, nk);
     return b;
   }

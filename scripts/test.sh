@@ -33,7 +33,7 @@ failed=()
 # The CUDA build's tests: the GoogleTest suites of the executables its target kdeserve_cuda_checks
 # builds (tests/CMakeLists.txt; keep the two together), the server scripts that depend on the
 # build, the integration service suite and the CUDA image.
-cuda_checks='^(AttentionApi|AttentionOnCuda|KdeformerFused|ModelsOnCuda|ServerConfig|ServerStatus|ServerLogging|ServerMetrics|ThreadStacks)\.'
+cuda_checks='^(AttentionApi|AttentionOnCuda|KdeformerFused|KdeformerFusedOnCuda|ModelsOnCuda|ServerConfig|ServerStatus|ServerLogging|ServerMetrics|ThreadStacks)\.'
 cuda_checks+='|^(server_(smoke|runtime_libs|cuda_device)_test|integration_ServiceTest|deploy_image_rootfs_cuda)$'
 builds=${KDESERVE_TEST_BUILDS:-cpu cuda asan tsan}
 for variant in $builds; do

@@ -13,10 +13,15 @@
 #include "attention/kdeformer/lsh.h"
 #include "attention/kdeformer/sampling.h"
 
+#ifdef KDESERVE_WITH_CUDA
+#include "attention/kdeformer/fused_cuda.h"
+#endif
+
 namespace kdeserve::attention::kdeformer {
 
-std::string fused_unsupported_reason(const at::Tensor& q, const KdeformerOptions& options) {
-  if (!q.is_cpu()) return "the fused kernel runs on the CPU only";
+namespace {
+
+std::string cpu_unsupported_reason(const at::Tensor& q, const KdeformerOptions& options) {
   if (q.scalar_type() != at::kFloat) {
     return std::string("the fused kernel computes float32 only, got ") +
            c10::toString(q.scalar_type());
@@ -29,13 +34,36 @@ std::string fused_unsupported_reason(const at::Tensor& q, const KdeformerOptions
   return {};
 }
 
+}  // namespace
+
+std::string fused_unsupported_reason(const at::Tensor& q, const at::Tensor& v,
+                                     const KdeformerOptions& options) {
+  if (q.is_cuda()) {
+#ifdef KDESERVE_WITH_CUDA
+    return fused_cuda_unsupported_reason(q, v, options);
+#else
+    (void)v;
+    return "this build has no CUDA kernels (KDESERVE_WITH_CUDA=OFF)";
+#endif
+  }
+  if (!q.is_cpu()) return "the fused kernel runs on the CPU and on CUDA only";
+  return cpu_unsupported_reason(q, options);
+}
+
 std::string fused_backend_name() {
   return std::string("fused-") + kernel::isa_name(kernel::best_isa()) + "-cpu";
+}
+
+std::string fused_backend_name(const at::Tensor& q) {
+  return q.is_cuda() ? "fused-cuda" : fused_backend_name();
 }
 
 at::Tensor kdeformer_fused_attention(const at::Tensor& q, const at::Tensor& k,
                                      const at::Tensor& v, double scale,
                                      const KdeformerOptions& options, const AttentionCall& call) {
+#ifdef KDESERVE_WITH_CUDA
+  if (q.is_cuda()) return kdeformer_fused_cuda_attention(q, k, v, scale, options, call);
+#endif
   return kdeformer_fused_attention(q, k, v, scale, options, call, kernel::best_isa());
 }
 
@@ -47,7 +75,9 @@ at::Tensor kdeformer_fused_attention(const at::Tensor& q, const at::Tensor& k,
   TORCH_CHECK(std::find(runs.begin(), runs.end(), isa) != runs.end(),
               "kdeformer fused kernel: this CPU does not run the ", kernel::isa_name(isa),
               " variant");
-  const std::string unsupported = fused_unsupported_reason(q, opt);
+  TORCH_CHECK(q.is_cpu(), "kdeformer fused kernel: the ", kernel::isa_name(isa),
+              " variant runs on the CPU only");
+  const std::string unsupported = cpu_unsupported_reason(q, opt);
   TORCH_CHECK(unsupported.empty(), "kdeformer fused kernel: ", unsupported);
   check_options(opt);
   const int64_t batch = q.size(0), heads = q.size(1), nq = q.size(2), dim = q.size(3);

@@ -15,16 +15,24 @@
 namespace kdeserve::attention::kdeformer {
 
 /// Why the fused kernel does not compute these inputs and options (empty: it does): it runs on
-/// the CPU, in float32, with the heavy block part and the sampled or control-variate residual.
-std::string fused_unsupported_reason(const at::Tensor& q, const KdeformerOptions& options);
+/// the CPU, or on CUDA tensors in a KDESERVE_WITH_CUDA build (fused_cuda.h), in float32, with
+/// the heavy block part and the sampled or control-variate residual. q [B, H, Nq, D],
+/// v [B, H, Nk, Dv].
+std::string fused_unsupported_reason(const at::Tensor& q, const at::Tensor& v,
+                                     const KdeformerOptions& options);
 
 /// "fused-avx512-cpu", "fused-avx2-cpu" or "fused-baseline-cpu": the variant this CPU runs (the
 /// report's backend).
 std::string fused_backend_name();
 
+/// The report's backend for inputs on q's device: fused_backend_name() on the CPU,
+/// "fused-cuda" on CUDA.
+std::string fused_backend_name(const at::Tensor& q);
+
 /// kdeformer_attention's estimate by the fused kernel: the same hash ranks, samples, blocks and
 /// arithmetic, equal to float32 rounding. q [B, H, Nq, D], k [B, H, Nk, D], v [B, H, Nk, Dv]
-/// float32 on the CPU → [B, H, Nq, Dv]; fused_unsupported_reason must be empty (TORCH_CHECKed).
+/// float32 on the CPU (or on CUDA: kdeformer_fused_cuda_attention) → [B, H, Nq, Dv];
+/// fused_unsupported_reason must be empty (TORCH_CHECKed).
 /// Fills the KDEformer fields of call.report when set. Extra memory O(Nq · Dv + Nk + m · (D +
 /// Dv)) per (entry, head) plus one block's panel and one tile per thread.
 at::Tensor kdeformer_fused_attention(const at::Tensor& q, const at::Tensor& k,
@@ -32,8 +40,8 @@ at::Tensor kdeformer_fused_attention(const at::Tensor& q, const at::Tensor& k,
                                      const KdeformerOptions& options,
                                      const AttentionCall& call = {});
 
-/// The same with a given variant of the kernel (tests run every variant this CPU supports
-/// against the ATen oracle); `isa` must be one of supported_isas().
+/// The same on the CPU with a given variant of the kernel (tests run every variant this CPU
+/// supports against the ATen oracle); `isa` must be one of supported_isas().
 at::Tensor kdeformer_fused_attention(const at::Tensor& q, const at::Tensor& k,
                                      const at::Tensor& v, double scale,
                                      const KdeformerOptions& options, const AttentionCall& call,

@@ -276,7 +276,6 @@ void run_task(const Problem& pb, int64_t g, int64_t j, Workspace& ws) {
 
     float den[kTileRows], floor_den[kTileRows], alpha[kTileRows];
     for (int64_t r = 0; r < rows; ++r) {
-      const int64_t query = q_order[t0 + r];
       float* s_blk = scores + r * width;
       float* s_res = s_blk + kwp;
       for (int64_t s : ws.dropped) s_res[s] = kNegInf;

@@ -12,6 +12,7 @@
 #include "attention/kdeformer/fused.h"
 #include "attention/kdeformer/fused_kernel.h"
 #include "attention/kdeformer/kdeformer.h"
+#include "tests/attention/fused_cases.h"
 #include "tests/attention/test_util.h"
 
 namespace kdeserve::attention::kdeformer {
@@ -19,41 +20,12 @@ namespace {
 
 using kdeserve::testing::max_rel_diff;
 using kdeserve::testing::seeded_randn;
-
-struct Case {
-  std::string name;
-  int64_t batch, heads, nq, nk, dim, dv;
-  int64_t bucket, samples;
-  double scale;
-};
-
-std::vector<Case> cases() {
-  return {
-      {"square", 2, 2, 128, 128, 16, 16, 16, 24, 0.25},
-      {"uneven_blocks", 1, 3, 203, 203, 8, 8, 16, 40, 0.35},
-      {"nq_ne_nk", 2, 1, 150, 97, 12, 12, 16, 24, 0.3},
-      {"dv_ne_d", 1, 2, 96, 130, 8, 5, 16, 16, 0.4},
-      {"wide_values", 1, 1, 300, 260, 64, 256, 64, 128, 1.0 / 8},
-      {"odd_dims", 2, 1, 77, 91, 7, 3, 9, 13, 0.5},
-      {"few_queries", 1, 2, 3, 100, 8, 8, 16, 24, 0.35},
-      {"samples_exceed_keys", 1, 1, 40, 33, 8, 8, 8, 80, 0.35},
-      {"one_sample", 1, 1, 64, 64, 8, 8, 8, 1, 0.35},
-  };
-}
+using fused_cases::Case;
+using fused_cases::cases;
+using fused_cases::Inputs;
+using fused_cases::inputs;
 
 std::vector<kernel::Isa> variants() { return kernel::supported_isas(); }
-
-struct Inputs {
-  at::Tensor q, k, v;
-};
-
-Inputs inputs(const Case& c, uint64_t seed, double logit_gain = 1.0) {
-  Inputs in;
-  in.q = seeded_randn({c.batch, c.heads, c.nq, c.dim}, seed, at::kFloat) * logit_gain;
-  in.k = seeded_randn({c.batch, c.heads, c.nk, c.dim}, seed + 1, at::kFloat);
-  in.v = seeded_randn({c.batch, c.heads, c.nk, c.dv}, seed + 2, at::kFloat);
-  return in;
-}
 
 // Both implementations with the same call (so the same hyperplanes and samples); the kernel
 // must match the oracle to float32 rounding of the logits and sums.

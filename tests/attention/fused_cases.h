@@ -1,0 +1,51 @@
+#pragma once
+/// The shapes both fused KDEformer kernels (CPU: kdeformer_fused_test.cpp, CUDA:
+/// kdeformer_fused_cuda_test.cpp) are checked against the ATen oracle on: any n, Nq ≠ Nk,
+/// Dv ≠ D, odd head dims, empty query blocks, more samples than keys, one sample.
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "tests/attention/test_util.h"
+
+namespace kdeserve::attention::kdeformer::fused_cases {
+
+struct Case {
+  std::string name;
+  int64_t batch, heads, nq, nk, dim, dv;
+  int64_t bucket, samples;
+  double scale;
+};
+
+inline std::vector<Case> cases() {
+  return {
+      {"square", 2, 2, 128, 128, 16, 16, 16, 24, 0.25},
+      {"uneven_blocks", 1, 3, 203, 203, 8, 8, 16, 40, 0.35},
+      {"nq_ne_nk", 2, 1, 150, 97, 12, 12, 16, 24, 0.3},
+      {"dv_ne_d", 1, 2, 96, 130, 8, 5, 16, 16, 0.4},
+      {"wide_values", 1, 1, 300, 260, 64, 256, 64, 128, 1.0 / 8},
+      {"odd_dims", 2, 1, 77, 91, 7, 3, 9, 13, 0.5},
+      {"few_queries", 1, 2, 3, 100, 8, 8, 16, 24, 0.35},
+      {"samples_exceed_keys", 1, 1, 40, 33, 8, 8, 8, 80, 0.35},
+      {"one_sample", 1, 1, 64, 64, 8, 8, 8, 1, 0.35},
+  };
+}
+
+using kdeserve::testing::seeded_randn;
+
+struct Inputs {
+  at::Tensor q, k, v;
+};
+
+inline Inputs inputs(const Case& c, uint64_t seed, double logit_gain = 1.0) {
+  Inputs in;
+  in.q = seeded_randn({c.batch, c.heads, c.nq, c.dim}, seed, at::kFloat) * logit_gain;
+  in.k = seeded_randn({c.batch, c.heads, c.nk, c.dim}, seed + 1, at::kFloat);
+  in.v = seeded_randn({c.batch, c.heads, c.nk, c.dv}, seed + 2, at::kFloat);
+  return in;
+}
+
+}  // namespace kdeserve::attention::kdeformer::fused_cases
