@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "attention/call.h"
+#include "attention/options.h"
 #include "tests/attention/test_util.h"
 
 namespace kdeserve::attention::kdeformer::fused_cases {
@@ -46,6 +48,20 @@ inline Inputs inputs(const Case& c, uint64_t seed, double logit_gain = 1.0) {
   in.k = seeded_randn({c.batch, c.heads, c.nk, c.dim}, seed + 1, at::kFloat);
   in.v = seeded_randn({c.batch, c.heads, c.nk, c.dv}, seed + 2, at::kFloat);
   return in;
+}
+
+/// The call the kernels and their oracle share: seed and per-entry seeds 100 + b.
+inline AttentionCall seeded_call(const Case& c, uint64_t seed) {
+  AttentionCall call;
+  call.seed = seed;
+  call.entry_seeds.assign(c.batch, 0);
+  for (int64_t b = 0; b < c.batch; ++b) call.entry_seeds[b] = 100 + b;
+  return call;
+}
+
+/// The case's bucket size with the given residual and sample size.
+inline KdeformerOptions options_of(const Case& c, Residual residual, int64_t samples) {
+  return KdeformerOptions().bucket_size(c.bucket).sample_size(samples).residual(residual);
 }
 
 }  // namespace kdeserve::attention::kdeformer::fused_cases

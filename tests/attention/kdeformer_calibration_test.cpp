@@ -131,14 +131,9 @@ TEST(KdeformerCalibration, BelowTheTrivialEstimateOnClusteredAttention) {
   // far-field estimate no better than every row = mean(V) (0.144 against 0.146); calibrated on
   // 32 rows it is well below both (0.091).
   const int64_t n = 4096, d = 32;
-  const at::Tensor centres = seeded_randn({32, d}, 641);
-  const at::Tensor which = at::randint(32, {n}, at::Generator(at::detail::createCPUGenerator(642)),
-                                       at::TensorOptions(at::kLong));
-  at::Tensor x = centres.index_select(0, which).add_(seeded_randn({n, d}, 643).mul_(0.7));
-  x.mul_(std::sqrt(14.4 / x.square().sum(1).mean().item<double>()));
-  x = x.view({1, 1, n, d});
-  const at::Tensor v =
-      seeded_randn({1, 1, n, d}, 644).add_(seeded_randn({1, 1, 1, d}, 645).mul_(0.5));
+  const kdeserve::testing::ClusteredInputs in = kdeserve::testing::clustered_inputs(n, d, 14.4, 641);
+  const at::Tensor& x = in.x;
+  const at::Tensor& v = in.v;
   const at::Tensor exact = naive_attention(x, x, v, 1.0)[0][0];
   auto rel = [&](const at::Tensor& est) {
     return (spectral_norm(est - exact) / spectral_norm(exact)).item<double>();

@@ -173,14 +173,9 @@ TEST(KdeformerCoresetFit, BeatsTheNystromCoresetOnDiffuseClusteredAttention) {
   // The synthetic "diffuse" regime's construction (32 clusters, mean squared logit 3.6) at
   // n = 2048, b = 16, r = 112: fitted on 4r rows the error is well under the Nyström coreset's.
   const int64_t n = 2048, d = 32;
-  const at::Tensor centres = seeded_randn({32, d}, 741);
-  const at::Tensor which = at::randint(32, {n}, at::Generator(at::detail::createCPUGenerator(742)),
-                                       at::TensorOptions(at::kLong));
-  at::Tensor x = centres.index_select(0, which).add_(seeded_randn({n, d}, 743).mul_(0.7));
-  x.mul_(std::sqrt(3.6 / x.square().sum(1).mean().item<double>()));
-  x = x.view({1, 1, n, d});
-  const at::Tensor v =
-      seeded_randn({1, 1, n, d}, 744).add_(seeded_randn({1, 1, 1, d}, 745).mul_(0.5));
+  const kdeserve::testing::ClusteredInputs in = kdeserve::testing::clustered_inputs(n, d, 3.6, 741);
+  const at::Tensor& x = in.x;
+  const at::Tensor& v = in.v;
   const at::Tensor exact = naive_attention(x, x, v, 1.0)[0][0];
   auto rel = [&](const at::Tensor& est) {
     return (spectral_norm(est - exact) / spectral_norm(exact)).item<double>();

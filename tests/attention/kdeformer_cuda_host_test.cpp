@@ -27,6 +27,8 @@ using fused_cases::Case;
 using fused_cases::cases;
 using fused_cases::Inputs;
 using fused_cases::inputs;
+using fused_cases::options_of;
+using fused_cases::seeded_call;
 using kdeserve::testing::max_rel_diff;
 namespace ck = cuda_kernel;
 
@@ -59,10 +61,7 @@ at::Tensor run_on_host(const at::Tensor& q, const at::Tensor& k, const at::Tenso
 void expect_matches_oracle(const Case& c, const KdeformerOptions& opt, uint64_t seed,
                            double logit_gain, double tolerance) {
   const Inputs in = inputs(c, seed, logit_gain);
-  AttentionCall call;
-  call.seed = seed;
-  call.entry_seeds.assign(c.batch, 0);
-  for (int64_t b = 0; b < c.batch; ++b) call.entry_seeds[b] = 100 + b;
+  const AttentionCall call = seeded_call(c, seed);
   const at::Tensor oracle = kdeformer_attention(in.q, in.k, in.v, c.scale, opt, call);
   const at::Tensor got = run_on_host(in.q, in.k, in.v, c.scale, opt, call);
   ASSERT_EQ(got.sizes(), oracle.sizes());
@@ -70,10 +69,6 @@ void expect_matches_oracle(const Case& c, const KdeformerOptions& opt, uint64_t 
   EXPECT_LT(max_rel_diff(got, oracle), tolerance)
       << c.name << " residual " << to_string(opt.residual()) << " m " << opt.sample_size()
       << " clamp " << opt.clamp_output();
-}
-
-KdeformerOptions options_of(const Case& c, Residual residual, int64_t samples) {
-  return KdeformerOptions().bucket_size(c.bucket).sample_size(samples).residual(residual);
 }
 
 TEST(KdeformerCudaKernelOnHost, SampledResidualMatchesTheAtenPath) {

@@ -22,18 +22,12 @@ using fused_cases::Case;
 using fused_cases::cases;
 using fused_cases::Inputs;
 using fused_cases::inputs;
+using fused_cases::options_of;
+using fused_cases::seeded_call;
 using kdeserve::testing::max_rel_diff;
 using kdeserve::testing::seeded_randn;
 
 const at::Device kCuda(at::kCUDA, 0);
-
-AttentionCall seeded_call(const Case& c, uint64_t seed) {
-  AttentionCall call;
-  call.seed = seed;
-  call.entry_seeds.assign(c.batch, 0);
-  for (int64_t b = 0; b < c.batch; ++b) call.entry_seeds[b] = 100 + b;
-  return call;
-}
 
 // Both implementations on the GPU with the same call, so the same hyperplanes, hash order and
 // samples; the kernel must match the oracle to float32 rounding of the logits and sums.
@@ -51,10 +45,6 @@ void expect_matches_oracle(const Case& c, const KdeformerOptions& opt, uint64_t 
   EXPECT_LT(max_rel_diff(got, oracle), tolerance)
       << c.name << " residual " << to_string(opt.residual()) << " m " << opt.sample_size()
       << " clamp " << opt.clamp_output();
-}
-
-KdeformerOptions options_of(const Case& c, Residual residual, int64_t samples) {
-  return KdeformerOptions().bucket_size(c.bucket).sample_size(samples).residual(residual);
 }
 
 TEST(KdeformerFusedOnCuda, SampledResidualMatchesTheAtenPath) {

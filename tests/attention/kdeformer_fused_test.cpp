@@ -24,6 +24,8 @@ using fused_cases::Case;
 using fused_cases::cases;
 using fused_cases::Inputs;
 using fused_cases::inputs;
+using fused_cases::options_of;
+using fused_cases::seeded_call;
 
 std::vector<kernel::Isa> variants() { return kernel::supported_isas(); }
 
@@ -32,10 +34,7 @@ std::vector<kernel::Isa> variants() { return kernel::supported_isas(); }
 void expect_matches_oracle(const Case& c, const KdeformerOptions& opt, uint64_t seed,
                            double logit_gain, double tolerance) {
   const Inputs in = inputs(c, seed, logit_gain);
-  AttentionCall call;
-  call.seed = seed;
-  call.entry_seeds.assign(c.batch, 0);
-  for (int64_t b = 0; b < c.batch; ++b) call.entry_seeds[b] = 100 + b;
+  const AttentionCall call = seeded_call(c, seed);
   const at::Tensor oracle = kdeformer_attention(in.q, in.k, in.v, c.scale, opt, call);
   for (const kernel::Isa isa : variants()) {
     const at::Tensor fused = kdeformer_fused_attention(in.q, in.k, in.v, c.scale, opt, call, isa);
@@ -45,10 +44,6 @@ void expect_matches_oracle(const Case& c, const KdeformerOptions& opt, uint64_t 
         << c.name << " isa " << kernel::isa_name(isa) << " residual " << to_string(opt.residual())
         << " m " << opt.sample_size() << " clamp " << opt.clamp_output();
   }
-}
-
-KdeformerOptions options_of(const Case& c, Residual residual, int64_t samples) {
-  return KdeformerOptions().bucket_size(c.bucket).sample_size(samples).residual(residual);
 }
 
 TEST(KdeformerFused, SampledResidualMatchesTheAtenPath) {

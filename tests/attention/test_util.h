@@ -29,6 +29,27 @@ inline at::Tensor seeded_randn(at::IntArrayRef sizes, uint64_t seed,
   return at::randn(sizes, gen, at::TensorOptions(at::kDouble)).to(dtype);
 }
 
+/// The synthetic regimes' clustered self-attention inputs (bench/glove's synthetic generator):
+/// n rows around 32 random centres (noise 0.7 per coordinate), rescaled so that the mean squared
+/// row norm is `mean_square` (the regime's logit scale at scale 1), and values independent of
+/// them around a shared random offset. Draws seeds seed … seed + 4. x, v [1, 1, n, d] float64.
+struct ClusteredInputs {
+  at::Tensor x, v;
+};
+
+inline ClusteredInputs clustered_inputs(int64_t n, int64_t d, double mean_square, uint64_t seed) {
+  const at::Tensor centres = seeded_randn({32, d}, seed);
+  const at::Tensor which =
+      at::randint(32, {n}, at::Generator(at::detail::createCPUGenerator(seed + 1)),
+                  at::TensorOptions(at::kLong));
+  at::Tensor x = centres.index_select(0, which).add_(seeded_randn({n, d}, seed + 2).mul_(0.7));
+  x.mul_(std::sqrt(mean_square / x.square().sum(1).mean().item<double>()));
+  ClusteredInputs in;
+  in.x = x.view({1, 1, n, d});
+  in.v = seeded_randn({1, 1, n, d}, seed + 3).add_(seeded_randn({1, 1, 1, d}, seed + 4).mul_(0.5));
+  return in;
+}
+
 /// Mean and empirical variance of independent draws of an estimate, for unbiasedness checks: for
 /// an unbiased estimator E‖mean − exact‖² = Σ var / draws, so its gap stays within a few
 /// standard errors and shrinks as 1/√draws.
