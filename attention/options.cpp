@@ -40,6 +40,8 @@ std::string to_string(Residual residual) {
       return "mass_calibrated";
     case Residual::kCoreset:
       return "coreset";
+    case Residual::kFittedFarField:
+      return "fitted_far_field";
   }
   return "?";
 }
@@ -106,8 +108,10 @@ Residual residual_from_string(const std::string& name) {
   if (name == "control_variate") return Residual::kControlVariate;
   if (name == "mass_calibrated") return Residual::kMassCalibrated;
   if (name == "coreset") return Residual::kCoreset;
+  if (name == "fitted_far_field") return Residual::kFittedFarField;
   TORCH_CHECK(false, "unknown KDEformer residual '", name,
-              "' (expected sampled, control_variate, mass_calibrated or coreset)");
+              "' (expected sampled, control_variate, mass_calibrated, coreset or "
+              "fitted_far_field)");
 }
 
 }  // namespace kdeserve::attention

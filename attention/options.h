@@ -33,6 +33,9 @@ enum class Residual {
                     ///< estimate of the off-block mass (the control variate's denominator).
   kCoreset,         ///< WildCat's weighted coreset of sample_size keys (RPCholesky pivots,
                     ///< Nyström weights) restricted to the off-block keys; no samples.
+  kFittedFarField,  ///< The control variate's far field (no samples) corrected by a coreset of
+                    ///< sample_size off-block keys whose values are fitted on coreset_fit_rows
+                    ///< exact query rows (coreset_fit.h); needs coreset_fit_rows ≥ 1.
 };
 
 /// How the coreset residual (Residual::kCoreset) draws its RPCholesky pivots.

@@ -60,6 +60,15 @@ const std::vector<VariantInfo>& infos() {
       {"kdeformer_wc16", false, "kdeformer_wc with blocks b = m/16, r = m - b"},
       {"kdeformer_wc_fit4", false, "kdeformer_wc with its coreset values fitted on 4r exact rows"},
       {"kdeformer_wc16_fit8", false, "kdeformer_wc16 with its values fitted on 8r exact rows"},
+      {"kdeformer_wc8_fit8", false, "kdeformer_wc8 with its values fitted on 8r exact rows"},
+      {"kdeformer_wcf16", false, "kdeformer_wcf with blocks b = m/16"},
+      {"kdeformer_wff", false,
+       "kdeformer_wcf fitted to the far field's residual (fitted_far_field): the control "
+       "variate's far field plus a coreset correction fitted on min(4r, 2048) exact rows"},
+      {"kdeformer_wff16", false, "kdeformer_wff with blocks b = m/16"},
+      {"kdeformer_wff_cal", false, "kdeformer_wff calibrated to mean(V) on 32 exact rows per head"},
+      {"kdeformer_wff16_cal", false, "kdeformer_wff16 calibrated to mean(V) on 32 exact rows"},
+      {"kdeformer_wc16_fit16", false, "kdeformer_wc16 with its values fitted on 16r exact rows"},
       {"kdeformer_wc_seq", false,
        "kdeformer_wc with WildCat's sequential RPCholesky pivots (kdeformer_wc: accelerated)"},
       {"kdeformer_aten", false, "kdeformer on the ATen composition (the fused kernel's oracle)"},
@@ -293,8 +302,18 @@ Budgeted at_budget(const std::string& v, int64_t m, int64_t nq, int64_t nk,
     b.knobs = knobs_of(b.options, nk);
     return b;
   }
-  if (v == "kdeformer_wcf") {
-    Budgeted b = at_budget("kdeformer_wc8", m, nq, nk, choices);
+  if (v == "kdeformer_wff" || v == "kdeformer_wff16") {
+    // The coreset split and fit rows of kdeformer_wcf, the far field as the fit's baseline.
+    Budgeted b = at_budget(v == "kdeformer_wff" ? "kdeformer_wcf" : "kdeformer_wcf16", m, nq, nk,
+                           choices);
+    b.variant = v;
+    b.options.kdeformer().residual(att::Residual::kFittedFarField);
+    b.knobs = knobs_of(b.options, nk);
+    return b;
+  }
+  if (v == "kdeformer_wcf" || v == "kdeformer_wcf16") {
+    Budgeted b = at_budget(v == "kdeformer_wcf" ? "kdeformer_wc8" : "kdeformer_wc16", m, nq, nk,
+                           choices);
     b.variant = v;
     b.options.kdeformer().coreset_fit_rows(
         std::min<int64_t>(att::kdeformer::kFitRowsPerCoresetKey * b.options.kdeformer().sample_size(),

@@ -47,6 +47,7 @@ std::string describe(const attention::AttentionOptions& o) {
       if (o.kdeformer().residual() == attention::Residual::kControlVariate) out << ",cv";
       if (o.kdeformer().residual() == attention::Residual::kMassCalibrated) out << ",cv-mass";
       if (o.kdeformer().residual() == attention::Residual::kCoreset) out << ",coreset";
+      if (o.kdeformer().residual() == attention::Residual::kFittedFarField) out << ",cv-coreset";
       if (o.kdeformer().coreset_fit_rows() > 0) out << ",fit=" << o.kdeformer().coreset_fit_rows();
       if (o.kdeformer().clamp_output()) out << ",clamped";
       if (o.kdeformer().calibration_rows() > 0) {

@@ -49,6 +49,7 @@ std::vector<KdeformerOptions> candidate_grid(int64_t nk, const KdeformerOptions&
         out.push_back(KdeformerOptions(base).bucket_size(b).sample_size(m)
                           .residual(Residual::kCoreset).clamp_output(true));
         out.push_back(KdeformerOptions(out.back()).coreset_fit_rows(kFitRowsPerCoresetKey * m));
+        out.push_back(KdeformerOptions(out.back()).residual(Residual::kFittedFarField));
       }
     }
   }

@@ -31,9 +31,9 @@ std::string describe(const KdeformerOptions& options);
 /// Candidate settings for a layer with nk keys: b ∈ {16, 32, 64, 128, 256} below nk, m ∈ {0,
 /// b/2, b, 2b} for the paper's sampled residual (m > 0), the control variate (m ≥ 0, clamped)
 /// the mass-calibrated far field and the coreset far field (m > 0, clamped; also with its values
-/// fitted on 4m rows, coreset_fit.h), and the control variate at m = 0 calibrated on 32 exact
-/// rows, all with `base`'s projections, order and power
-/// iterations.
+/// fitted on 4m rows, coreset_fit.h, and the far field fitted on the same coreset and rows,
+/// Residual::kFittedFarField), and the control variate at m = 0 calibrated on 32 exact rows, all
+/// with `base`'s projections, order and power iterations.
 std::vector<KdeformerOptions> candidate_grid(int64_t nk, const KdeformerOptions& base = {});
 
 /// Measures every candidate on q [B, H, Nq, D], k [B, H, Nk, D], v [B, H, Nk, Dv] at `scale`:

@@ -41,8 +41,8 @@ CoresetFarField coreset_far_field(const at::Tensor& qs, const at::Tensor& q_scal
                                   const at::Tensor& k3, const at::Tensor& v3,
                                   const at::Tensor& k_rows, const at::Tensor& key_valid,
                                   int64_t blocks, double scale, int64_t rank, int64_t batch,
-                                  int64_t heads, CoresetPivots pivots,
-                                  const AttentionCall& call) {
+                                  int64_t heads, CoresetPivots pivots, const AttentionCall& call,
+                                  bool off_values) {
   const int64_t groups = k3.size(0), nk = k3.size(1), dv = v3.size(2);
   const int64_t kwidth = k_rows.size(1) / blocks;
   // Softmax is invariant to a shift of all keys, and recentring shrinks the key norms the
@@ -62,6 +62,7 @@ CoresetFarField coreset_far_field(const at::Tensor& qs, const at::Tensor& q_scal
   out.logits = at::bmm(qs, k_s.transpose(1, 2));  // [G, R, S]
   out.real_max = out.logits.amax(2);
   out.logits.add_(c.log_offsets.unsqueeze(1));
+  if (!off_values) return out;
   // W' per block: its columns in sorted key order, padding zeroed, [G·blocks, S, kwidth].
   at::Tensor w_sorted = w.gather(2, k_rows.unsqueeze(1).expand({groups, size, k_rows.size(1)}));
   if (key_valid.defined()) w_sorted.mul_(key_valid.to(w.scalar_type()));

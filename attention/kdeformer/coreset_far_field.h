@@ -19,6 +19,7 @@ struct CoresetFarField {
   at::Tensor logits;      ///< [G, R, S] β q_i·k_s + o_s for the padded sorted query rows
   at::Tensor real_max;    ///< [G, R] max_s β q_i·k_s (the coreset keys' own logits)
   at::Tensor off_values;  ///< [G·blocks, S, Dv + 1] Σ_{l ∉ blk} W'_sl [v_l, 1] per block
+                          ///< (undefined without off_values: the fitted far field's features)
   at::Tensor pivots;      ///< [G, S] int64 key index of each coreset key
 };
 
@@ -28,11 +29,14 @@ struct CoresetFarField {
 /// rank: S (every key, with W' = I, when Nk ≤ rank: the estimate is then exact). Randomness
 /// (batch, heads give the per-(entry, head) streams of `call`): kSequential pivots use
 /// wildcat::gumbel_noise, kAccelerated ones stream_generator(call, entry, head, kUniforms).
+/// off_values = false skips the per-block Nyström sums (the fitted far field uses only the
+/// coreset's logits).
 CoresetFarField coreset_far_field(const at::Tensor& qs, const at::Tensor& q_scale,
                                   const at::Tensor& k3, const at::Tensor& v3,
                                   const at::Tensor& k_rows, const at::Tensor& key_valid,
                                   int64_t blocks, double scale, int64_t rank, int64_t batch,
-                                  int64_t heads, CoresetPivots pivots, const AttentionCall& call);
+                                  int64_t heads, CoresetPivots pivots, const AttentionCall& call,
+                                  bool off_values = true);
 
 /// The coreset of coreset_far_field (centred keys k3 [G, Nk, D], values [G, Nk, Dv]) and its
 /// weights W' [G, S, Nk] in *key_weights: the draws a call with these arguments makes.

@@ -57,9 +57,11 @@ Estimate estimate(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   const bool heavy = opt.heavy();
   // Both far-field residuals share the control variate; kMassCalibrated keeps only its mass.
   const bool calibrated = opt.residual() == Residual::kMassCalibrated;
-  const bool cv = opt.residual() == Residual::kControlVariate || calibrated;
+  // The fitted far field: the control variate's far field as the coreset fit's baseline.
+  const bool fitted_ff = opt.residual() == Residual::kFittedFarField;
+  const bool cv = opt.residual() == Residual::kControlVariate || calibrated || fitted_ff;
   // The coreset far field spends sample_size on coreset keys instead of samples.
-  const bool coreset = opt.residual() == Residual::kCoreset;
+  const bool coreset = opt.residual() == Residual::kCoreset || fitted_ff;
   const int64_t drawn = coreset ? 0 : m;
   split = split || calibrated;  // it rescales the off-block far field on its own
   const double neg_inf = -std::numeric_limits<double>::infinity();
@@ -116,7 +118,8 @@ Estimate estimate(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     const at::Tensor q_scale = q3.square().sum(2).sqrt_().amax(1);  // [G]
     cf = coreset_far_field(qs, q_scale, k3, v3, k_rows,
                            e.klayout.padded() ? e.klayout.row_valid : at::Tensor(), blocks,
-                           scale, m, batch, heads, opt.coreset_pivots(), call);
+                           scale, m, batch, heads, opt.coreset_pivots(), call,
+                           /*off_values=*/!fitted_ff);
     row_max = at::maximum(row_max, cf.logits.amax(2));
   }
 
@@ -189,8 +192,12 @@ Estimate estimate(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   }
   if (coreset) {
     at::Tensor p_cs = cf.logits.sub_(c).exp_();  // [G, R, S]
-    at::Tensor off = at::bmm(p_cs.view({groups * blocks, qwidth, -1}), cf.off_values)
-                         .view({groups, rows, dv + 1});
+    // The fitted far field corrects the far field's off-block sums (block_* hold Σ_blk (e − f),
+    // ff_* Σ_all f: together Σ_blk e + Σ_off f), the coreset its Nyström ones.
+    at::Tensor off =
+        fitted_ff ? at::cat({e.ff_num, e.ff_den.unsqueeze(2)}, 2)
+                  : at::bmm(p_cs.view({groups * blocks, qwidth, -1}), cf.off_values)
+                        .view({groups, rows, dv + 1});
     if (opt.coreset_fit_rows() > 0) {
       CoresetFit fit = fit_coreset_values(p_cs, off, e.block_num, e.block_den, row_max, qs, k3,
                                           v3, e.q_row_of_query, opt.coreset_fit_rows(), batch,
@@ -202,8 +209,10 @@ Estimate estimate(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     e.ff_num = off.narrow(2, 0, dv);
     e.ff_den = off.select(2, dv);
     // D ≥ Σ_blk e and D ≥ e^{β q·k_s − c} for every key s: Nyström weights can be negative, so
-    // the coreset's off-block mass can be too, and the floor keeps D̂ positive.
-    e.den_floor = at::maximum(e.block_den, cf.real_max.sub_(row_max).exp_());
+    // the coreset's off-block mass can be too, and the floor keeps D̂ positive. (With the far
+    // field, block_den holds Σ_blk (e − f); den_floor already holds Σ_blk e.)
+    e.den_floor = at::maximum(fitted_ff ? e.den_floor : e.block_den,
+                              cf.real_max.sub_(row_max).exp_());
   }
   if (cv) {
     // D ≥ Σ_blk e + max over off-block samples of e: disjoint keys, positive terms.
@@ -260,7 +269,8 @@ void fill_report(const Estimate& e, const KdeformerOptions& opt, const Attention
   if (call.report == nullptr) return;
   call.report->num_blocks = opt.heavy() ? e.klayout.blocks : 0;
   call.report->block_keys = opt.heavy() ? e.klayout.width : 0;
-  const bool coreset = opt.residual() == Residual::kCoreset;
+  const bool coreset =
+      opt.residual() == Residual::kCoreset || opt.residual() == Residual::kFittedFarField;
   call.report->sample_size = coreset ? 0 : opt.sample_size();
   if (coreset) call.report->coreset_size = std::min(opt.sample_size(), e.key_block.size(1));
   if (e.exact_rows.defined()) call.report->coreset_fit_rows = e.exact_rows.size(1);
@@ -287,11 +297,15 @@ void check_options(const KdeformerOptions& opt) {
               opt.calibration_rows());
   TORCH_CHECK(opt.coreset_fit_rows() >= 0, "kdeformer: coreset_fit_rows must be >= 0, got ",
               opt.coreset_fit_rows());
-  TORCH_CHECK(opt.coreset_fit_rows() == 0 || opt.residual() == Residual::kCoreset,
-              "kdeformer: coreset_fit_rows needs the coreset residual, got ",
+  const bool coreset =
+      opt.residual() == Residual::kCoreset || opt.residual() == Residual::kFittedFarField;
+  TORCH_CHECK(opt.coreset_fit_rows() == 0 || coreset,
+              "kdeformer: coreset_fit_rows needs the coreset or fitted_far_field residual, got ",
               to_string(opt.residual()));
-  TORCH_CHECK(opt.residual() != Residual::kCoreset || opt.sample_size() >= 1,
-              "kdeformer: the coreset residual needs sample_size (its coreset keys) >= 1");
+  TORCH_CHECK(!coreset || opt.sample_size() >= 1, "kdeformer: the ", to_string(opt.residual()),
+              " residual needs sample_size (its coreset keys) >= 1");
+  TORCH_CHECK(opt.residual() != Residual::kFittedFarField || opt.coreset_fit_rows() >= 1,
+              "kdeformer: the fitted_far_field residual needs coreset_fit_rows >= 1");
 }
 
 at::Tensor kdeformer_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

@@ -53,6 +53,22 @@ namespace kdeserve::attention::kdeformer {
 /// can be negative), and with clamp_output the output lies in the values' range. Exact when
 /// S ≥ Nk (W' = I). Extra memory O(S · (Nk + (Nk / b) · Dv)).
 ///
+/// Residual::kFittedFarField keeps the control variate's far field without samples (block
+/// part exact, Σ_{l ∉ blk(i)} f_il [v_l, 1] exact from the moments) and corrects it with the
+/// coreset fit of coreset_fit.h: S = sample_size off-block coreset keys (the kCoreset pivots) give
+/// each row the features x_i = e^{β q_i·k_s + o_s − c_i}, and ΔU [S, Dv + 1] is the ridge fit of
+/// the far field's residual Σ_{l ∉ blk(i)} (e_il − f_il) [v_l, 1] on t = coreset_fit_rows rows
+/// whose exact sums are computed (those rows are returned exact). Where attention is diffuse the
+/// far field already holds the first-order part of e^s exactly, so the S features only have to
+/// fit its curvature, which they do better than the Nyström weights fit e^s itself at small S
+/// (bench/RESULTS.md). Guarantee: as for the fitted coreset, ΔU is a function of rows drawn
+/// independently of the rest of the estimate, the ridge bounds it and ρ = ∞ (ΔU = 0, chosen by
+/// the rows' leave-one-out error when no ridge beats it) is the far field itself, whose error is
+/// Σ_{l ∉ blk(i)} (e − f); rows whose denominator the fit would move by more than
+/// kMaxFitMassChange keep the far field. It is not unbiased; with calibration_rows the
+/// calibration bound holds for it as for any estimate. D̂_i is raised to max(Σ_blk e,
+/// max_s e^{β q_i·k_s − c_i}). Exact when t ≥ Nq.
+///
 /// calibration_rows is applied by attention() after either implementation, not here
 /// (calibration.h: the estimate scaled about mean(V) by a coefficient fitted on exact rows).
 /// q [B, H, Nq, D], k [B, H, Nk, D], v [B, H, Nk, Dv] → [B, H, Nq, Dv]; float32 or float64;

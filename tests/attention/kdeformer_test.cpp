@@ -271,7 +271,9 @@ TEST(Kdeformer, PeakMemoryIsLinearInSequenceLength) {
     const int64_t linear_bound = 8 * n * (64 + 128 + 64 + 64) * 4;
     EXPECT_LT(peak, linear_bound) << "n=" << n;
     EXPECT_LT(peak, dense / 16) << "n=" << n;
-    if (previous > 0) EXPECT_LT(static_cast<double>(peak) / previous, 2.5);
+    if (previous > 0) {
+      EXPECT_LT(static_cast<double>(peak) / previous, 2.5);
+    }
     previous = peak;
   }
 }
