@@ -5,8 +5,9 @@
 # (or takes the ones --prepare-prebuilt built here), runs the CUDA tests (which must run, not
 # skip, when a GPU is visible), the CPU unit tests, and attention_bench on CUDA (exact: chunked,
 # SDPA and SDPA on bfloat16 vs KDEformer, fused and ATen, at the paper's shapes and n = 4096 up
-# to 131072; then the peers in a second run), and writes the results. Every step has a time
-# limit; the whole run stays under 8 minutes (with --prebuilt, under 5).
+# to 131072; then the peers in a second run), and writes the results. Every step has its own
+# time limit (configure 120 s, build 300 s, each test binary 120 s, the benchmarks 150 + 120 s,
+# ncu 90 s); no whole run on a GPU has been timed yet.
 #
 #   bash scripts/gpu_check.sh [--out DIR]     results in DIR (default out/gpu_check; $OUT if set):
 #                                             gpu_check.md (summary), attention_bench_cuda.csv,
