@@ -33,7 +33,7 @@
 # scatterbrain,wildcat,thinformer; empty: none), KDESERVE_GPU_PROFILE=1 (per-kernel times of one
 # KDEformer call at the largest n under ncu, when the machine has it).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 root=$(pwd)
 deps=$root/.gpu-deps
 
@@ -136,7 +136,7 @@ if [[ -n "$prebuilt" ]]; then
   # Binaries built elsewhere against the same PyTorch: its libraries and CUDA runtime here.
   export LD_LIBRARY_PATH="$prebuilt/lib:$torch_dir/lib:$torch_dir/../nvidia/cu13/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   bench=$prebuilt/attention_bench
-  note "- prebuilt binaries from $prebuilt: $(ls "$prebuilt" | tr '\n' ' ')"
+  note "- prebuilt binaries from $prebuilt: $(cd "$prebuilt" && echo *)"
   missing=$(for t in "${prebuilt_tests[@]}" attention_bench; do ldd "$prebuilt/$t" | grep 'not found'; done | sort -u)
   [[ -z "$missing" ]] || { note "  FAIL: unresolved libraries: $missing"; exit 1; }
   # The CUDA tests, verbosely (with a GPU visible none may skip), then the CPU tests.
