@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -62,6 +63,61 @@ inline AttentionCall seeded_call(const Case& c, uint64_t seed) {
 /// The case's bucket size with the given residual and sample size.
 inline KdeformerOptions options_of(const Case& c, Residual residual, int64_t samples) {
   return KdeformerOptions().bucket_size(c.bucket).sample_size(samples).residual(residual);
+}
+
+/// One implementation's check against its oracle: the case, the options, the seed, the logit
+/// gain and the tolerance (each test file runs its kernel and the oracle with them).
+using OracleCheck =
+    std::function<void(const Case& c, const KdeformerOptions& options, uint64_t seed,
+                       double logit_gain, double tolerance)>;
+
+/// The sampled residual on every case, without samples and with the case's: 2e-5.
+inline void check_sampled_cases(const OracleCheck& check, uint64_t seed) {
+  for (const Case& c : cases()) {
+    for (int64_t m : {int64_t{0}, c.samples}) {
+      check(c, options_of(c, Residual::kSampled, m), seed += 10, 1.0, 2e-5);
+    }
+  }
+}
+
+/// The control variate on every case, without samples and with them, clamped or not: 5e-5.
+inline void check_control_variate_cases(const OracleCheck& check, uint64_t seed) {
+  for (const Case& c : cases()) {
+    for (int64_t m : {int64_t{0}, c.samples}) {
+      for (bool clamp : {false, true}) {
+        check(c, options_of(c, Residual::kControlVariate, m).clamp_output(clamp), seed += 10,
+              1.0, 5e-5);
+      }
+    }
+  }
+}
+
+/// Both bucket orders, both samplings and r ∈ {1, 4, 9} on the uneven-blocks case: 2e-5.
+inline void check_every_knob(const OracleCheck& check, uint64_t seed) {
+  const Case c = cases()[1];
+  for (BucketOrder order : {BucketOrder::kGray, BucketOrder::kReference}) {
+    for (Sampling sampling : {Sampling::kValueNorm, Sampling::kUniform}) {
+      for (int64_t r : {1, 4, 9}) {
+        const KdeformerOptions opt = options_of(c, Residual::kSampled, c.samples)
+                                         .bucket_order(order)
+                                         .sampling(sampling)
+                                         .num_projections(r)
+                                         .power_iterations(5)
+                                         .clamp_output(true);
+        check(c, opt, seed += 10, 1.0, 2e-5);
+      }
+    }
+  }
+}
+
+/// Logits in the hundreds (gain 60) on the square case, both residuals: one max-shift per query
+/// keeps both finite; the logits carry float32 rounding of relative size 1e-7, so e^{s − c}
+/// agrees to 1e-7 · |s|: 2e-3.
+inline void check_large_logits(const OracleCheck& check, uint64_t seed) {
+  const Case c = cases()[0];
+  for (Residual residual : {Residual::kSampled, Residual::kControlVariate}) {
+    check(c, options_of(c, residual, c.samples), seed, 60.0, 2e-3);
+  }
 }
 
 }  // namespace kdeserve::attention::kdeformer::fused_cases

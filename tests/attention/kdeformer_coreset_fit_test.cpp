@@ -38,6 +38,11 @@ AttentionOptions fitted(int64_t b, int64_t r, int64_t rows,
   return o;
 }
 
+// ‖est − exact‖₂ / ‖exact‖₂, the paper's error.
+double relative_error(const at::Tensor& est, const at::Tensor& exact) {
+  return (spectral_norm(est - exact) / spectral_norm(exact)).item<double>();
+}
+
 // Rows of `out` [Nq, Dv] equal to those of `exact` within tol.
 int64_t exact_rows(const at::Tensor& out, const at::Tensor& exact, double tol) {
   return (out - exact).abs().amax(1).le(tol).sum().item<int64_t>();
@@ -199,9 +204,7 @@ TEST(KdeformerCoresetFit, BeatsTheNystromCoresetOnDiffuseClusteredAttention) {
   const at::Tensor& x = in.x;
   const at::Tensor& v = in.v;
   const at::Tensor exact = naive_attention(x, x, v, 1.0)[0][0];
-  auto rel = [&](const at::Tensor& est) {
-    return (spectral_norm(est - exact) / spectral_norm(exact)).item<double>();
-  };
+  auto rel = [&](const at::Tensor& est) { return relative_error(est, exact); };
   double plain = 0, ours = 0;
   for (uint64_t seed : {1, 2, 3}) {
     plain += rel(attention(x, x, v, fitted(16, 112, 0).scale(1.0), seeded_call(seed))[0][0]) / 3;
@@ -219,9 +222,7 @@ TEST(KdeformerCoresetFit, TheFittedFarFieldBeatsBothAtSmallBudgets) {
   const at::Tensor& x = in.x;
   const at::Tensor& v = in.v;
   const at::Tensor exact = naive_attention(x, x, v, 1.0)[0][0];
-  auto rel = [&](const at::Tensor& est) {
-    return (spectral_norm(est - exact) / spectral_norm(exact)).item<double>();
-  };
+  auto rel = [&](const at::Tensor& est) { return relative_error(est, exact); };
   AttentionOptions far_field(Method::kKdeformer);
   far_field.scale(1.0).kdeformer().bucket_size(64).sample_size(0).clamp_output(true).residual(
       Residual::kControlVariate);

@@ -23,12 +23,8 @@
 namespace kdeserve::attention::kdeformer {
 namespace {
 
-using fused_cases::Case;
-using fused_cases::cases;
-using fused_cases::Inputs;
-using fused_cases::inputs;
-using fused_cases::options_of;
-using fused_cases::seeded_call;
+// The shared cases, options and checks of both fused kernels.
+using namespace fused_cases;  // NOLINT(google-build-using-namespace)
 using kdeserve::testing::max_rel_diff;
 namespace ck = cuda_kernel;
 
@@ -72,44 +68,19 @@ void expect_matches_oracle(const Case& c, const KdeformerOptions& opt, uint64_t 
 }
 
 TEST(KdeformerCudaKernelOnHost, SampledResidualMatchesTheAtenPath) {
-  uint64_t seed = 8100;
-  for (const Case& c : cases()) {
-    for (int64_t m : {int64_t{0}, c.samples}) {
-      expect_matches_oracle(c, options_of(c, Residual::kSampled, m), seed += 10, 1.0, 2e-5);
-    }
-  }
+  check_sampled_cases(expect_matches_oracle, 8100);
 }
 
 TEST(KdeformerCudaKernelOnHost, ControlVariateMatchesTheAtenPath) {
-  uint64_t seed = 8300;
-  for (const Case& c : cases()) {
-    expect_matches_oracle(c, options_of(c, Residual::kControlVariate, c.samples), seed += 10, 1.0,
-                          5e-5);
-    expect_matches_oracle(c, options_of(c, Residual::kControlVariate, 0).clamp_output(true),
-                          seed += 10, 1.0, 5e-5);
-  }
+  check_control_variate_cases(expect_matches_oracle, 8300);
 }
 
-TEST(KdeformerCudaKernelOnHost, KnobsMatchTheAtenPath) {
-  const Case c = cases()[1];
-  uint64_t seed = 8500;
-  for (BucketOrder order : {BucketOrder::kGray, BucketOrder::kReference}) {
-    for (Sampling sampling : {Sampling::kValueNorm, Sampling::kUniform}) {
-      const KdeformerOptions opt = options_of(c, Residual::kSampled, c.samples)
-                                       .bucket_order(order)
-                                       .sampling(sampling)
-                                       .num_projections(order == BucketOrder::kGray ? 1 : 9)
-                                       .clamp_output(true);
-      expect_matches_oracle(c, opt, seed += 10, 1.0, 2e-5);
-    }
-  }
+TEST(KdeformerCudaKernelOnHost, EveryKnobMatchesTheAtenPath) {
+  check_every_knob(expect_matches_oracle, 8500);
 }
 
 TEST(KdeformerCudaKernelOnHost, LargeLogitsStayFiniteAndMatch) {
-  const Case c = cases()[0];
-  for (Residual residual : {Residual::kSampled, Residual::kControlVariate}) {
-    expect_matches_oracle(c, options_of(c, residual, c.samples), 8700, 60.0, 2e-3);
-  }
+  check_large_logits(expect_matches_oracle, 8700);
 }
 
 TEST(KdeformerCudaKernelOnHost, InputsCheckWhatTheKernelComputes) {

@@ -20,12 +20,8 @@ namespace {
 
 using kdeserve::testing::max_rel_diff;
 using kdeserve::testing::seeded_randn;
-using fused_cases::Case;
-using fused_cases::cases;
-using fused_cases::Inputs;
-using fused_cases::inputs;
-using fused_cases::options_of;
-using fused_cases::seeded_call;
+// The shared cases, options and checks of both fused kernels.
+using namespace fused_cases;  // NOLINT(google-build-using-namespace)
 
 std::vector<kernel::Isa> variants() { return kernel::supported_isas(); }
 
@@ -47,51 +43,19 @@ void expect_matches_oracle(const Case& c, const KdeformerOptions& opt, uint64_t 
 }
 
 TEST(KdeformerFused, SampledResidualMatchesTheAtenPath) {
-  uint64_t seed = 4100;
-  for (const Case& c : cases()) {
-    for (int64_t m : {int64_t{0}, c.samples}) {
-      expect_matches_oracle(c, options_of(c, Residual::kSampled, m), seed += 10, 1.0, 2e-5);
-    }
-  }
+  check_sampled_cases(expect_matches_oracle, 4100);
 }
 
 TEST(KdeformerFused, ControlVariateMatchesTheAtenPath) {
-  uint64_t seed = 4300;
-  for (const Case& c : cases()) {
-    for (int64_t m : {int64_t{0}, c.samples}) {
-      for (bool clamp : {false, true}) {
-        expect_matches_oracle(c, options_of(c, Residual::kControlVariate, m).clamp_output(clamp),
-                              seed += 10, 1.0, 5e-5);
-      }
-    }
-  }
+  check_control_variate_cases(expect_matches_oracle, 4300);
 }
 
 TEST(KdeformerFused, EveryKnobMatchesTheAtenPath) {
-  const Case c = cases()[1];
-  uint64_t seed = 4500;
-  for (BucketOrder order : {BucketOrder::kGray, BucketOrder::kReference}) {
-    for (Sampling sampling : {Sampling::kValueNorm, Sampling::kUniform}) {
-      for (int64_t r : {1, 4, 9}) {
-        const KdeformerOptions opt = options_of(c, Residual::kSampled, c.samples)
-                                         .bucket_order(order)
-                                         .sampling(sampling)
-                                         .num_projections(r)
-                                         .power_iterations(5)
-                                         .clamp_output(true);
-        expect_matches_oracle(c, opt, seed += 10, 1.0, 2e-5);
-      }
-    }
-  }
+  check_every_knob(expect_matches_oracle, 4500);
 }
 
-// Logits in the hundreds: one max-shift per query keeps both finite; the logits themselves
-// carry float32 rounding of relative size 1e-7, so e^{s − c} agrees to 1e-7 · |s|.
 TEST(KdeformerFused, LargeLogitsStayFiniteAndMatch) {
-  const Case c = cases()[0];
-  for (Residual residual : {Residual::kSampled, Residual::kControlVariate}) {
-    expect_matches_oracle(c, options_of(c, residual, c.samples), 4700, 60.0, 2e-3);
-  }
+  check_large_logits(expect_matches_oracle, 4700);
 }
 
 TEST(KdeformerFused, InjectedRandomnessIsUsed) {
