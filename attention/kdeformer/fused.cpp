@@ -50,6 +50,24 @@ std::string fused_unsupported_reason(const at::Tensor& q, const at::Tensor& v,
   return cpu_unsupported_reason(q, options);
 }
 
+void set_kernel_inputs(KernelInputs& in, const at::Tensor& q3, const at::Tensor& k3,
+                       const at::Tensor& v3, const at::Tensor& q_order, const at::Tensor& k_order,
+                       double scale, int64_t blocks, int64_t samples) {
+  in.groups = q3.size(0);
+  in.nq = q3.size(1);
+  in.nk = k3.size(1);
+  in.dim = q3.size(2);
+  in.dv = v3.size(2);
+  in.samples = samples;
+  in.blocks = blocks;
+  in.scale = static_cast<float>(scale);
+  in.q = q3.data_ptr<float>();
+  in.k = k3.data_ptr<float>();
+  in.v = v3.data_ptr<float>();
+  in.q_order = q_order.data_ptr<int64_t>();
+  in.k_order = k_order.data_ptr<int64_t>();
+}
+
 std::string fused_backend_name() {
   return std::string("fused-") + kernel::isa_name(kernel::best_isa()) + "-cpu";
 }
@@ -174,19 +192,7 @@ at::Tensor kdeformer_fused_attention(const at::Tensor& q, const at::Tensor& k,
   }
 
   kernel::Problem pb;
-  pb.groups = groups;
-  pb.nq = nq;
-  pb.nk = nk;
-  pb.dim = dim;
-  pb.dv = dv;
-  pb.samples = m;
-  pb.blocks = blocks;
-  pb.scale = static_cast<float>(scale);
-  pb.q = q3.data_ptr<float>();
-  pb.k = k3.data_ptr<float>();
-  pb.v = v3.data_ptr<float>();
-  pb.q_order = q_order.data_ptr<int64_t>();
-  pb.k_order = k_order.data_ptr<int64_t>();
+  set_kernel_inputs(pb, q3, k3, v3, q_order, k_order, scale, blocks, m);
   pb.q_start = q_start.data();
   pb.k_start = k_start.data();
 

@@ -10,9 +10,17 @@
 
 #include "attention/call.h"
 #include "attention/kdeformer/fused_kernel.h"
+#include "attention/kdeformer/kernel_inputs.h"
 #include "attention/options.h"
 
 namespace kdeserve::attention::kdeformer {
+
+/// Points `inputs` at q3 [G, Nq, D], k3 [G, Nk, D], v3 [G, Nk, Dv] (contiguous float32) and their
+/// hash-sorted orders [G, Nq], [G, Nk] (contiguous int64) and sets the sizes: the part both
+/// fused kernels share (the samples, the clamp range and the output are the caller's).
+void set_kernel_inputs(KernelInputs& inputs, const at::Tensor& q3, const at::Tensor& k3,
+                       const at::Tensor& v3, const at::Tensor& q_order, const at::Tensor& k_order,
+                       double scale, int64_t blocks, int64_t samples);
 
 /// Why the fused kernel does not compute these inputs and options (empty: it does): it runs on
 /// the CPU, or on CUDA tensors in a KDESERVE_WITH_CUDA build (fused_cuda.h), in float32, with

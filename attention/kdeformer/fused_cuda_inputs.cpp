@@ -4,6 +4,7 @@
 
 #include "attention/common/blocks.h"
 #include "attention/kdeformer/far_field.h"
+#include "attention/kdeformer/fused.h"
 #include "attention/kdeformer/fused_cuda.h"
 #include "attention/kdeformer/kdeformer.h"
 #include "attention/kdeformer/lsh.h"
@@ -51,19 +52,8 @@ FusedCudaInputs fused_cuda_inputs(const at::Tensor& q, const at::Tensor& k, cons
   in.k_order = hash_sort(bucket_ranks(in.k, proj, opt.bucket_order())).contiguous();
 
   cuda_kernel::Problem& pb = in.problem;
-  pb.groups = groups;
-  pb.nq = nq;
-  pb.nk = nk;
-  pb.dim = dim;
-  pb.dv = dv;
-  pb.samples = m;
-  pb.blocks = (nk + opt.bucket_size() - 1) / opt.bucket_size();
-  pb.scale = static_cast<float>(scale);
-  pb.q = in.q.data_ptr<float>();
-  pb.k = in.k.data_ptr<float>();
-  pb.v = in.v.data_ptr<float>();
-  pb.q_order = in.q_order.data_ptr<int64_t>();
-  pb.k_order = in.k_order.data_ptr<int64_t>();
+  set_kernel_inputs(pb, in.q, in.k, in.v, in.q_order, in.k_order, scale,
+                    (nk + opt.bucket_size() - 1) / opt.bucket_size(), m);
 
   // Alg. 3 step 2's samples, drawn as the ATen path draws them; each sample's sorted position
   // tells the kernel which block holds it exactly.

@@ -19,6 +19,8 @@
 #include <cstdint>
 #include <string>
 
+#include "attention/kdeformer/kernel_inputs.h"
+
 namespace kdeserve::attention::kdeformer::cuda_kernel {
 
 /// Queries per warp, held in registers, and warps per thread block.
@@ -28,32 +30,16 @@ constexpr int kCudaQueriesPerCta = kCudaQueriesPerWarp * kCudaWarps;
 /// The largest value dim: each lane accumulates Dv / 32 columns of kCudaQueriesPerWarp rows.
 constexpr int64_t kCudaMaxDv = 256;
 
-/// One call's device arrays; every array is contiguous, row-major, owned by the caller.
-struct Problem {
-  int64_t groups = 0, nq = 0, nk = 0, dim = 0, dv = 0;
-  int64_t samples = 0;  ///< m (0: the blocks alone)
-  int64_t blocks = 0;   ///< nb
-  float scale = 1;
-  const float* q = nullptr;  ///< [G, Nq, D]
-  const float* k = nullptr;  ///< [G, Nk, D]
-  const float* v = nullptr;  ///< [G, Nk, Dv]
-  /// Hash-sorted order: item at each sorted position. [G, Nq] / [G, Nk]
-  const int64_t* q_order = nullptr;
-  const int64_t* k_order = nullptr;
-  /// The residual's samples (samples > 0): key index, weight 1 / (m p), and the key's sorted
-  /// position (its block follows from it). [G, m] each
-  const int64_t* sample_index = nullptr;
-  const float* sample_weight = nullptr;
+/// One call's device arrays (kernel_inputs.h) and the CUDA kernel's own; every array is
+/// contiguous, row-major, owned by the caller.
+struct Problem : KernelInputs {
+  /// The sorted position of each sampled key (samples > 0): its block follows from it. [G, m]
   const int64_t* sample_position = nullptr;
-  /// Control variate (all null otherwise): each query's far-field moments q_iᵀ [Cov(K) |
+  /// Control variate (both null otherwise): each query's far-field moments q_iᵀ [Cov(K) |
   /// Σ_j (k_j − k̄) v_jᵀ | k̄] for the scaled query (far_field.h), and Σ_j v_j.
   /// [G, Nq, D + Dv + 1], [G, Dv]
   const float* query_moments = nullptr;
   const float* value_sum = nullptr;
-  /// clamp_output (both null otherwise): the values' range per group. [G, Dv] each
-  const float* value_min = nullptr;
-  const float* value_max = nullptr;
-  float* out = nullptr;  ///< [G, Nq, Dv]
 };
 
 /// Keys per tile (one per lane) and the row stride of the tile's transposed keys [D][kTile + 1]

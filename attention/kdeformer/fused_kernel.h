@@ -16,30 +16,20 @@
 #include <cstdint>
 #include <vector>
 
+#include "attention/kdeformer/kernel_inputs.h"
+
 namespace kdeserve::attention::kdeformer::kernel {
 
 /// Query rows per register tile.
 constexpr int64_t kTileRows = 6;
 
-/// One call's inputs and output; every array is contiguous, row-major, owned by the caller.
-struct Problem {
-  int64_t groups = 0, nq = 0, nk = 0, dim = 0, dv = 0;
-  int64_t samples = 0;  ///< m (0: the blocks alone)
-  int64_t blocks = 0;   ///< nb
-  float scale = 1;
-  const float* q = nullptr;  ///< [G, Nq, D]
-  const float* k = nullptr;  ///< [G, Nk, D]
-  const float* v = nullptr;  ///< [G, Nk, Dv]
-  /// Hash-sorted order: item at each sorted position. [G, Nq] / [G, Nk]
-  const int64_t* q_order = nullptr;
-  const int64_t* k_order = nullptr;
+/// One call's inputs and output (kernel_inputs.h) and the CPU kernel's own arrays; every array is
+/// contiguous, row-major, owned by the caller.
+struct Problem : KernelInputs {
   /// Block j holds sorted positions [start[j], start[j + 1]). [nb + 1] each
   const int64_t* q_start = nullptr;
   const int64_t* k_start = nullptr;
-  /// The residual's samples (samples > 0): original key index, weight 1 / (m p), diagonal
-  /// block of the key. [G, m] each
-  const int64_t* sample_index = nullptr;
-  const float* sample_weight = nullptr;
+  /// The diagonal block of each sampled key (samples > 0). [G, m]
   const int64_t* sample_block = nullptr;
   /// Packed sample panels (pack_samples fills them): [G, D, m_pad] keys transposed and
   /// [G, m, dv_pad] weighted values w_s v_s (panel_width() gives the padded sizes).
@@ -50,10 +40,6 @@ struct Problem {
   /// (far_field.h; kdeformer.h has the estimator). [G, D, ldm], [G, Dv]
   const float* ff_moments = nullptr;
   const float* ff_value_sum = nullptr;
-  /// clamp_output (both null otherwise): the values' range per group. [G, Dv] each
-  const float* value_min = nullptr;
-  const float* value_max = nullptr;
-  float* out = nullptr;  ///< [G, Nq, Dv]
 };
 
 /// Panels are padded to whole vectors of the widest variant (16 floats: AVX-512).
