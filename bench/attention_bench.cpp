@@ -12,9 +12,9 @@
 //
 // Shapes: t2t_layer1 (batch 8, 3136², D 64, scale 1/√147), t2t_layer2 (batch 8, 784², 1/24),
 // biggan (4096 × 1024, D 64, Dv 256, scale 1) and n = 8192 (CUDA: 4096) … max-n (D 64, 1/8,
-// each options struct's defaults). Peak memory: the untimed warm-up call's peak of tensor storage above what
-// was allocated before it, counted by a wrapper around LibTorch's CPU allocator
-// (tests/support/peak_memory.h); on CUDA the caching allocator's peak statistic.
+// each options struct's defaults). Peak memory: the untimed warm-up call's peak of tensor
+// storage above what was allocated before it, counted by a wrapper around LibTorch's CPU
+// allocator (tests/support/peak_memory.h); on CUDA the caching allocator's peak statistic.
 //
 // One thread count per process (BLIS fixes its threads at its first call);
 // bench/run_attention_bench.sh runs 1 thread and every core. On CUDA (scripts/gpu_check.sh)

@@ -61,6 +61,7 @@ const std::vector<VariantInfo>& infos() {
       {"kdeformer_wc_fit4", false, "kdeformer_wc with its coreset values fitted on 4r exact rows"},
       {"kdeformer_wc16_fit8", false, "kdeformer_wc16 with its values fitted on 8r exact rows"},
       {"kdeformer_wc8_fit8", false, "kdeformer_wc8 with its values fitted on 8r exact rows"},
+      {"kdeformer_wc16_fit16", false, "kdeformer_wc16 with its values fitted on 16r exact rows"},
       {"kdeformer_wcf16", false, "kdeformer_wcf with blocks b = m/16"},
       {"kdeformer_wff", false,
        "kdeformer_wcf fitted to the far field's residual (fitted_far_field): the control "
@@ -68,7 +69,6 @@ const std::vector<VariantInfo>& infos() {
       {"kdeformer_wff16", false, "kdeformer_wff with blocks b = m/16"},
       {"kdeformer_wff_cal", false, "kdeformer_wff calibrated to mean(V) on 32 exact rows per head"},
       {"kdeformer_wff16_cal", false, "kdeformer_wff16 calibrated to mean(V) on 32 exact rows"},
-      {"kdeformer_wc16_fit16", false, "kdeformer_wc16 with its values fitted on 16r exact rows"},
       {"kdeformer_wc_seq", false,
        "kdeformer_wc with WildCat's sequential RPCholesky pivots (kdeformer_wc: accelerated)"},
       {"kdeformer_aten", false, "kdeformer on the ATen composition (the fused kernel's oracle)"},

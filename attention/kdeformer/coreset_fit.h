@@ -58,8 +58,8 @@ struct CoresetFit {
 
 /// p_cs [G, R, S]: e^{logit − c} of the coreset keys in padded rows; off [G, R, Dv + 1]: the
 /// baseline's off-block sums (the coreset's Nyström ones, or the far field's for
-/// Residual::kFittedFarField, whose block_* then hold Σ_blk (e − f)); block_num [G, R, Dv], block_den [G, R]: the exact block sums; shift
-/// [G, R] the rows' c; qs [G, R, D] the scaled queries in padded rows; k3 [G, Nk, D], v3 [G, Nk,
+/// Residual::kFittedFarField, whose block_* then hold Σ_blk (e − f)); block_num [G, R, Dv],
+/// block_den [G, R]: the exact block sums; shift [G, R] the rows' c; qs [G, R, D] the scaled queries in padded rows; k3 [G, Nk, D], v3 [G, Nk,
 /// Dv]; row_of_query [G, Nq] the padded row of each query; rows: t ≥ 1 (min(t, Nq) are drawn,
 /// from stream_generator(call, entry, head, Stream::kCoresetFit); batch · heads = G).
 CoresetFit fit_coreset_values(const at::Tensor& p_cs, const at::Tensor& off,

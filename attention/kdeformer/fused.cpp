@@ -119,13 +119,9 @@ at::Tensor kdeformer_fused_attention(const at::Tensor& q, const at::Tensor& k,
   // Alg. 3 step 2's samples, drawn as the ATen path draws them.
   at::Tensor samples, weights;
   if (m > 0) {
-    const at::Tensor init =
-        opt.sampling() == Sampling::kValueNorm
-            ? power_init(batch, heads, dv + 1, v.scalar_type(), v.device(), call)
-            : at::Tensor();
-    const at::Tensor p = sample_probabilities(v3, opt.sampling(), opt.power_iterations(), init);
-    samples = draw_samples(p, batch, heads, m, opt.sampling(), call).contiguous();  // [G, m]
-    weights = p.gather(1, samples).mul_(static_cast<double>(m)).reciprocal_().contiguous();
+    const ResidualSamples drawn = draw_residual_samples(v3, batch, heads, opt, call);
+    samples = drawn.indices;  // [G, m]
+    weights = drawn.weights;
   }
 
   const at::TensorOptions index_options = q3.options().dtype(at::kLong);

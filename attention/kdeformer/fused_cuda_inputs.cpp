@@ -58,13 +58,9 @@ FusedCudaInputs fused_cuda_inputs(const at::Tensor& q, const at::Tensor& k, cons
   // Alg. 3 step 2's samples, drawn as the ATen path draws them; each sample's sorted position
   // tells the kernel which block holds it exactly.
   if (m > 0) {
-    const at::Tensor init =
-        opt.sampling() == Sampling::kValueNorm
-            ? power_init(batch, heads, dv + 1, v.scalar_type(), v.device(), call)
-            : at::Tensor();
-    const at::Tensor p = sample_probabilities(in.v, opt.sampling(), opt.power_iterations(), init);
-    in.samples = draw_samples(p, batch, heads, m, opt.sampling(), call).contiguous();  // [G, m]
-    in.weights = p.gather(1, in.samples).mul_(static_cast<double>(m)).reciprocal_().contiguous();
+    const ResidualSamples drawn = draw_residual_samples(in.v, batch, heads, opt, call);
+    in.samples = drawn.indices;  // [G, m]
+    in.weights = drawn.weights;
     in.positions = common::invert_permutation(in.k_order).gather(1, in.samples).contiguous();
     pb.sample_index = in.samples.data_ptr<int64_t>();
     pb.sample_weight = in.weights.data_ptr<float>();

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <limits>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "attention/common/blocks.h"
@@ -125,12 +126,10 @@ Estimate estimate(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
 
   // Alg. 3 step 2: residual A − A_spar estimated from m importance-sampled keys.
   if (drawn > 0) {
-    at::Tensor init = opt.sampling() == Sampling::kValueNorm
-                          ? power_init(batch, heads, dv + 1, v.scalar_type(), v.device(), call)
-                          : at::Tensor();
-    e.probabilities = sample_probabilities(v3, opt.sampling(), opt.power_iterations(), init);
-    e.samples = draw_samples(e.probabilities, batch, heads, m, opt.sampling(), call);  // [G, m]
-    w_res = e.probabilities.gather(1, e.samples).mul_(static_cast<double>(m)).reciprocal_();
+    ResidualSamples drawn_samples = draw_residual_samples(v3, batch, heads, opt, call);
+    e.probabilities = std::move(drawn_samples.probabilities);
+    e.samples = std::move(drawn_samples.indices);  // [G, m]
+    w_res = std::move(drawn_samples.weights);
     at::Tensor k_res_t = gather_rows(k3, e.samples).transpose(1, 2).contiguous();  // [G, D, m]
     v_res = gather_rows(v3, e.samples);             // [G, m, Dv]
     s_res = at::bmm(qs, k_res_t);                   // [G, R, m]

@@ -101,4 +101,21 @@ at::Tensor draw_samples(const at::Tensor& probabilities, int64_t batch, int64_t 
   return at::stack(draws).to(probabilities.device());
 }
 
+ResidualSamples draw_residual_samples(const at::Tensor& v, int64_t batch, int64_t heads,
+                                      const KdeformerOptions& opt, const AttentionCall& call) {
+  const int64_t m = opt.sample_size(), dv = v.size(2);
+  TORCH_CHECK(m >= 1, "kdeformer: draw_residual_samples needs sample_size >= 1, got ", m);
+  const at::Tensor init = opt.sampling() == Sampling::kValueNorm
+                              ? power_init(batch, heads, dv + 1, v.scalar_type(), v.device(), call)
+                              : at::Tensor();
+  ResidualSamples out;
+  out.probabilities = sample_probabilities(v, opt.sampling(), opt.power_iterations(), init);
+  out.indices = draw_samples(out.probabilities, batch, heads, m, opt.sampling(), call).contiguous();
+  out.weights = out.probabilities.gather(1, out.indices)
+                    .mul_(static_cast<double>(m))
+                    .reciprocal_()
+                    .contiguous();
+  return out;
+}
+
 }  // namespace kdeserve::attention::kdeformer

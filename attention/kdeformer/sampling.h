@@ -31,4 +31,19 @@ at::Tensor sample_probabilities(const at::Tensor& v, Sampling sampling, int64_t 
 at::Tensor draw_samples(const at::Tensor& probabilities, int64_t batch, int64_t heads,
                         int64_t sample_size, Sampling sampling, const AttentionCall& call);
 
+/// Alg. 3 step 2's residual samples as every implementation draws them (the ATen path and both
+/// fused kernels): the probabilities over the keys, m indices per (entry, head) and their
+/// importance weights 1 / (m p). All on v's device.
+struct ResidualSamples {
+  at::Tensor probabilities;  ///< [G, Nk]
+  at::Tensor indices;        ///< [G, m] int64 original key indices, contiguous
+  at::Tensor weights;        ///< [G, m] 1 / (m p_j), contiguous
+};
+
+/// Draws options.sample_size() (≥ 1) samples per (entry, head) of v [G = B·H, Nk, Dv] with the
+/// options' sampling distribution and power iterations, from call's streams (or its injected
+/// power_init and sample_indices).
+ResidualSamples draw_residual_samples(const at::Tensor& v, int64_t batch, int64_t heads,
+                                      const KdeformerOptions& options, const AttentionCall& call);
+
 }  // namespace kdeserve::attention::kdeformer
