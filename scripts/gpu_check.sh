@@ -10,8 +10,8 @@
 # ncu 90 s); no whole run on a GPU has been timed yet.
 #
 #   bash scripts/gpu_check.sh [--out DIR]     results in DIR (default out/gpu_check; $OUT if set):
-#                                             gpu_check.md (summary), attention_bench_cuda.csv,
-#                                             attention_bench_cuda.txt, ctest.txt, build.txt
+#                                             gpu_check.md (summary), attention_bench_cuda*.csv,
+#                                             and the logs (*.txt; packed into logs.tgz in $OUT)
 #   bash scripts/gpu_check.sh --prepare       here, on a machine the installer has set up: copies
 #                                             Debian's GoogleTest/GoogleMock/Google Benchmark
 #                                             headers, libraries and CMake packages into
@@ -89,6 +89,14 @@ while (($#)); do
 done
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
+# The device tool brings back at most 8 files from $OUT: there the logs are packed into one
+# logs.tgz on the way out, beside gpu_check.md and the CSVs.
+# shellcheck disable=SC2317  # called by the EXIT trap
+pack_logs() {
+  [[ -n "${OUT:-}" && "$out" == "$(cd "$OUT" 2>/dev/null && pwd)" ]] || return 0
+  (cd "$out" && compgen -G '*.txt' >/dev/null && tar czf logs.tgz --remove-files ./*.txt)
+}
+trap pack_logs EXIT
 summary=$out/gpu_check.md
 python=${KDESERVE_GPU_PYTHON:-python3}
 build=${KDESERVE_GPU_BUILD_DIR:-build-gpu}
